@@ -1,0 +1,58 @@
+"""Pieces shared by the algorithms: Polyak averaging, optimizers and schedules, n-step targets."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def polyak(target, online, tau: float):
+    """target <- (1 - tau) target + tau online, leaf by leaf."""
+    return jax.tree_util.tree_map(lambda t, o: (1.0 - tau) * t + tau * o, target, online)
+
+
+def cyclic_cosine_schedule(peak: float, floor: float, warmup_steps: int, period: int):
+    """Repeating warm-up + cosine schedule of the OGPO actor (PAPER_NOTES §3.2).
+
+    Each period of `period` steps ramps linearly from `floor` to `peak` over `warmup_steps`, then
+    decays with a half cosine back to `floor` at the end of the period.
+    """
+    warmup = max(int(warmup_steps), 0)
+    period = max(int(period), warmup + 1)
+
+    def schedule(step):
+        s = jnp.mod(step, period).astype(jnp.float32)
+        ramp = floor + (peak - floor) * s / max(warmup, 1)
+        progress = (s - warmup) / (period - warmup)
+        decay = floor + 0.5 * (peak - floor) * (1.0 + jnp.cos(jnp.pi * progress))
+        return jnp.where(s < warmup, ramp, decay)
+
+    return schedule
+
+
+def adamw(learning_rate, weight_decay: float, grad_clip: float, eps: float = 1e-8):
+    """AdamW behind a global-norm clip."""
+    return optax.chain(
+        optax.clip_by_global_norm(grad_clip),
+        optax.adamw(learning_rate, eps=eps, weight_decay=weight_decay),
+    )
+
+
+def nstep_target(rewards, valid, terminal, next_value, gamma: float):
+    """Chunk TD target: sum_i gamma^i r_i valid_i + gamma^n (1 - terminal) next_value.
+
+    rewards, valid (B, H); terminal, next_value (B,). n is the number of valid steps of the chunk
+    (H for a full chunk; fewer when the episode was truncated inside the chunk, in which case
+    `next_value` must be the value at the true final observation).
+    """
+    horizon = rewards.shape[-1]
+    valid = valid.astype(rewards.dtype)
+    discounts = gamma ** jnp.arange(horizon, dtype=rewards.dtype)
+    ret = (rewards * valid * discounts).sum(-1)
+    n = valid.sum(-1)
+    return ret + (gamma**n) * (1.0 - terminal.astype(rewards.dtype)) * next_value
+
+
+def masked_mean(x, mask):
+    mask = mask.astype(x.dtype)
+    return (x * mask).sum() / jnp.maximum(mask.sum(), 1.0)

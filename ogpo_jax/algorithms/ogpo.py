@@ -1,0 +1,275 @@
+"""OGPO: off-policy chunked critic ensemble + PPO over the whole denoising chain.
+
+Public API (pure, jittable, vmappable over seeds):
+
+    state = init(key, obs_dim, chunk_shape, config)          # -> TrainState
+    state, metrics = update(state, batch, success_batch)     # one actor + one critic step
+    chunk = act(state, obs, key, mode)                       # mode: 'ode' | 'sde' | 'best_of_n'
+
+`batch` is a dict of chunk transitions: obs (B, obs_dim), actions (B, H, da), rewards (B, H),
+valid (B, H), next_obs (B, obs_dim), terminal (B,). `success_batch` holds obs, actions, valid from
+successful episodes (OGPO+ flow-matching BC); pass None to regularize on `batch` instead.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from ogpo_jax.algorithms import common
+from ogpo_jax.algorithms.advantages import compute_advantage
+from ogpo_jax.algorithms.config import OGPOConfig
+from ogpo_jax.gcp import flow
+from ogpo_jax.networks import CriticEnsemble, VelocityField
+
+
+class TrainState(struct.PyTreeNode):
+    actor: Any                 # velocity-field params (theta)
+    actor_ema: Any             # EMA target actor (theta-bar): collects data, is the PPO "old" policy
+    critic: Any                # critic ensemble params, heads stacked on axis 0
+    critic_target: Any         # Polyak target critics
+    actor_opt: Any
+    critic_opt: Any
+    step: jax.Array            # number of updates done (int32)
+    key: jax.Array             # PRNG key consumed by `update`
+    config: OGPOConfig = struct.field(pytree_node=False)
+    chunk_shape: tuple = struct.field(pytree_node=False)   # (H, da)
+
+    @property
+    def action_dim(self) -> int:
+        return self.chunk_shape[0] * self.chunk_shape[1]
+
+
+# ----------------------------------------------------------------------------- networks
+
+def actor_module(config: OGPOConfig, action_dim: int) -> VelocityField:
+    return VelocityField(action_dim, config.actor_hidden_dims, config.time_emb_dim)
+
+
+def critic_module(config: OGPOConfig) -> CriticEnsemble:
+    return CriticEnsemble(config.num_critics, config.critic_hidden_dims, config.critic_layer_norm)
+
+
+def actor_apply_fn(state: TrainState):
+    module = actor_module(state.config, state.action_dim)
+    return lambda params, obs, x, t: module.apply({"params": params}, obs, x, t)
+
+
+def critic_values(state: TrainState, params, obs, actions) -> jax.Array:
+    """Per-head Q: obs (B, obs_dim), actions (B, H, da) or (B, D) -> (M, B)."""
+    flat = actions.reshape(actions.shape[0], -1)
+    return critic_module(state.config).apply({"params": params}, obs, flat)
+
+
+def actor_optimizer(config: OGPOConfig):
+    schedule = common.cyclic_cosine_schedule(
+        config.actor_lr, config.actor_lr_floor, config.actor_lr_warmup, config.actor_lr_period)
+    return common.adamw(schedule, config.actor_weight_decay, config.grad_clip, config.adam_eps), schedule
+
+
+def critic_optimizer(config: OGPOConfig):
+    return common.adamw(config.critic_lr, config.critic_weight_decay, config.grad_clip, config.adam_eps)
+
+
+def as_config(config) -> OGPOConfig:
+    if isinstance(config, OGPOConfig):
+        return config
+    if config is None:
+        return OGPOConfig()
+    if isinstance(config, Mapping) or hasattr(config, "items"):
+        return OGPOConfig.from_dict(config)
+    raise TypeError(f"config must be an OGPOConfig or a mapping, got {type(config).__name__}")
+
+
+def init(key, obs_dim: int, chunk_shape, config=None, actor_params=None) -> TrainState:
+    """Fresh OGPO state. `actor_params` (e.g. a BC checkpoint) initialise actor and EMA actor."""
+    config = as_config(config)
+    horizon, act_dim = (int(c) for c in chunk_shape)
+    if obs_dim < 1 or horizon < 1 or act_dim < 1:
+        raise ValueError(f"obs_dim and chunk_shape must be positive, got {obs_dim}, {chunk_shape}")
+    k_actor, k_critic, k_state = jax.random.split(key, 3)
+    dim = horizon * act_dim
+    obs = jnp.zeros((1, obs_dim))
+    if actor_params is None:
+        actor_params = actor_module(config, dim).init(k_actor, obs, jnp.zeros((1, dim)), jnp.zeros((1,)))["params"]
+    critic_params = critic_module(config).init(k_critic, obs, jnp.zeros((1, dim)))["params"]
+    actor_tx, _ = actor_optimizer(config)
+    return TrainState(
+        actor=actor_params,
+        actor_ema=actor_params,
+        critic=critic_params,
+        critic_target=critic_params,
+        actor_opt=actor_tx.init(actor_params),
+        critic_opt=critic_optimizer(config).init(critic_params),
+        step=jnp.zeros((), jnp.int32),
+        key=k_state,
+        config=config,
+        chunk_shape=(horizon, act_dim),
+    )
+
+
+# ----------------------------------------------------------------------------- acting
+
+def _params_for(state: TrainState, actor: str | None):
+    actor = actor or state.config.act_with
+    if actor not in ("ema", "current"):
+        raise ValueError(f"actor must be 'ema' or 'current', got {actor!r}")
+    return state.actor_ema if actor == "ema" else state.actor
+
+
+def act(state: TrainState, obs, key, mode: str = "sde", actor: str | None = None) -> jax.Array:
+    """Action chunks for a batch of observations: obs (B, obs_dim) -> (B, H, da) in [-1, 1].
+
+    mode 'ode': deterministic Euler (evaluation); 'sde': one stochastic chain; 'best_of_n': N
+    stochastic chunks, pick the argmax of the min over `best_of_n_heads` random target-critic heads.
+    `actor` is 'ema' or 'current' (default: config.act_with). A single obs (obs_dim,) gives (H, da).
+    """
+    if obs.ndim == 1:
+        return act(state, obs[None], key, mode, actor)[0]
+    cfg, spec, dim = state.config, state.config.flow_spec, state.action_dim
+    params = _params_for(state, actor)
+    apply_fn = actor_apply_fn(state)
+    batch = obs.shape[0]
+    if mode == "ode":
+        actions = flow.sample_ode(apply_fn, params, obs, key, spec, dim)
+    elif mode == "sde":
+        _, actions = flow.sample_sde(apply_fn, params, obs, key, spec, dim)
+    elif mode == "best_of_n":
+        k_sample, k_heads = jax.random.split(key)
+        n = cfg.best_of_n
+        obs_rep = jnp.repeat(obs, n, axis=0)
+        _, cands = flow.sample_sde(apply_fn, params, obs_rep, k_sample, spec, dim)
+        heads = jax.random.choice(k_heads, cfg.num_critics, (cfg.best_of_n_heads,), replace=False)
+        q = critic_values(state, state.critic_target, obs_rep, cands)[heads].min(0).reshape(batch, n)
+        best = jnp.argmax(q, axis=-1)
+        actions = cands.reshape(batch, n, dim)[jnp.arange(batch), best]
+    else:
+        raise ValueError(f"mode must be 'ode', 'sde' or 'best_of_n', got {mode!r}")
+    return actions.reshape(batch, *state.chunk_shape)
+
+
+# ----------------------------------------------------------------------------- losses
+
+def actor_loss(params, state: TrainState, obs, chains, old_log_prob, advantage, bc_batch, key):
+    """Clipped PPO surrogate over whole chains + lambda * flow-matching BC. Returns (loss, metrics).
+
+    obs (N, obs_dim) and chains (N, K+1, D) for N = B * G chains drawn from the EMA actor;
+    old_log_prob, advantage (N,) are constants (no gradient through sampling or the critic).
+    """
+    cfg, spec = state.config, state.config.flow_spec
+    apply_fn = actor_apply_fn(state)
+    log_prob = flow.chain_log_prob(apply_fn, params, obs, chains, spec)
+    ratio = jnp.exp(log_prob - old_log_prob)
+    clipped = jnp.clip(ratio, 1.0 - cfg.clip_epsilon, 1.0 + cfg.clip_epsilon)
+    ppo_loss = -jnp.mean(jnp.minimum(ratio * advantage, clipped * advantage))
+    if cfg.bc_coeff > 0:
+        bc = flow.bc_loss(apply_fn, params, bc_batch["obs"], bc_batch["actions"], bc_batch["valid"], key)
+    else:
+        bc = jnp.zeros(())
+    metrics = {
+        "actor/ppo_loss": ppo_loss,
+        "actor/bc_loss": bc,
+        "actor/ratio_mean": ratio.mean(),
+        "actor/ratio_max": ratio.max(),
+        "actor/clip_frac": jnp.mean(jnp.abs(ratio - 1.0) > cfg.clip_epsilon),
+        "actor/log_prob": log_prob.mean(),
+    }
+    return ppo_loss + cfg.bc_coeff * bc, metrics
+
+
+def actor_step(state: TrainState, batch, bc_batch, key):
+    """One PPO step of the actor on B states x G chains of the EMA actor; EMA update after."""
+    cfg, spec, dim = state.config, state.config.flow_spec, state.action_dim
+    apply_fn = actor_apply_fn(state)
+    k_chain, k_bc = jax.random.split(key)
+    obs = batch["obs"][: cfg.ppo_batch_size]
+    obs_rep = jnp.repeat(obs, cfg.group_size, axis=0)                    # (B*G, obs_dim)
+    chains, final = flow.sample_sde(apply_fn, state.actor_ema, obs_rep, k_chain, spec, dim)
+    old_log_prob = flow.chain_log_prob(apply_fn, state.actor_ema, obs_rep, chains, spec)
+    q = critic_values(state, state.critic_target, obs_rep, final)        # (M, B*G)
+    q = q.reshape(cfg.num_critics, -1, cfg.group_size)
+    advantage = compute_advantage(q, cfg.adv_strategy)
+    if cfg.nonneg_advantage:
+        advantage = jnp.maximum(advantage, 0.0)
+    advantage = jax.lax.stop_gradient(advantage.reshape(-1))
+    chains, old_log_prob = jax.lax.stop_gradient((chains, old_log_prob))
+
+    grad_fn = jax.value_and_grad(actor_loss, has_aux=True)
+    (loss, metrics), grads = grad_fn(state.actor, state, obs_rep, chains, old_log_prob, advantage, bc_batch, k_bc)
+    tx, schedule = actor_optimizer(cfg)
+    updates, actor_opt = tx.update(grads, state.actor_opt, state.actor)
+    actor = optax.apply_updates(state.actor, updates)
+    actor_ema = common.polyak(state.actor_ema, actor, cfg.actor_tau)
+    metrics.update({
+        "actor/loss": loss,
+        "actor/grad_norm": optax.global_norm(grads),
+        "actor/lr": schedule(state.step),
+        "actor/adv_nonzero_frac": jnp.mean(advantage != 0),
+        "actor/adv_abs_mean": jnp.abs(advantage).mean(),
+        "actor/q_mean": q.mean(),
+        "actor/q_head_std": q.std(axis=0).mean(),
+        "actor/ema_distance": optax.global_norm(jax.tree_util.tree_map(jnp.subtract, actor, actor_ema)),
+    })
+    return state.replace(actor=actor, actor_ema=actor_ema, actor_opt=actor_opt), metrics
+
+
+def _reduce_samples(x, how: str):
+    """Reduce over the last axis (Q-variance reduction over G' next-action samples)."""
+    if how == "mean":
+        return x.mean(-1)
+    if how == "median":
+        return jnp.median(x, axis=-1)
+    n = x.shape[-1]
+    lo, hi = n // 4, n - n // 4
+    return jnp.sort(x, axis=-1)[..., lo:hi].mean(-1)   # trimmed mean of the middle half
+
+
+def td_target(state: TrainState, batch, key) -> jax.Array:
+    """n-step chunk TD target with the mean over target heads at a' ~ EMA actor (SDE). -> (B,)"""
+    cfg, spec, dim = state.config, state.config.flow_spec, state.action_dim
+    n = cfg.q_vr_num_samples
+    next_obs = jnp.repeat(batch["next_obs"], n, axis=0)
+    _, next_actions = flow.sample_sde(actor_apply_fn(state), state.actor_ema, next_obs, key, spec, dim)
+    next_q = critic_values(state, state.critic_target, next_obs, next_actions)      # (M, B*n)
+    next_q = next_q.reshape(cfg.num_critics, -1, n)
+    next_q = _reduce_samples(next_q, cfg.q_vr_reduction) if n > 1 else next_q[..., 0]
+    return common.nstep_target(batch["rewards"], batch["valid"], batch["terminal"], next_q.mean(0), cfg.discount)
+
+
+def critic_loss(params, state: TrainState, batch, target):
+    q = critic_values(state, params, batch["obs"], batch["actions"])                # (M, B)
+    loss = jnp.mean(jnp.square(q - target[None]))
+    return loss, {
+        "critic/loss": loss,
+        "critic/q_mean": q.mean(),
+        "critic/q_head_std": q.std(axis=0).mean(),
+        "critic/td_error": jnp.abs(q.mean(0) - target).mean(),
+        "critic/target_mean": target.mean(),
+    }
+
+
+def critic_step(state: TrainState, batch, key):
+    target = jax.lax.stop_gradient(td_target(state, batch, key))
+    (_, metrics), grads = jax.value_and_grad(critic_loss, has_aux=True)(state.critic, state, batch, target)
+    updates, critic_opt = critic_optimizer(state.config).update(grads, state.critic_opt, state.critic)
+    critic = optax.apply_updates(state.critic, updates)
+    metrics["critic/grad_norm"] = optax.global_norm(grads)
+    return state.replace(critic=critic, critic_opt=critic_opt), metrics
+
+
+def update(state: TrainState, batch, success_batch=None):
+    """One OGPO update: actor PPO step (+ EMA), critic TD step(s), critic Polyak. Pure."""
+    cfg = state.config
+    key, k_actor, k_critic, k_succ = jax.random.split(state.key, 4)
+    bc_batch = success_batch if success_batch is not None else batch
+    state, metrics = actor_step(state.replace(key=key), batch, bc_batch, k_actor)
+    state, critic_metrics = critic_step(state, batch, k_critic)
+    metrics.update(critic_metrics)
+    if cfg.success_critic_td and success_batch is not None:
+        state, succ_metrics = critic_step(state, success_batch, k_succ)
+        metrics["critic/success_loss"] = succ_metrics["critic/loss"]
+    critic_target = common.polyak(state.critic_target, state.critic, cfg.critic_tau)
+    return state.replace(critic_target=critic_target, step=state.step + 1), metrics

@@ -1,0 +1,29 @@
+"""ogpo-jax: Off-policy Generative Policy Optimization (OGPO) in JAX/Flax."""
+from setuptools import find_packages, setup
+
+setup(
+    name="ogpo-jax",
+    version="0.1.0",
+    description="Full-finetuning of flow/diffusion robot control policies with OGPO, in JAX",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["ogpo_jax", "ogpo_jax.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "jax>=0.10.2",
+        "flax>=0.12.8",
+        "optax>=0.2.5",
+        "chex>=0.1.90",
+        "orbax-checkpoint>=0.11",
+        "ml-collections>=1.0",
+        "absl-py>=2.0",
+        "tensorboardX>=2.6",
+        "h5py>=3.10",
+        "tqdm>=4.66",
+        "matplotlib>=3.8",
+        "numpy>=1.26",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+    },
+)

@@ -120,6 +120,23 @@ def _params_for(state: TrainState, actor: str | None):
     return state.actor_ema if actor == "ema" else state.actor
 
 
+def sample_actions(config: OGPOConfig, chunk_shape, actor_params, obs, key, mode: str = "sde"):
+    """Chunks from actor params alone (no critic): obs (B, obs_dim) -> (B, H, da).
+
+    mode 'ode': deterministic Euler (evaluation); 'sde': one stochastic chain (RL sampler).
+    """
+    dim = chunk_shape[0] * chunk_shape[1]
+    module = actor_module(config, dim)
+    apply_fn = lambda params, o, x, t: module.apply({"params": params}, o, x, t)
+    if mode == "ode":
+        actions = flow.sample_ode(apply_fn, actor_params, obs, key, config.flow_spec, dim)
+    elif mode == "sde":
+        _, actions = flow.sample_sde(apply_fn, actor_params, obs, key, config.flow_spec, dim)
+    else:
+        raise ValueError(f"mode must be 'ode' or 'sde' for actor-only sampling, got {mode!r}")
+    return actions.reshape(obs.shape[0], *chunk_shape)
+
+
 def act(state: TrainState, obs, key, mode: str = "sde", actor: str | None = None) -> jax.Array:
     """Action chunks for a batch of observations: obs (B, obs_dim) -> (B, H, da) in [-1, 1].
 
@@ -129,26 +146,20 @@ def act(state: TrainState, obs, key, mode: str = "sde", actor: str | None = None
     """
     if obs.ndim == 1:
         return act(state, obs[None], key, mode, actor)[0]
-    cfg, spec, dim = state.config, state.config.flow_spec, state.action_dim
+    cfg = state.config
     params = _params_for(state, actor)
-    apply_fn = actor_apply_fn(state)
-    batch = obs.shape[0]
-    if mode == "ode":
-        actions = flow.sample_ode(apply_fn, params, obs, key, spec, dim)
-    elif mode == "sde":
-        _, actions = flow.sample_sde(apply_fn, params, obs, key, spec, dim)
-    elif mode == "best_of_n":
-        k_sample, k_heads = jax.random.split(key)
-        n = cfg.best_of_n
-        obs_rep = jnp.repeat(obs, n, axis=0)
-        _, cands = flow.sample_sde(apply_fn, params, obs_rep, k_sample, spec, dim)
-        heads = jax.random.choice(k_heads, cfg.num_critics, (cfg.best_of_n_heads,), replace=False)
-        q = critic_values(state, state.critic_target, obs_rep, cands)[heads].min(0).reshape(batch, n)
-        best = jnp.argmax(q, axis=-1)
-        actions = cands.reshape(batch, n, dim)[jnp.arange(batch), best]
-    else:
+    if mode in ("ode", "sde"):
+        return sample_actions(cfg, state.chunk_shape, params, obs, key, mode)
+    if mode != "best_of_n":
         raise ValueError(f"mode must be 'ode', 'sde' or 'best_of_n', got {mode!r}")
-    return actions.reshape(batch, *state.chunk_shape)
+    k_sample, k_heads = jax.random.split(key)
+    batch, n, dim = obs.shape[0], cfg.best_of_n, state.action_dim
+    obs_rep = jnp.repeat(obs, n, axis=0)
+    cands = sample_actions(cfg, state.chunk_shape, params, obs_rep, k_sample, "sde")
+    heads = jax.random.choice(k_heads, cfg.num_critics, (cfg.best_of_n_heads,), replace=False)
+    q = critic_values(state, state.critic_target, obs_rep, cands)[heads].min(0).reshape(batch, n)
+    best = jnp.argmax(q, axis=-1)
+    return cands.reshape(batch, n, *state.chunk_shape)[jnp.arange(batch), best]
 
 
 # ----------------------------------------------------------------------------- losses

@@ -1,0 +1,44 @@
+"""Environments: functional protocol + wrappers (core), pure-JAX toy tasks, scripted experts.
+
+`make(name, **kwargs) -> (env, expert, episode_length)` builds a registered task with its time
+limit applied (`EpisodeWrapper`); chunking, auto-reset and batching are added by the caller.
+"""
+from __future__ import annotations
+
+from ogpo_jax.envs import core, experts, toy
+from ogpo_jax.envs.core import (AutoResetWrapper, ChunkWrapper, EnvState, EpisodeWrapper,
+                                VmapWrapper)
+
+
+def _point_gaps(**kwargs):
+    expert_keys = {"p_wide", "noise_min", "noise_max"}
+    expert_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in expert_keys}
+    params = toy.PointGapsParams(**kwargs)
+    env = toy.PointGaps(params)
+    return EpisodeWrapper(env, params.max_steps), experts.PointGapsExpert(env, **expert_kwargs), params.max_steps
+
+
+def _countdown(length: int = 10):
+    env = toy.Countdown(length)
+    return EpisodeWrapper(env, length + 1), None, length + 1
+
+
+def _chunk_bandit(horizon: int = 4):
+    env = toy.ChunkBandit(horizon)
+    return EpisodeWrapper(env, horizon), None, horizon
+
+
+REGISTRY = {"point_gaps": _point_gaps, "countdown": _countdown, "chunk_bandit": _chunk_bandit}
+
+
+def make(name: str, **kwargs):
+    if name not in REGISTRY:
+        raise ValueError(f"env.name must be one of {sorted(REGISTRY)}, got {name!r}")
+    try:
+        return REGISTRY[name](**kwargs)
+    except TypeError as e:
+        raise ValueError(f"bad env.kwargs for {name!r}: {e}") from None
+
+
+__all__ = ["make", "REGISTRY", "EnvState", "EpisodeWrapper", "ChunkWrapper", "AutoResetWrapper",
+           "VmapWrapper", "core", "toy", "experts"]

@@ -1,0 +1,165 @@
+"""Functional environment protocol and wrappers (brax-shaped).
+
+An environment is a pair of pure functions `reset(key) -> EnvState` and
+`step(state, action) -> EnvState`. `EnvState` mirrors `brax.envs.State`: task-specific simulator
+state plus `obs`, `reward`, `done` and an `info` dict. Every task reports per-step
+`info['success']` and `info['terminal']` (the task ended: no bootstrap); `EpisodeWrapper` adds
+`info['truncated']` (time limit: bootstrap from the true final observation).
+
+Wrapper order used by the training loop:
+
+    task -> EpisodeWrapper(T) -> ChunkWrapper(H) -> AutoResetWrapper -> VmapWrapper(N)
+
+so one `step` executes an action chunk open-loop and episodes end on chunk boundaries (steps of a
+chunk after the episode ended are frozen and marked invalid).
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+# info keys that describe the transition just taken; everything else in info is episode state
+# that AutoResetWrapper resets together with the simulator.
+TRANSITION_KEYS = ("success", "terminal", "truncated", "rewards", "valid")
+
+
+class EnvState(struct.PyTreeNode):
+    sim: Any                # task-specific physics / simulator state
+    obs: jax.Array
+    reward: jax.Array       # scalar per step; summed over the chunk for ChunkWrapper
+    done: jax.Array         # bool
+    info: dict
+
+
+class Env(Protocol):
+    observation_size: int
+    action_size: int
+
+    def reset(self, key) -> EnvState: ...
+
+    def step(self, state: EnvState, action) -> EnvState: ...
+
+
+def _select(pred, on_true, on_false):
+    """Tree-wise where with a (batch-broadcast) scalar predicate."""
+    def sel(a, b):
+        p = jnp.reshape(pred, jnp.shape(pred) + (1,) * (jnp.ndim(a) - jnp.ndim(pred)))
+        return jnp.where(p, a, b)
+    return jax.tree_util.tree_map(sel, on_true, on_false)
+
+
+class Wrapper:
+    def __init__(self, env):
+        self.env = env
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+    @property
+    def unwrapped(self):
+        return getattr(self.env, "unwrapped", self.env)
+
+
+class EpisodeWrapper(Wrapper):
+    """Ends an episode after `episode_length` steps with `truncated=True` (unless it terminated)."""
+
+    def __init__(self, env, episode_length: int):
+        super().__init__(env)
+        if episode_length < 1:
+            raise ValueError(f"episode_length must be >= 1, got {episode_length}")
+        self.episode_length = int(episode_length)
+
+    def reset(self, key):
+        state = self.env.reset(key)
+        info = dict(state.info, steps=jnp.zeros((), jnp.int32), truncated=jnp.zeros((), bool))
+        return state.replace(info=info)
+
+    def step(self, state, action):
+        steps = state.info["steps"] + 1
+        nxt = self.env.step(state, action)
+        truncated = (steps >= self.episode_length) & ~nxt.info["terminal"]
+        info = dict(nxt.info, steps=steps, truncated=truncated)
+        return nxt.replace(done=nxt.done | truncated, info=info)
+
+
+class ChunkWrapper(Wrapper):
+    """Executes an action chunk (H, da) open-loop with `lax.scan`.
+
+    Records `info['rewards']` (H,) and `info['valid']` (H,); steps after the episode ended inside
+    the chunk are frozen (the simulator is not stepped) and invalid with zero reward.
+    """
+
+    def __init__(self, env, horizon: int):
+        super().__init__(env)
+        if horizon < 1:
+            raise ValueError(f"chunk horizon must be >= 1, got {horizon}")
+        self.horizon = int(horizon)
+
+    def _with_chunk_info(self, state, rewards, valid):
+        return state.replace(info=dict(state.info, rewards=rewards, valid=valid))
+
+    def reset(self, key):
+        state = self.env.reset(key)
+        return self._with_chunk_info(state, jnp.zeros(self.horizon), jnp.zeros(self.horizon, bool))
+
+    def step(self, state, chunk):
+        chunk = jnp.asarray(chunk)
+        if chunk.shape[0] != self.horizon:
+            raise ValueError(f"action chunk has length {chunk.shape[0]}, expected horizon {self.horizon}")
+        inner = state.replace(info={k: v for k, v in state.info.items() if k not in ("rewards", "valid")})
+
+        def body(carry, action):
+            s, alive = carry
+            nxt = _select(alive, self.env.step(s, action), s)
+            reward = jnp.where(alive, nxt.reward, 0.0)
+            return (nxt, alive & ~nxt.done), (reward, alive)
+
+        (final, _), (rewards, valid) = jax.lax.scan(body, (inner, ~state.done), chunk)
+        final = final.replace(reward=rewards.sum())
+        return self._with_chunk_info(final, rewards, valid)
+
+
+class AutoResetWrapper(Wrapper):
+    """Resets finished episodes inside `step`; keeps the true final observation.
+
+    After a step that ended the episode, `obs` is the first observation of the next episode,
+    `info['final_obs']` the true last observation (for bootstrapping on truncation), and `done`,
+    `reward` and the transition info keys describe the step that ended the episode.
+    """
+
+    def reset(self, key):
+        k_env, k_next = jax.random.split(key)
+        state = self.env.reset(k_env)
+        return state.replace(info=dict(state.info, final_obs=state.obs, reset_key=k_next))
+
+    def step(self, state, action):
+        info = {k: v for k, v in state.info.items() if k not in ("final_obs", "reset_key")}
+        nxt = self.env.step(state.replace(info=info), action)
+        key, k_reset = jax.random.split(state.info["reset_key"])
+        fresh = self.env.reset(k_reset)
+        merged = _select(nxt.done, fresh, nxt)
+        new_info = dict(merged.info)
+        for k in TRANSITION_KEYS:
+            if k in nxt.info:
+                new_info[k] = nxt.info[k]
+        new_info.update(final_obs=nxt.obs, reset_key=key)
+        return merged.replace(reward=nxt.reward, done=nxt.done, info=new_info)
+
+
+class VmapWrapper(Wrapper):
+    """Batches an environment: `reset(key)` makes `num_envs` independent episodes."""
+
+    def __init__(self, env, num_envs: int):
+        super().__init__(env)
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.num_envs = int(num_envs)
+
+    def reset(self, key):
+        return jax.vmap(self.env.reset)(jax.random.split(key, self.num_envs))
+
+    def step(self, state, action):
+        return jax.vmap(self.env.step)(state, action)

@@ -1,0 +1,161 @@
+"""Tiny pure-JAX tasks: a sparse-reward navigation task for learning checks, and debug tasks whose
+chunk Q-values are known in closed form (rejax-style) for critic tests.
+
+All tasks follow the paper's reward convention where it applies: -1 per step, +5 and terminate on
+success; actions live in [-1, 1].
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from ogpo_jax.envs.core import EnvState
+
+
+# ----------------------------------------------------------------------------- point mass + gaps
+
+@dataclasses.dataclass(frozen=True)
+class PointGapsParams:
+    max_speed: float = 0.1          # displacement per step at |action| = 1
+    wall_half_width: float = 0.06   # wall occupies |y| < wall_half_width (> max_speed / 2: no tunnelling)
+    wide_gap: tuple = (-0.5, 0.15)  # (center x, half width)
+    narrow_gap: tuple = (0.5, 0.05)
+    goal: tuple = (0.0, 0.75)
+    goal_radius: float = 0.15
+    start_y: float = -0.75
+    start_x_range: float = 0.9
+    max_steps: int = 40             # used for the normalized-time observation
+    success_bonus: float = 5.0
+
+
+class PointGapsSim(struct.PyTreeNode):
+    pos: jax.Array      # (2,)
+    t: jax.Array        # int32 steps taken
+
+
+class PointGaps:
+    """2-D point mass that must pass one of two gaps (wide / narrow) in a wall to reach a goal.
+
+    obs = (x, y, t / max_steps); action (2,) in [-1, 1] is a velocity; moving into the wall leaves
+    the mass where it was. Reward -1 per step, +5 and terminate inside the goal disc. Wrap with
+    `EpisodeWrapper(env, params.max_steps)` for the time limit (`make('point_gaps')` does).
+    """
+
+    observation_size = 3
+    action_size = 2
+
+    def __init__(self, params: PointGapsParams = PointGapsParams()):
+        self.params = params
+
+    def _obs(self, sim):
+        return jnp.concatenate([sim.pos, (sim.t / self.params.max_steps)[None]]).astype(jnp.float32)
+
+    def in_wall(self, pos):
+        p = self.params
+        in_gap = jnp.zeros((), bool)
+        for center, half in (p.wide_gap, p.narrow_gap):
+            in_gap = in_gap | (jnp.abs(pos[0] - center) < half)
+        return (jnp.abs(pos[1]) < p.wall_half_width) & ~in_gap
+
+    def at_goal(self, pos):
+        return jnp.linalg.norm(pos - jnp.asarray(self.params.goal)) < self.params.goal_radius
+
+    def reset(self, key):
+        p = self.params
+        x = jax.random.uniform(key, (), minval=-p.start_x_range, maxval=p.start_x_range)
+        sim = PointGapsSim(pos=jnp.array([x, p.start_y], jnp.float32), t=jnp.zeros((), jnp.int32))
+        info = {"success": jnp.zeros((), bool), "terminal": jnp.zeros((), bool)}
+        return EnvState(sim=sim, obs=self._obs(sim), reward=jnp.zeros(()), done=jnp.zeros((), bool), info=info)
+
+    def step(self, state, action):
+        p = self.params
+        pos = state.sim.pos
+        new = jnp.clip(pos + p.max_speed * jnp.clip(action, -1.0, 1.0), -1.0, 1.0)
+        # Check the midpoint too, so a diagonal move cannot cut a wall corner.
+        blocked = self.in_wall(new) | self.in_wall(0.5 * (pos + new))
+        new = jnp.where(blocked, pos, new)
+        sim = PointGapsSim(pos=new, t=state.sim.t + 1)
+        success = self.at_goal(new)
+        reward = jnp.where(success, -1.0 + p.success_bonus, -1.0)
+        info = dict(state.info, success=success, terminal=success)
+        return EnvState(sim=sim, obs=self._obs(sim), reward=reward, done=success, info=info)
+
+
+# ----------------------------------------------------------------------------- debug tasks
+
+class CountdownSim(struct.PyTreeNode):
+    remaining: jax.Array    # int32 steps left before the episode terminates
+
+
+class Countdown:
+    """Debug task with action-independent values: reward -1 per step, terminal after `n` steps.
+
+    The episode starts with n ~ U{1..length} steps left; obs = (n / length,). The true chunk value
+    from a state with n steps left is Q = -(1 - gamma^n) / (1 - gamma) for any actions, so it tests
+    n-step targets, bootstrapping across chunks and termination inside a chunk.
+    """
+
+    action_size = 1
+    observation_size = 1
+
+    def __init__(self, length: int = 10):
+        self.length = int(length)
+
+    def _state(self, remaining, reward, done):
+        sim = CountdownSim(remaining=remaining)
+        obs = (remaining / self.length)[None].astype(jnp.float32)
+        info = {"success": jnp.zeros((), bool), "terminal": done}
+        return EnvState(sim=sim, obs=obs, reward=reward, done=done, info=info)
+
+    def reset(self, key):
+        n = jax.random.randint(key, (), 1, self.length + 1)
+        return self._state(n, jnp.zeros(()), jnp.zeros((), bool))
+
+    def step(self, state, action):
+        n = state.sim.remaining - 1
+        return self._state(n, -jnp.ones(()), n <= 0)
+
+    def true_q(self, obs, gamma: float):
+        n = jnp.round(obs[..., 0] * self.length)
+        return -(1.0 - gamma**n) / (1.0 - gamma)
+
+
+class BanditSim(struct.PyTreeNode):
+    target: jax.Array
+    t: jax.Array
+
+
+class ChunkBandit:
+    """Debug task with action-dependent values: one chunk of `horizon` steps, then terminal.
+
+    obs = (target,) with target ~ U(-1, 1); reward at step i is -(a_i - target)^2. The true chunk
+    value is Q(s, a_{0:H}) = -sum_i gamma^i (a_i - target)^2.
+    """
+
+    action_size = 1
+    observation_size = 1
+
+    def __init__(self, horizon: int = 4):
+        self.horizon = int(horizon)
+
+    def reset(self, key):
+        target = jax.random.uniform(key, (), minval=-1.0, maxval=1.0)
+        sim = BanditSim(target=target, t=jnp.zeros((), jnp.int32))
+        info = {"success": jnp.zeros((), bool), "terminal": jnp.zeros((), bool)}
+        return EnvState(sim=sim, obs=target[None], reward=jnp.zeros(()), done=jnp.zeros((), bool), info=info)
+
+    def step(self, state, action):
+        t = state.sim.t + 1
+        reward = -jnp.square(action[0] - state.sim.target)
+        done = t >= self.horizon
+        info = dict(state.info, terminal=done)
+        return state.replace(sim=state.sim.replace(t=t), reward=reward, done=done, info=info)
+
+    @staticmethod
+    def true_q(obs, chunk, gamma: float):
+        h = chunk.shape[-2]
+        disc = gamma ** jnp.arange(h)
+        return -(jnp.square(chunk[..., 0] - obs[..., :1]) * disc).sum(-1)

@@ -1,0 +1,79 @@
+"""Flow-matching behaviour cloning with the "clipped" early stop (PAPER_NOTES §5 step 0).
+
+Trains in jitted blocks of `eval_every` steps; after each block evaluates the stochastic (SDE)
+sampler and stops as soon as its success reaches `stop_success`, so finetuning starts from a
+deliberately weak policy.
+"""
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ogpo_jax.algorithms import ogpo
+from ogpo_jax.gcp import flow
+
+
+def make_bc_block(config: ogpo.OGPOConfig, chunk_shape, dataset: dict, batch_size: int, lr: float, steps: int):
+    """-> jitted `block(params, opt_state, key) -> (params, opt_state, mean_loss)` of `steps` steps."""
+    dim = chunk_shape[0] * chunk_shape[1]
+    module = ogpo.actor_module(config, dim)
+    apply_fn = lambda p, o, x, t: module.apply({"params": p}, o, x, t)
+    tx = optax.adam(lr)
+    data = jax.tree_util.tree_map(jnp.asarray, dataset)
+    n = data["obs"].shape[0]
+
+    def loss_fn(params, key):
+        k_idx, k_loss = jax.random.split(key)
+        idx = jax.random.randint(k_idx, (batch_size,), 0, n)
+        return flow.bc_loss(apply_fn, params, data["obs"][idx], data["actions"][idx], data["valid"][idx], k_loss)
+
+    @jax.jit
+    def block(params, opt_state, key):
+        def step(carry, k):
+            p, o = carry
+            loss, grads = jax.value_and_grad(loss_fn)(p, k)
+            updates, o = tx.update(grads, o, p)
+            return (optax.apply_updates(p, updates), o), loss
+
+        (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), jax.random.split(key, steps))
+        return params, opt_state, losses.mean()
+
+    return block, tx
+
+
+def actor_policy(config, chunk_shape, mode):
+    """Policy function for the evaluator from actor params alone (static, hashable)."""
+    return functools.partial(_actor_policy, config, tuple(chunk_shape), mode)
+
+
+def _actor_policy(config, chunk_shape, mode, params, obs, key):
+    return ogpo.sample_actions(config, chunk_shape, params, obs, key, mode)
+
+
+def train_bc(config, chunk_shape, obs_dim, dataset, evaluate, bc_cfg, key, log_fn=print):
+    """Run clipped BC. Returns (actor_params, history list of dicts)."""
+    k_init, key = jax.random.split(key)
+    dim = chunk_shape[0] * chunk_shape[1]
+    params = ogpo.actor_module(config, dim).init(
+        k_init, jnp.zeros((1, obs_dim)), jnp.zeros((1, dim)), jnp.zeros((1,)))["params"]
+    block, tx = make_bc_block(config, chunk_shape, dataset, bc_cfg.batch_size, bc_cfg.lr, bc_cfg.eval_every)
+    opt_state = tx.init(params)
+    stop_mode = bc_cfg.eval_mode
+    policy = actor_policy(config, chunk_shape, stop_mode)
+    history, step, start = [], 0, time.time()
+    while step < bc_cfg.max_steps:
+        key, k_block, k_eval = jax.random.split(key, 3)
+        params, opt_state, loss = block(params, opt_state, k_block)
+        step += bc_cfg.eval_every
+        success = float(evaluate(policy, params, k_eval)["success"])
+        history.append({"bc_step": step, "bc_loss": float(loss), f"bc_success_{stop_mode}": success,
+                        "wall_seconds": time.time() - start})
+        log_fn(f"[bc] step {step:>7d}  loss {float(loss):.4f}  {stop_mode} success {success:.3f}")
+        if bc_cfg.clipped and success >= bc_cfg.stop_success:
+            log_fn(f"[bc] clipped early stop: {stop_mode} success {success:.3f} >= {bc_cfg.stop_success}")
+            break
+    return params, history

@@ -1,0 +1,43 @@
+"""Policy evaluation: run `num_episodes` episodes in parallel to completion, report success.
+
+`policy(params, obs, key) -> chunks (B, H, da)` is any jittable policy; `params` is whatever it
+needs (actor params, a whole TrainState). The env must be chunked and must NOT auto-reset: a
+finished episode stays frozen (ChunkWrapper marks its steps invalid) until all are done.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from ogpo_jax.envs.core import ChunkWrapper, VmapWrapper
+
+
+def make_evaluator(env, horizon: int, episode_length: int, num_episodes: int):
+    """-> jitted `evaluate(policy, params, key) -> dict(success, return, length)` (policy static)."""
+    if num_episodes < 1:
+        raise ValueError(f"eval episodes must be >= 1, got {num_episodes}")
+    chunked = VmapWrapper(ChunkWrapper(env, horizon), num_episodes)
+    num_chunks = -(-episode_length // horizon)
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def evaluate(policy, params, key):
+        k_reset, k_act = jax.random.split(key)
+        state = chunked.reset(k_reset)
+
+        def body(carry, k):
+            s, ret, length, success = carry
+            alive = ~s.done
+            nxt = chunked.step(s, policy(params, s.obs, k))
+            ret = ret + nxt.reward
+            length = length + nxt.info["valid"].sum(-1)
+            success = success | (nxt.info["success"] & alive)
+            return (nxt, ret, length, success), None
+
+        zeros = jnp.zeros((num_episodes,))
+        init = (state, zeros, zeros, jnp.zeros((num_episodes,), bool))
+        (_, ret, length, success), _ = jax.lax.scan(body, init, jax.random.split(k_act, num_chunks))
+        return {"success": success.mean(), "return": ret.mean(), "length": length.mean()}
+
+    return evaluate

@@ -1,0 +1,194 @@
+"""The end-to-end pipeline: collect demos -> clipped BC -> OGPO finetune -> summary.json.
+
+Each stage writes its output into the workdir and is skipped when that output already exists, so
+rerunning with the same workdir resumes (the finetune stage from its latest orbax checkpoint).
+
+    workdir/config.json            full resolved config
+    workdir/demos.hdf5             scripted-expert demonstrations (robomimic layout)
+    workdir/bc/                    BC actor checkpoint + bc.json (history, ODE/SDE success)
+    workdir/finetune/checkpoints/  whole loop state (agent, replay, success buffer, envs, keys)
+    workdir/metrics.jsonl, tb/     logs;  workdir/summary.json  the run summary
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+
+import jax
+import numpy as np
+
+from ogpo_jax import envs
+from ogpo_jax.algorithms import ogpo
+from ogpo_jax.algorithms.config import OGPOConfig
+from ogpo_jax.data import demos as demo_io
+from ogpo_jax.envs.experts import collect_demos
+from ogpo_jax.training import bc as bc_lib
+from ogpo_jax.training import loop
+from ogpo_jax.training.checkpoint import Checkpointer
+from ogpo_jax.training.config import validate
+from ogpo_jax.training.evaluation import make_evaluator
+from ogpo_jax.training.logging import Logger
+
+
+def _agent_policy(mode, actor, agent, obs, key):
+    return ogpo.act(agent, obs, key, mode=mode, actor=actor)
+
+
+def _write_json(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def run(config, workdir: str, log=print) -> dict:
+    """Run (or resume) the whole pipeline for `config` in `workdir`; returns the summary dict."""
+    algo_cfg = validate(config)
+    start = time.time()
+    os.makedirs(workdir, exist_ok=True)
+    _write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    env, expert, episode_length = envs.make(config.env.name, **config.env.kwargs.to_dict())
+    horizon = config.env.chunk_horizon
+    chunk_shape = (horizon, env.action_size)
+    obs_dim = env.observation_size
+    key = jax.random.PRNGKey(config.seed)
+    k_demo, k_bc, k_agent, k_loop, k_eval = jax.random.split(key, 5)
+
+    # ---------------------------------------------------------------- stage 1: demonstrations
+    demo_path = config.demos.path or os.path.join(workdir, "demos.hdf5")
+    if not os.path.exists(demo_path):
+        if config.demos.path:
+            raise FileNotFoundError(f"demos.path={config.demos.path!r}: file not found")
+        if expert is None:
+            raise ValueError(f"env.name={config.env.name!r} has no scripted expert; set demos.path")
+        t0 = time.time()
+        rollouts = collect_demos(env, expert, config.demos.num_demos, episode_length, k_demo)
+        demo_io.write_hdf5(demo_path, demo_io.episodes_from_rollouts(rollouts),
+                           {"env_name": config.env.name, "env_kwargs": config.env.kwargs.to_dict()})
+        log(f"[demos] {config.demos.num_demos} demos, expert success {float(rollouts['success'].mean()):.3f}, "
+            f"{time.time() - t0:.1f}s -> {demo_path}")
+    else:
+        log(f"[demos] using {demo_path}")
+    episodes, _ = demo_io.read_hdf5(demo_path)
+    if episodes[0]["obs"].shape[1] != obs_dim or episodes[0]["actions"].shape[1] != env.action_size:
+        raise ValueError(f"{demo_path}: demos have obs/action dims {episodes[0]['obs'].shape[1]}/"
+                         f"{episodes[0]['actions'].shape[1]}, env {config.env.name!r} has {obs_dim}/{env.action_size}")
+
+    bc_eval = make_evaluator(env, horizon, episode_length, config.bc.eval_episodes)
+    final_eval = make_evaluator(env, horizon, episode_length, config.train.eval_episodes)
+
+    # ---------------------------------------------------------------- stage 2: clipped BC
+    bc_dir = os.path.join(workdir, "bc")
+    bc_json = os.path.join(bc_dir, "bc.json")
+    bc_ckpt = Checkpointer(os.path.join(bc_dir, "actor"), max_to_keep=1)
+    template = ogpo.init(k_agent, obs_dim, chunk_shape, algo_cfg)
+    if os.path.exists(bc_json) and bc_ckpt.latest_step() is not None:
+        bc_params = bc_ckpt.restore(template.actor)
+        bc_info = _read_json(bc_json)
+        log(f"[bc] restored from {bc_dir}: ODE {bc_info['bc_success_ode']:.3f}, SDE {bc_info['bc_success_sde']:.3f}")
+    else:
+        t0 = time.time()
+        dataset = demo_io.chunk_windows(episodes, horizon)
+        bc_params, history = bc_lib.train_bc(algo_cfg, chunk_shape, obs_dim, dataset, bc_eval, config.bc, k_bc, log)
+        bc_info = {"history": history, "bc_seconds": time.time() - t0, "bc_steps": history[-1]["bc_step"]}
+        for mode in ("ode", "sde"):
+            policy = bc_lib.actor_policy(algo_cfg, chunk_shape, mode)
+            bc_info[f"bc_success_{mode}"] = float(final_eval(policy, bc_params, k_eval)["success"])
+        bc_ckpt.save(bc_info["bc_steps"], bc_params)
+        _write_json(bc_json, bc_info)
+        log(f"[bc] done in {bc_info['bc_seconds']:.1f}s: ODE {bc_info['bc_success_ode']:.3f}, "
+            f"SDE {bc_info['bc_success_sde']:.3f} over {config.train.eval_episodes} episodes")
+    bc_ckpt.close()
+
+    # ---------------------------------------------------------------- stage 3: OGPO finetune
+    finetune = finetune_stage(config, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params,
+                              final_eval, k_agent, k_loop, k_eval, workdir, log)
+    summary = {
+        "bc_success_ode": bc_info["bc_success_ode"],
+        "bc_success_sde": bc_info["bc_success_sde"],
+        "bc_steps": bc_info["bc_steps"],
+        **finetune,
+        "wall_seconds": time.time() - start,
+        "config": config.to_dict(),
+    }
+    _write_json(os.path.join(workdir, "summary.json"), summary)
+    log(f"[done] BC ODE {summary['bc_success_ode']:.3f} -> final ODE {summary['final_success_ode']:.3f} "
+        f"(SDE {summary['final_success_sde']:.3f}) in {summary['env_steps']} env steps; summary.json written")
+    return summary
+
+
+def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shape, obs_dim, bc_params,
+                   evaluate, k_agent, k_loop, k_eval, workdir, log) -> dict:
+    tcfg = config.train
+    agent = ogpo.init(k_agent, obs_dim, chunk_shape, algo_cfg, actor_params=bc_params)
+    ls = loop.init_loop(k_loop, env, agent, obs_dim, tcfg, episode_length)
+    ckpt = Checkpointer(os.path.join(workdir, "finetune", "checkpoints"), tcfg.max_checkpoints)
+    if ckpt.latest_step() is not None:
+        ls = ckpt.restore(ls)
+        log(f"[finetune] resumed from checkpoint at {int(ls.env_steps)} env steps")
+    other = "current" if algo_cfg.act_with == "ema" else "ema"
+    policies = {
+        "ode": functools.partial(_agent_policy, "ode", algo_cfg.act_with),
+        "sde": functools.partial(_agent_policy, "sde", algo_cfg.act_with),
+        f"ode_{other}": functools.partial(_agent_policy, "ode", other),
+    }
+
+    def run_eval(ls, key):
+        return {f"eval/success_{name}": float(evaluate(p, ls.agent, key)["success"]) for name, p in policies.items()}
+
+    interval = loop.make_interval(env, tcfg, tcfg.log_every_iterations)
+    logger = Logger(workdir, tcfg.total_env_steps, int(ls.env_steps), config.log.tensorboard, config.log.progress)
+    env_steps = int(ls.env_steps)
+    next_eval = (env_steps // tcfg.eval_every_env_steps + 1) * tcfg.eval_every_env_steps
+    next_ckpt = (env_steps // tcfg.checkpoint_every_env_steps + 1) * tcfg.checkpoint_every_env_steps
+    t_start, first = time.time(), True
+    while env_steps < tcfg.total_env_steps:
+        t0 = time.time()
+        prev_steps, prev_updates = env_steps, int(ls.agent.step)
+        ls, metrics = interval(ls)
+        record = loop.summarize_interval(jax.device_get(metrics))
+        dt = time.time() - t0
+        env_steps, grad_steps = record["env_steps"], int(ls.agent.step)
+        record.update({
+            "grad_steps": grad_steps,
+            "grad_steps_per_env_step": grad_steps / max(env_steps, 1),
+            "env_steps_per_s": (env_steps - prev_steps) / dt,
+            "updates_per_s": (grad_steps - prev_updates) / dt,
+            "wall_seconds": time.time() - t_start,
+        })
+        if first:
+            record["compile_and_first_interval_s"] = dt
+            first = False
+        if env_steps >= next_eval or env_steps >= tcfg.total_env_steps:
+            record.update(run_eval(ls, jax.random.fold_in(k_eval, env_steps)))
+            next_eval = (env_steps // tcfg.eval_every_env_steps + 1) * tcfg.eval_every_env_steps
+        if not all(np.isfinite(v) for v in record.values() if isinstance(v, float)):
+            bad = sorted(k for k, v in record.items() if isinstance(v, float) and not np.isfinite(v))
+            logger.close()
+            raise FloatingPointError(f"non-finite metrics at env step {env_steps}: {bad}; "
+                                     f"last good checkpoint is in {ckpt.directory}")
+        logger.log(env_steps, record)
+        if env_steps >= next_ckpt:
+            ckpt.save(env_steps, ls)
+            next_ckpt = (env_steps // tcfg.checkpoint_every_env_steps + 1) * tcfg.checkpoint_every_env_steps
+    logger.close()
+    if ckpt.latest_step() != env_steps:
+        ckpt.save(env_steps, ls)
+    ckpt.close()
+    final = run_eval(ls, jax.random.fold_in(k_eval, 10**9))
+    out = {
+        "final_success_ode": final["eval/success_ode"],
+        "final_success_sde": final["eval/success_sde"],
+        f"final_success_ode_{other}": final[f"eval/success_ode_{other}"],
+        "env_steps": env_steps,
+        "grad_steps": int(ls.agent.step),
+        "finetune_seconds": time.time() - t_start,
+    }
+    return out

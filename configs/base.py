@@ -37,6 +37,7 @@ def get_config(preset: str = "") -> ConfigDict:
     c.train = ConfigDict()
     c.train.num_envs = 32
     c.train.total_env_steps = 2_000_000
+    c.train.truncation_is_terminal = False  # True when the observation holds normalized time
     c.train.start_training = 10_000      # env steps collected before the first update
     c.train.updates_per_iteration = 1    # OGPO updates per iteration (all envs act one chunk)
     c.train.log_every_iterations = 50    # iterations per compiled interval (= per log record)

@@ -39,6 +39,7 @@ def get_config(preset: str = "") -> ConfigDict:
     t.num_envs = 32
     t.total_env_steps = 60_000
     t.start_training = 2_000
+    t.truncation_is_terminal = True      # PointGaps observes t / max_steps
     t.updates_per_iteration = 4
     t.log_every_iterations = 25
     t.replay_capacity = 200_000

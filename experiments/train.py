@@ -9,7 +9,7 @@ import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from ogpo_jax.training import pipeline  # noqa: E402
@@ -20,6 +20,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<e
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)   # orbax logs every checkpoint step at INFO
     config = _CONFIG.value
     workdir = _WORKDIR.value or os.path.join("runs", f"{config.env.name}_seed{config.seed}")
     print(f"[train] workdir {workdir}")

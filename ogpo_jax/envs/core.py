@@ -137,7 +137,8 @@ class AutoResetWrapper(Wrapper):
 
     def step(self, state, action):
         info = {k: v for k, v in state.info.items() if k not in ("final_obs", "reset_key")}
-        nxt = self.env.step(state.replace(info=info), action)
+        # `done` describes the previous step; the episode in `state` was already reset if it ended.
+        nxt = self.env.step(state.replace(done=jnp.zeros_like(state.done), info=info), action)
         key, k_reset = jax.random.split(state.info["reset_key"])
         fresh = self.env.reset(k_reset)
         merged = _select(nxt.done, fresh, nxt)

@@ -97,7 +97,10 @@ def make_interval(env, train_cfg, num_iterations: int):
             info = nxt.info
             rows = {
                 "obs": obs, "actions": actions, "rewards": info["rewards"], "valid": info["valid"],
-                "next_obs": info["final_obs"], "terminal": info["terminal"], "success": info["success"],
+                "next_obs": info["final_obs"], "success": info["success"],
+                # A time limit is a real termination when the task puts time in its observation
+                # (the state at the limit is never acted from, so its value is never learned).
+                "terminal": info["terminal"] | (info["truncated"] & train_cfg.truncation_is_terminal),
             }
             replay = rb.insert(ls.replay, rows)
             staging, success = rb.stage_and_flush(ls.staging, ls.success, rows, nxt.done, info["success"])

@@ -1,0 +1,124 @@
+"""OGPO update: purity, jit, vmap over seeds, PPO ratio at equal params, config validation."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ogpo_jax import ogpo
+from ogpo_jax.algorithms.config import OGPOConfig
+
+CFG = OGPOConfig(actor_hidden_dims=(32, 32), critic_hidden_dims=(32, 32), num_critics=4, flow_steps=4,
+                 batch_size=16, ppo_batch_size=8, group_size=4, success_batch_size=8, best_of_n=3)
+OBS, CHUNK = 5, (3, 2)
+
+
+def _batch(key, n=16):
+    ks = jax.random.split(key, 4)
+    return {
+        "obs": jax.random.normal(ks[0], (n, OBS)),
+        "actions": jax.random.uniform(ks[1], (n, *CHUNK), minval=-1, maxval=1),
+        "rewards": -jnp.ones((n, CHUNK[0])),
+        "valid": jnp.ones((n, CHUNK[0]), bool),
+        "next_obs": jax.random.normal(ks[2], (n, OBS)),
+        "terminal": jax.random.bernoulli(ks[3], 0.2, (n,)),
+        "success": jnp.zeros((n,), bool),
+    }
+
+
+def _leaves_equal(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+
+
+def test_update_is_pure_and_jittable():
+    state = ogpo.init(jax.random.PRNGKey(0), OBS, CHUNK, CFG)
+    batch, succ = _batch(jax.random.PRNGKey(1)), _batch(jax.random.PRNGKey(2), 8)
+    s1, m1 = ogpo.update(state, batch, succ)
+    s2, m2 = ogpo.update(state, batch, succ)
+    assert _leaves_equal(s1, s2) and _leaves_equal(m1, m2)
+    s3, m3 = jax.jit(ogpo.update)(state, batch, succ)
+    for a, b in zip(jax.tree_util.tree_leaves(s1), jax.tree_util.tree_leaves(s3)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert int(s3.step) == 1 and not _leaves_equal(s3.actor, state.actor)
+    assert not _leaves_equal(s3.critic, state.critic)
+    assert all(np.isfinite(float(v)) for v in m3.values())
+
+
+def test_update_vmaps_over_seeds():
+    states = jax.vmap(lambda k: ogpo.init(k, OBS, CHUNK, CFG))(jax.random.split(jax.random.PRNGKey(0), 2))
+    batch, succ = _batch(jax.random.PRNGKey(1)), _batch(jax.random.PRNGKey(2), 8)
+    out, metrics = jax.jit(jax.vmap(ogpo.update, in_axes=(0, None, None)))(states, batch, succ)
+    assert metrics["critic/loss"].shape == (2,)
+    for i in range(2):
+        single = jax.tree_util.tree_map(lambda x: x[i], states)
+        ref, _ = jax.jit(ogpo.update)(single, batch, succ)
+        for a, b in zip(jax.tree_util.tree_leaves(ref), jax.tree_util.tree_leaves(out)):
+            np.testing.assert_allclose(a, b[i], rtol=1e-4, atol=1e-5)
+
+
+def test_ppo_ratio_is_one_when_actor_equals_ema():
+    state = ogpo.init(jax.random.PRNGKey(0), OBS, CHUNK, CFG)
+    assert _leaves_equal(state.actor, state.actor_ema)
+    _, metrics = ogpo.actor_step(state, _batch(jax.random.PRNGKey(1)), _batch(jax.random.PRNGKey(2), 8),
+                                 jax.random.PRNGKey(3))
+    assert float(metrics["actor/ratio_mean"]) == pytest.approx(1.0, abs=1e-6)
+    assert float(metrics["actor/ratio_max"]) == pytest.approx(1.0, abs=1e-6)
+    assert float(metrics["actor/clip_frac"]) == 0.0
+
+
+def test_ppo_gradient_follows_advantage():
+    """With BC off, one PPO step raises the log-prob of positive-advantage chains."""
+    cfg = dataclasses.replace(CFG, bc_coeff=0.0, actor_lr=1e-3, actor_lr_floor=1e-3, actor_lr_warmup=0)
+    state = ogpo.init(jax.random.PRNGKey(0), OBS, CHUNK, cfg)
+    obs = jnp.repeat(jax.random.normal(jax.random.PRNGKey(1), (4, OBS)), 4, axis=0)
+    apply_fn = ogpo.actor_apply_fn(state)
+    chains, _ = ogpo.flow.sample_sde(apply_fn, state.actor, obs, jax.random.PRNGKey(2), cfg.flow_spec, 6)
+    old = ogpo.flow.chain_log_prob(apply_fn, state.actor, obs, chains, cfg.flow_spec)
+    adv = jnp.tile(jnp.array([1.0, -1.0, 0.0, 0.0]), 4)
+    grads = jax.grad(ogpo.actor_loss, has_aux=True)(state.actor, state, obs, chains, old, adv, None, None)[0]
+    new_params = jax.tree_util.tree_map(lambda p, g: p - 1e-2 * g, state.actor, grads)
+    new = ogpo.flow.chain_log_prob(apply_fn, new_params, obs, chains, cfg.flow_spec)
+    delta = np.asarray(new - old).reshape(4, 4)
+    assert delta[:, 0].mean() > 0 > delta[:, 1].mean()
+
+
+@pytest.mark.parametrize("mode", ["ode", "sde", "best_of_n"])
+def test_act_shapes_and_bounds(mode):
+    state = ogpo.init(jax.random.PRNGKey(0), OBS, CHUNK, CFG)
+    chunks = jax.jit(ogpo.act, static_argnames=("mode", "actor"))(state, jnp.ones((7, OBS)), jax.random.PRNGKey(1), mode=mode)
+    assert chunks.shape == (7, *CHUNK)
+    assert float(jnp.abs(chunks).max()) <= 1.0
+    assert ogpo.act(state, jnp.ones((OBS,)), jax.random.PRNGKey(1), mode=mode).shape == CHUNK
+
+
+def test_best_of_n_picks_the_highest_min_q_candidate():
+    state = ogpo.init(jax.random.PRNGKey(0), OBS, CHUNK, dataclasses.replace(CFG, best_of_n=16, best_of_n_heads=4))
+    obs = jnp.ones((1, OBS))
+    key = jax.random.PRNGKey(3)
+    chosen = ogpo.act(state, obs, key, mode="best_of_n")
+    k_sample, _ = jax.random.split(key)
+    cands = ogpo.sample_actions(state.config, CHUNK, state.actor_ema, jnp.repeat(obs, 16, 0), k_sample, "sde")
+    q = ogpo.critic_values(state, state.critic_target, jnp.repeat(obs, 16, 0), cands).min(0)   # all 4 heads
+    np.testing.assert_allclose(chosen[0], cands[int(jnp.argmax(q))])
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("flow_steps", 0, "algo.flow_steps"),
+    ("group_size", 1, "algo.group_size"),
+    ("clip_epsilon", 0.0, "algo.clip_epsilon"),
+    ("adv_strategy", "bogus", "algo.adv_strategy"),
+    ("ppo_batch_size", 512, "algo.ppo_batch_size"),
+    ("actor_tau", 0.0, "algo.actor_tau"),
+    ("rollout_mode", "greedy", "algo.rollout_mode"),
+])
+def test_invalid_config_values_are_named(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        dataclasses.replace(OGPOConfig(), **{field: value})
+
+
+def test_unknown_config_key_is_named():
+    with pytest.raises(ValueError, match="group_sise"):
+        OGPOConfig.from_dict({"group_sise": 4})
+    with pytest.raises(NotImplementedError, match="chi2_enabled"):
+        OGPOConfig(chi2_enabled=True)

@@ -9,8 +9,9 @@ from ogpo_jax.data import replay as rb
 from ogpo_jax.envs import core, toy
 
 
-def _collect(env_name, horizon, n_envs, n_iters, key, **kw):
+def _collect(env_name, chunk_len, n_envs, n_iters, key, **kw):
     base, _, _ = envs.make(env_name, **kw)
+    horizon = chunk_len
     env = core.VmapWrapper(core.AutoResetWrapper(core.ChunkWrapper(base, horizon)), n_envs)
     state = env.reset(key)
     buf = rb.init_buffer(rb.transition_spec(base.observation_size, (horizon, base.action_size)), n_envs * n_iters)

@@ -55,7 +55,6 @@ def test_sde_with_zero_noise_matches_ode():
     obs = jax.random.normal(jax.random.PRNGKey(1), (8, 3))
     key = jax.random.PRNGKey(3)
     spec = flow.FlowSpec(num_steps=7, noise_std=0.0, clip_intermediate=False)
-    ode = flow.sample_ode(apply_fn, params, obs, key, spec, dim)
     # Same x0: sample_sde draws x0 from the first half of its key split; feed the same noise to ODE.
     k0, _ = jax.random.split(key)
     chain, sde = flow.sample_sde(apply_fn, params, obs, key, spec, dim)

@@ -12,9 +12,13 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long learning checks, run with --runslow")
+    config.addinivalue_line("markers", "heavy: minutes-long CI learning checks, scheduled first")
 
 
 def pytest_collection_modifyitems(config, items):
+    # Heavy end-to-end checks go first, so that `-n 2 --dist loadgroup` (README's test command)
+    # hands them out one per worker before the many short tests fill the gaps.
+    items.sort(key=lambda item: 0 if "heavy" in item.keywords else 1)
     if config.getoption("--runslow"):
         return
     skip = pytest.mark.skip(reason="slow: run with --runslow")

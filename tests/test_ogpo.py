@@ -122,3 +122,25 @@ def test_unknown_config_key_is_named():
         OGPOConfig.from_dict({"group_sise": 4})
     with pytest.raises(NotImplementedError, match="chi2_enabled"):
         OGPOConfig(chi2_enabled=True)
+
+
+def test_critic_warmup_freezes_the_actor_for_n_updates():
+    cfg = dataclasses.replace(CFG, critic_warmup_updates=2)
+    state = ogpo.init(jax.random.PRNGKey(0), OBS, CHUNK, cfg)
+    batch, succ = _batch(jax.random.PRNGKey(1)), _batch(jax.random.PRNGKey(2), 8)
+    step = jax.jit(ogpo.update)
+    s1, m1 = step(state, batch, succ)
+    s2, m2 = step(s1, batch, succ)
+    for s, m in ((s1, m1), (s2, m2)):      # warm-up: actor, EMA actor and actor optimizer untouched
+        assert _leaves_equal(s.actor, state.actor) and _leaves_equal(s.actor_ema, state.actor_ema)
+        assert _leaves_equal(s.actor_opt, state.actor_opt)
+        assert float(m["actor/loss"]) == 0.0 and float(m["critic/loss"]) > 0.0
+    assert not _leaves_equal(s2.critic, state.critic)
+    s3, m3 = step(s2, batch, succ)
+    assert not _leaves_equal(s3.actor, state.actor) and not _leaves_equal(s3.actor_ema, state.actor_ema)
+    assert float(m3["actor/ratio_mean"]) == pytest.approx(1.0, abs=1e-6)   # first real PPO step
+    # the lr schedule starts at the first actor update: lr after warm-up equals a fresh run's first lr
+    _, fresh = step(ogpo.init(jax.random.PRNGKey(0), OBS, CHUNK, CFG), batch, succ)
+    assert float(m3["actor/lr"]) == pytest.approx(float(fresh["actor/lr"]))
+    with pytest.raises(ValueError, match="critic_warmup_updates"):
+        dataclasses.replace(CFG, critic_warmup_updates=-1)

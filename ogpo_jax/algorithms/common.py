@@ -6,6 +6,11 @@ import jax.numpy as jnp
 import optax
 
 
+def tree_norm(tree) -> jax.Array:
+    """Global L2 norm of a pytree."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree)))
+
+
 def polyak(target, online, tau: float):
     """target <- (1 - tau) target + tau online, leaf by leaf."""
     return jax.tree_util.tree_map(lambda t, o: (1.0 - tau) * t + tau * o, target, online)

@@ -46,6 +46,9 @@ class OGPOConfig:
     success_critic_td: bool = False       # extra TD step on a success-buffer batch
     q_vr_num_samples: int = 1             # G' next-action samples for the TD target (1 = off)
     q_vr_reduction: str = "mean"          # mean | median | trimmed_mean over the G' samples
+    # Not in the paper: the first N updates train only the critic (the actor and its EMA are left
+    # unchanged), so PPO does not follow the advantages of a fresh critic. 0 = paper behaviour.
+    critic_warmup_updates: int = 0
     # --- actor (PPO over the denoising chain)
     actor_tau: float = 0.005
     ppo_batch_size: int = 256             # states per actor step (first rows of the TD batch)
@@ -109,6 +112,7 @@ class OGPOConfig:
         _check(self, "best_of_n_heads", 1 <= self.best_of_n_heads <= self.num_critics,
                f"in [1, num_critics={self.num_critics}]")
         _check(self, "q_vr_num_samples", self.q_vr_num_samples >= 1, ">= 1")
+        _check(self, "critic_warmup_updates", self.critic_warmup_updates >= 0, ">= 0")
         _check(self, "q_vr_reduction", self.q_vr_reduction in Q_VR_REDUCTIONS, f"one of {Q_VR_REDUCTIONS}")
         if self.chi2_enabled:
             raise NotImplementedError(

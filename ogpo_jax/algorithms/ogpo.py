@@ -216,13 +216,13 @@ def actor_step(state: TrainState, batch, bc_batch, key):
     actor_ema = common.polyak(state.actor_ema, actor, cfg.actor_tau)
     metrics.update({
         "actor/loss": loss,
-        "actor/grad_norm": optax.global_norm(grads),
-        "actor/lr": schedule(state.step),
+        "actor/grad_norm": common.tree_norm(grads),
+        "actor/lr": schedule(jnp.maximum(state.step - cfg.critic_warmup_updates, 0)),
         "actor/adv_nonzero_frac": jnp.mean(advantage != 0),
         "actor/adv_abs_mean": jnp.abs(advantage).mean(),
         "actor/q_mean": q.mean(),
         "actor/q_head_std": q.std(axis=0).mean(),
-        "actor/ema_distance": optax.global_norm(jax.tree_util.tree_map(jnp.subtract, actor, actor_ema)),
+        "actor/ema_distance": common.tree_norm(jax.tree_util.tree_map(jnp.subtract, actor, actor_ema)),
     })
     return state.replace(actor=actor, actor_ema=actor_ema, actor_opt=actor_opt), metrics
 
@@ -267,16 +267,28 @@ def critic_step(state: TrainState, batch, key):
     (_, metrics), grads = jax.value_and_grad(critic_loss, has_aux=True)(state.critic, state, batch, target)
     updates, critic_opt = critic_optimizer(state.config).update(grads, state.critic_opt, state.critic)
     critic = optax.apply_updates(state.critic, updates)
-    metrics["critic/grad_norm"] = optax.global_norm(grads)
+    metrics["critic/grad_norm"] = common.tree_norm(grads)
     return state.replace(critic=critic, critic_opt=critic_opt), metrics
 
 
 def update(state: TrainState, batch, success_batch=None):
-    """One OGPO update: actor PPO step (+ EMA), critic TD step(s), critic Polyak. Pure."""
+    """One OGPO update: actor PPO step (+ EMA), critic TD step(s), critic Polyak. Pure.
+
+    During the first `config.critic_warmup_updates` updates the actor step is skipped (its metrics
+    read 0) and only the critic learns.
+    """
     cfg = state.config
     key, k_actor, k_critic, k_succ = jax.random.split(state.key, 4)
     bc_batch = success_batch if success_batch is not None else batch
-    state, metrics = actor_step(state.replace(key=key), batch, bc_batch, k_actor)
+    state = state.replace(key=key)
+    if cfg.critic_warmup_updates > 0:
+        def skip(state, *_):
+            shapes = jax.eval_shape(actor_step, state, batch, bc_batch, k_actor)[1]
+            return state, jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        state, metrics = jax.lax.cond(state.step >= cfg.critic_warmup_updates, actor_step, skip,
+                                      state, batch, bc_batch, k_actor)
+    else:
+        state, metrics = actor_step(state, batch, bc_batch, k_actor)
     state, critic_metrics = critic_step(state, batch, k_critic)
     metrics.update(critic_metrics)
     if cfg.success_critic_td and success_batch is not None:

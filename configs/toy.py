@@ -37,7 +37,7 @@ def get_config(preset: str = "") -> ConfigDict:
 
     t = c.train
     t.num_envs = 32
-    t.total_env_steps = 150_000
+    t.total_env_steps = 200_000
     t.start_training = 2_000
     t.truncation_is_terminal = True      # PointGaps observes t / max_steps
     t.updates_per_iteration = 8          # DESIGN §7: 8 > 4 > 1 in sample efficiency
@@ -48,9 +48,9 @@ def get_config(preset: str = "") -> ConfigDict:
     t.eval_episodes = 128
     t.checkpoint_every_env_steps = 20_000
 
-    if preset == "quick":                # CI-sized: same task and networks, fewer env steps
-        t.total_env_steps = 100_000
-        t.eval_every_env_steps = 20_000
+    if preset == "quick":                # CI-sized: same task and networks, fewer env steps and evals
+        t.total_env_steps = 150_000
+        t.eval_every_env_steps = 50_000
     elif preset:
         raise ValueError(f"unknown preset {preset!r} for configs/toy.py; known: '', 'quick'")
     return c

@@ -8,6 +8,9 @@ from configs import toy
 from ogpo_jax.training import pipeline
 
 
+PPO_ALONE_STEPS = 40_000
+
+
 def _quiet_log(*_):
     pass
 
@@ -22,15 +25,15 @@ def _config(seed, **train):
     return c
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("seed", [0, 1])
-def test_toy_end_to_end_improves_weak_bc(tmp_path, seed):
-    """CI scale (100k env steps). Measured on the 2-core CPU: seed 0 0.344 -> 0.922 ODE,
-    seed 1 0.313 -> 0.891 ODE (RESULTS.md); the bound leaves room for cross-machine float drift."""
+def test_toy_end_to_end_reaches_090(tmp_path, seed):
+    """The issue's bar at `configs/toy.py:quick` (150k env steps): BC <= 0.5, finetuned ODE >= 0.9.
+    Measured on the 2-core CPU (RESULTS.md): seed 0 0.344 -> 0.9xx, seed 1 0.312 -> 0.930."""
     workdir = str(tmp_path / f"seed{seed}")
     summary = pipeline.run(_config(seed), workdir, log=_quiet_log)
     assert summary["bc_success_ode"] <= 0.5, summary
-    assert summary["final_success_ode"] >= 0.8, summary
-    assert summary["final_success_ode"] >= summary["bc_success_ode"] + 0.4, summary
+    assert summary["final_success_ode"] >= 0.9, summary
     on_disk = json.load(open(os.path.join(workdir, "summary.json")))
     for key in ("bc_success_ode", "bc_success_sde", "final_success_ode", "final_success_sde",
                 "env_steps", "grad_steps", "wall_seconds", "config"):
@@ -38,14 +41,25 @@ def test_toy_end_to_end_improves_weak_bc(tmp_path, seed):
     assert on_disk["config"]["algo"]["group_size"] == summary["config"]["algo"]["group_size"]
 
 
+@pytest.mark.heavy
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ppo_alone_improves_bc(tmp_path, seed):
+    """The PPO path on its own: success-buffer BC off (lambda = 0). With the toy's fast EMA
+    (tau 0.05) pure PPO collapses to 0 success (DESIGN §7, RESULTS.md), so this check uses the
+    paper's slow EMA (tau 0.005), actor lr 1e-4 and vanilla group-mean advantages."""
+    cfg = _config(seed, total_env_steps=PPO_ALONE_STEPS, eval_every_env_steps=PPO_ALONE_STEPS,
+                  eval_episodes=256)
+    cfg.algo.update(bc_coeff=0.0, actor_tau=0.005, actor_lr=1e-4, actor_lr_floor=5e-5, adv_strategy="vanilla")
+    summary = pipeline.run(cfg, str(tmp_path / f"ppo{seed}"), log=_quiet_log)
+    assert summary["bc_success_ode"] <= 0.5, summary
+    assert summary["final_success_ode"] >= summary["bc_success_ode"] + 0.15, summary
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_toy_full_config_reaches_090(tmp_path, seed):
-    """The issue's bar at the default toy config (150k env steps): ODE success >= 0.9."""
-    cfg = toy.get_config()
-    cfg.seed = seed
-    cfg.log.progress = False
-    summary = pipeline.run(cfg, str(tmp_path / f"seed{seed}"), log=_quiet_log)
+@pytest.mark.parametrize("seed", [2, 3, 4])
+def test_toy_more_seeds_reach_090(tmp_path, seed):
+    """More seeds of the issue's bar at `configs/toy.py:quick`."""
+    summary = pipeline.run(_config(seed), str(tmp_path / f"seed{seed}"), log=_quiet_log)
     assert summary["bc_success_ode"] <= 0.5, summary
     assert summary["final_success_ode"] >= 0.9, summary
 

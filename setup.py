@@ -8,6 +8,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["ogpo_jax", "ogpo_jax.*"]),
+    package_data={"ogpo_jax.envs.mjx": ["assets/*.xml"]},
+    include_package_data=True,
     python_requires=">=3.11",
     install_requires=[
         "jax>=0.10.2",
@@ -22,6 +24,10 @@ setup(
         "tqdm>=4.66",
         "matplotlib>=3.8",
         "numpy>=1.26",
+        # MJX tasks; mujoco 4.0.0 is an empty meta-package (DESIGN §6), so stay on 3.x and keep
+        # mujoco and mujoco-mjx on the same release
+        "mujoco>=3.3.7,<4",
+        "mujoco-mjx>=3.3.7,<4",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5"],

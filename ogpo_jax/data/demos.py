@@ -90,13 +90,29 @@ def read_hdf5(path: str, obs_keys: tuple[str, ...] = ("state",)) -> tuple[list[d
     return episodes, env_args
 
 
-def episodes_from_rollouts(rollouts: dict) -> list[dict]:
-    """Split `envs.experts.collect_demos` output into per-episode arrays (valid steps only)."""
+def split_obs(obs: np.ndarray, obs_layout) -> dict:
+    """Flat observations (T, obs_dim) -> {key: (T, size)} for a layout ((key, size), ...)."""
+    out, i = {}, 0
+    for key, size in obs_layout:
+        out[key] = obs[:, i:i + size]
+        i += size
+    if i != obs.shape[-1]:
+        raise ValueError(f"obs layout {obs_layout} covers {i} dims, observations have {obs.shape[-1]}")
+    return out
+
+
+def episodes_from_rollouts(rollouts: dict, obs_layout=None) -> list[dict]:
+    """Split `envs.experts.collect_demos` output into per-episode arrays (valid steps only).
+
+    With `obs_layout` ((key, size), ...) the flat observation is stored per key (robomimic's
+    `obs/<key>` layout); without it under the single key `state`.
+    """
     out = []
     for i in range(rollouts["obs"].shape[0]):
         n = int(rollouts["length"][i])
+        obs = np.asarray(rollouts["obs"][i, :n])
         out.append({
-            "obs": np.asarray(rollouts["obs"][i, :n]),
+            "obs": split_obs(obs, obs_layout) if obs_layout else obs,
             "actions": np.asarray(rollouts["actions"][i, :n]),
             "rewards": np.asarray(rollouts["rewards"][i, :n]),
             "dones": np.asarray(rollouts["dones"][i, :n]),

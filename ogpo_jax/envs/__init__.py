@@ -5,6 +5,8 @@ limit applied (`EpisodeWrapper`); chunking, auto-reset and batching are added by
 """
 from __future__ import annotations
 
+import dataclasses
+
 from ogpo_jax.envs import core, experts, toy
 from ogpo_jax.envs.core import (AutoResetWrapper, ChunkWrapper, EnvState, EpisodeWrapper,
                                 VmapWrapper)
@@ -28,7 +30,17 @@ def _chunk_bandit(horizon: int = 4):
     return EpisodeWrapper(env, horizon), None, horizon
 
 
-REGISTRY = {"point_gaps": _point_gaps, "countdown": _countdown, "chunk_bandit": _chunk_bandit}
+def _can(**kwargs):
+    from ogpo_jax.envs.mjx import can     # imported lazily: MJX compiles are only paid for when used
+    expert_keys = {f.name for f in dataclasses.fields(experts.CanExpert)} - {"env"}
+    expert_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in expert_keys}
+    params = can.CanParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
+    env = can.Can(params)
+    expert_kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in expert_kwargs.items()}
+    return EpisodeWrapper(env, params.max_steps), experts.CanExpert(env, **expert_kwargs), params.max_steps
+
+
+REGISTRY = {"point_gaps": _point_gaps, "countdown": _countdown, "chunk_bandit": _chunk_bandit, "can": _can}
 
 
 def make(name: str, **kwargs):

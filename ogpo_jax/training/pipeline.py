@@ -58,6 +58,7 @@ def run(config, workdir: str, log=print) -> dict:
     horizon = config.env.chunk_horizon
     chunk_shape = (horizon, env.action_size)
     obs_dim = env.observation_size
+    obs_layout = getattr(env, "obs_keys", None)      # ((robomimic key, size), ...) for MJX tasks
     key = jax.random.PRNGKey(config.seed)
     k_demo, k_bc, k_agent, k_loop, k_eval = jax.random.split(key, 5)
 
@@ -70,13 +71,13 @@ def run(config, workdir: str, log=print) -> dict:
             raise ValueError(f"env.name={config.env.name!r} has no scripted expert; set demos.path")
         t0 = time.time()
         rollouts = collect_demos(env, expert, config.demos.num_demos, episode_length, k_demo)
-        demo_io.write_hdf5(demo_path, demo_io.episodes_from_rollouts(rollouts),
+        demo_io.write_hdf5(demo_path, demo_io.episodes_from_rollouts(rollouts, obs_layout),
                            {"env_name": config.env.name, "env_kwargs": config.env.kwargs.to_dict()})
         log(f"[demos] {config.demos.num_demos} demos, expert success {float(rollouts['success'].mean()):.3f}, "
             f"{time.time() - t0:.1f}s -> {demo_path}")
     else:
         log(f"[demos] using {demo_path}")
-    episodes, _ = demo_io.read_hdf5(demo_path)
+    episodes, _ = demo_io.read_hdf5(demo_path, tuple(key for key, _ in obs_layout) if obs_layout else ("state",))
     if episodes[0]["obs"].shape[1] != obs_dim or episodes[0]["actions"].shape[1] != env.action_size:
         raise ValueError(f"{demo_path}: demos have obs/action dims {episodes[0]['obs'].shape[1]}/"
                          f"{episodes[0]['actions'].shape[1]}, env {config.env.name!r} has {obs_dim}/{env.action_size}")

@@ -150,6 +150,11 @@ class AutoResetWrapper(Wrapper):
         return merged.replace(reward=nxt.reward, done=nxt.done, info=new_info)
 
 
+def compiler_options(env):
+    """XLA options for a jitted program that steps `env` (MJX tasks need some on old jaxlib/CPU)."""
+    return getattr(env, "compiler_options", None)
+
+
 class VmapWrapper(Wrapper):
     """Batches an environment: `reset(key)` makes `num_envs` independent episodes."""
 

@@ -159,4 +159,5 @@ def collect_demos(env, expert, num_demos: int, max_steps: int, key):
         traj["length"] = traj["valid"].sum()
         return traj
 
-    return jax.jit(jax.vmap(episode))(jax.random.split(key, num_demos))
+    from ogpo_jax.envs.core import compiler_options
+    return jax.jit(jax.vmap(episode), compiler_options=compiler_options(env))(jax.random.split(key, num_demos))

@@ -11,6 +11,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from ogpo_jax.envs import core as env_core
 from ogpo_jax.envs.core import ChunkWrapper, VmapWrapper
 
 
@@ -21,7 +22,7 @@ def make_evaluator(env, horizon: int, episode_length: int, num_episodes: int):
     chunked = VmapWrapper(ChunkWrapper(env, horizon), num_episodes)
     num_chunks = -(-episode_length // horizon)
 
-    @functools.partial(jax.jit, static_argnums=0)
+    @functools.partial(jax.jit, static_argnums=0, compiler_options=env_core.compiler_options(env))
     def evaluate(policy, params, key):
         k_reset, k_act = jax.random.split(key)
         state = chunked.reset(k_reset)

@@ -16,6 +16,7 @@ from flax import struct
 
 from ogpo_jax.algorithms import ogpo
 from ogpo_jax.data import replay as rb
+from ogpo_jax.envs import core as env_core
 from ogpo_jax.envs.core import AutoResetWrapper, ChunkWrapper, VmapWrapper
 
 
@@ -81,7 +82,7 @@ def make_interval(env, train_cfg, num_iterations: int):
     """-> jitted `interval(loop_state) -> (loop_state, metrics)`; metrics leaves have shape (num_iterations,)."""
     num_updates = int(train_cfg.updates_per_iteration)
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=env_core.compiler_options(env))
     def interval(ls: LoopState):
         agent0 = ls.agent
         benv = training_env(env, agent0.chunk_shape[0], train_cfg.num_envs)

@@ -35,6 +35,7 @@ with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.St
     from mujoco import mjx  # mujoco-mjx prints "Failed to import warp" when warp is absent
 
 from ogpo_jax.envs.core import EnvState
+from ogpo_jax.envs.mjx import compile_options
 
 ASSET_PATH = os.path.join(os.path.dirname(__file__), "assets", "can.xml")
 OBS_KEYS = (("robot0_eef_pos", 3), ("robot0_eef_quat", 4), ("robot0_gripper_qpos", 2), ("object", 14))
@@ -125,6 +126,12 @@ class Can:
         self.home_hand_quat = np.array(data.xquat[self._hand], np.float32)
         self.home_grip_pos = np.array(data.site_xpos[self._site], np.float32)
 
+    @property
+    def compiler_options(self):
+        """Pass to `jax.jit(..., compiler_options=...)` for programs that step this env (see
+        `ogpo_jax.envs.mjx.compile_options`)."""
+        return compile_options.compiler_options()
+
     # ------------------------------------------------------------------ observation
     def eef_pose(self, data):
         """(grip-site position (3,), hand quaternion wxyz (4,))."""
@@ -173,7 +180,8 @@ class Can:
         data = data.replace(qpos=qpos, ctrl=jnp.concatenate([arm, fingers]))
         data = mjx.forward(self.mjx_model, data)
         info = {"success": jnp.zeros((), bool), "terminal": jnp.zeros((), bool)}
-        return EnvState(sim=data, obs=self._obs(data), reward=jnp.zeros(()), done=jnp.zeros((), bool), info=info)
+        return EnvState(sim=data, obs=self._obs(data), reward=jnp.zeros((), jnp.float32),
+                        done=jnp.zeros((), bool), info=info)
 
     def joint_targets(self, data, action):
         """Differential IK: joint-position targets for the arm that realise the commanded pose delta."""
@@ -202,6 +210,6 @@ class Can:
         data = jax.lax.fori_loop(0, p.n_substeps, lambda _, d: mjx.step(self.mjx_model, d), data)
         can_pos, _ = self.can_pose(data)
         success = self.in_target(can_pos)
-        reward = jnp.where(success, p.success_bonus, -1.0)
+        reward = jnp.where(success, p.success_bonus, -1.0).astype(jnp.float32)
         info = {"success": success, "terminal": success}
         return EnvState(sim=data, obs=self._obs(data), reward=reward, done=success, info=info)

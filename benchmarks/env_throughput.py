@@ -94,24 +94,24 @@ def main(argv=None):
     parser.add_argument("--tag", default="")
     args = parser.parse_args(argv)
     env = Can(CanParams(timestep=args.timestep, n_substeps=args.n_substeps))
-    rows = []
-    for b in [int(x) for x in args.batches.split(",")]:
-        try:
-            rows.append(bench_mjx(env, b, args.repeats))
-        except Exception as e:      # e.g. out of memory at large batch: record and go on
-            rows.append({"batch": b, "error": f"{type(e).__name__}: {str(e)[:80]}"})
-        print(rows[-1], flush=True)
     result = {"benchmark": "env_throughput", "machine": machine(), "date": time.strftime("%Y-%m-%d"),
               "mujoco": mujoco.__version__, "command": "python " + " ".join(sys.argv),
               "params": {"timestep": args.timestep, "n_substeps": args.n_substeps,
                          "control_dt": env.params.control_dt},
-              "c_mujoco": bench_c(env), "mjx": rows}
+              "c_mujoco": bench_c(env), "mjx": []}
     os.makedirs(args.out, exist_ok=True)
-    stem = "env_throughput" + (f"_{args.tag}" if args.tag else "")
-    with open(os.path.join(args.out, stem + ".json"), "w") as f:
-        json.dump(result, f, indent=2)
-    with open(os.path.join(args.out, stem + ".md"), "w") as f:
-        f.write(to_markdown(result))
+    stem = os.path.join(args.out, "env_throughput" + (f"_{args.tag}" if args.tag else ""))
+    for b in [int(x) for x in args.batches.split(",")]:
+        try:
+            result["mjx"].append(bench_mjx(env, b, args.repeats))
+        except Exception as e:      # e.g. out of memory at large batch: record and go on
+            result["mjx"].append({"batch": b, "error": f"{type(e).__name__}: {str(e)[:80]}"})
+        print(result["mjx"][-1], flush=True)
+        # rewritten after every batch size: a run stopped at a large batch keeps its table
+        with open(stem + ".json", "w") as f:
+            json.dump(result, f, indent=2)
+        with open(stem + ".md", "w") as f:
+            f.write(to_markdown(result))
     print(to_markdown(result))
 
 

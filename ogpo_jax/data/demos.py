@@ -90,11 +90,11 @@ def read_hdf5(path: str, obs_keys: tuple[str, ...] = ("state",)) -> tuple[list[d
     return episodes, env_args
 
 
-def split_obs(obs: np.ndarray, obs_layout) -> dict:
-    """Flat observations (T, obs_dim) -> {key: (T, size)} for a layout ((key, size), ...)."""
+def split_obs(obs, obs_layout) -> dict:
+    """Flat observations (..., obs_dim) -> {key: (..., size)} for a layout ((key, size), ...)."""
     out, i = {}, 0
     for key, size in obs_layout:
-        out[key] = obs[:, i:i + size]
+        out[key] = obs[..., i:i + size]
         i += size
     if i != obs.shape[-1]:
         raise ValueError(f"obs layout {obs_layout} covers {i} dims, observations have {obs.shape[-1]}")

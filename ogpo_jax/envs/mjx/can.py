@@ -34,6 +34,7 @@ from flax import struct
 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
     from mujoco import mjx  # mujoco-mjx prints "Failed to import warp" when warp is absent
 
+from ogpo_jax.data import demos
 from ogpo_jax.envs.core import EnvState
 from ogpo_jax.envs.mjx import compile_options
 
@@ -152,11 +153,7 @@ class Can:
 
     def split_obs(self, obs) -> dict:
         """Flat observation(s) (..., 23) -> {robomimic key: (..., size)}."""
-        out, i = {}, 0
-        for key, n in OBS_KEYS:
-            out[key] = obs[..., i:i + n]
-            i += n
-        return out
+        return demos.split_obs(obs, OBS_KEYS)
 
     def in_target(self, can_pos):
         p = self.params

@@ -3,7 +3,8 @@
     python benchmarks/env_throughput.py                         # batches 1,16,64,256,1024,4096
     python benchmarks/env_throughput.py --batches=1,64,256 --repeats=5
 
-MJX: `jit(vmap(Can.step))` on the default backend (compiled with `Can.compiler_options`), zero
+MJX: `jit(vmap(Can.step))` on the default backend (compiled with `Can.compiler_options`; batches
+above `Can.max_vmap_batch` run as `lax.map` over vmapped sub-batches, as in training), zero
 actions from reset states, timed after compilation and blocking on the result. C MuJoCo: the same
 MJCF stepped with `mujoco.mj_step` in one thread (`n_substeps` physics steps per control step,
 the differential-IK controller excluded, so it is an upper bound for a C-side env). Writes
@@ -25,12 +26,14 @@ import mujoco  # noqa: E402
 
 from update_step import machine  # noqa: E402
 
+from ogpo_jax.envs.core import batched  # noqa: E402
 from ogpo_jax.envs.mjx.can import HOME_QPOS, Can, CanParams  # noqa: E402
 
 
 def bench_mjx(env: Can, batch: int, repeats: int) -> dict:
     jit = lambda f: jax.jit(f, compiler_options=env.compiler_options)  # noqa: E731
-    reset, step = jit(jax.vmap(env.reset)), jit(jax.vmap(env.step))
+    reset = jit(lambda keys: batched(env.reset, env, keys))
+    step = jit(lambda s, a: batched(env.step, env, s, a))
     t0 = time.perf_counter()
     state = reset(jax.random.split(jax.random.PRNGKey(0), batch))
     jax.block_until_ready(state.obs)
@@ -44,7 +47,7 @@ def bench_mjx(env: Can, batch: int, repeats: int) -> dict:
     jax.block_until_ready(state.obs)
     dt = (time.perf_counter() - t0) / repeats
     n = env.params.n_substeps
-    return {"batch": batch, "control_steps_per_s": batch / dt, "physics_steps_per_s": batch * n / dt,
+    return {"batch": batch, "vmap_batch": min(batch, env.max_vmap_batch or batch), "control_steps_per_s": batch / dt, "physics_steps_per_s": batch * n / dt,
             "ms_per_batch_step": dt * 1e3, "compile_s": compile_s}
 
 
@@ -70,7 +73,7 @@ def to_markdown(result) -> str:
         f"Python {m['python']}, jax {m['jax']}, mujoco {result['mujoco']}.",
         f"Physics: timestep {p['timestep']} s x {p['n_substeps']} substeps = {p['control_dt']} s control step (20 Hz).",
         f"Command: `{result['command']}`", "",
-        "| simulator | batch | control steps/s | physics steps/s | ms per batched step | compile s |",
+        "| simulator | batch (vmapped sub-batch) | control steps/s | physics steps/s | ms per batched step | compile s |",
         "|---|---|---|---|---|---|",
     ]
     c = result["c_mujoco"]
@@ -79,7 +82,8 @@ def to_markdown(result) -> str:
         if "error" in r:
             lines.append(f"| MJX | {r['batch']} | {r['error']} | | | |")
         else:
-            lines.append(f"| MJX | {r['batch']} | {r['control_steps_per_s']:.0f} | {r['physics_steps_per_s']:.0f} | "
+            sub = f" ({r['vmap_batch']})" if r.get("vmap_batch", r["batch"]) != r["batch"] else ""
+            lines.append(f"| MJX | {r['batch']}{sub} | {r['control_steps_per_s']:.0f} | {r['physics_steps_per_s']:.0f} | "
                          f"{r['ms_per_batch_step']:.1f} | {r['compile_s']:.0f} |")
     return "\n".join(lines) + "\n"
 

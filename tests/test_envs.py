@@ -67,3 +67,23 @@ def test_point_gaps_expert_succeeds_without_noise():
     demos = collect_demos(env, clean, 64, T, jax.random.PRNGKey(0))
     assert float(demos["success"].mean()) == 1.0
     assert np.all(np.asarray(demos["actions"]) <= 1.0) and np.all(np.asarray(demos["actions"]) >= -1.0)
+
+
+class _Capped(core.Wrapper):
+    """PointGaps with a vmap cap, as MJX tasks set on jaxlib 0.10 CPU."""
+    max_vmap_batch = 3
+
+
+def test_vmap_wrapper_sub_batches_equal_plain_vmap():
+    env, _, _ = envs.make("point_gaps")
+    plain = core.VmapWrapper(core.AutoResetWrapper(env), 8)
+    capped = core.VmapWrapper(core.AutoResetWrapper(_Capped(env)), 8)   # 3 + 3 + 2 (padded)
+    key = jax.random.PRNGKey(3)
+    s1, s2 = plain.reset(key), capped.reset(key)
+    actions = jax.random.uniform(jax.random.PRNGKey(4), (30, 8, env.action_size), minval=-1, maxval=1)
+    for a in actions:
+        s1, s2 = plain.step(s1, a), capped.step(s2, a)
+    for x, y in zip(jax.tree_util.tree_leaves(s1), jax.tree_util.tree_leaves(s2)):
+        assert x.shape == y.shape
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-6)
+    assert float(s1.obs.std()) > 0.0

@@ -155,6 +155,29 @@ def compiler_options(env):
     return getattr(env, "compiler_options", None)
 
 
+def batched(fn, env, *args):
+    """`vmap(fn)(*args)` over the leading axis, run as a sequential map over vmapped sub-batches of
+    at most `env.max_vmap_batch` where the env sets one (MJX on jaxlib 0.10 CPU, see
+    `ogpo_jax.envs.mjx.compile_options`). A ragged last sub-batch is padded and sliced off."""
+    limit = getattr(env, "max_vmap_batch", None)
+    n = jax.tree_util.tree_leaves(args)[0].shape[0]
+    if limit is None or n <= limit:
+        return jax.vmap(fn)(*args)
+    limit = int(limit)
+    num = -(-n // limit)
+    pad = num * limit - n
+
+    def split(x):
+        if pad:
+            x = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad,) + x.shape[1:])])
+        return x.reshape((num, limit) + x.shape[1:])
+
+    # explicit shapes throughout: lax.map(batch_size=...) reshapes with -1, which fails on the
+    # zero-size arrays an MJX Data carries
+    out = jax.lax.map(lambda a: jax.vmap(fn)(*a), jax.tree_util.tree_map(split, args))
+    return jax.tree_util.tree_map(lambda y: y.reshape((num * limit,) + y.shape[2:])[:n], out)
+
+
 class VmapWrapper(Wrapper):
     """Batches an environment: `reset(key)` makes `num_envs` independent episodes."""
 
@@ -165,7 +188,7 @@ class VmapWrapper(Wrapper):
         self.num_envs = int(num_envs)
 
     def reset(self, key):
-        return jax.vmap(self.env.reset)(jax.random.split(key, self.num_envs))
+        return batched(self.env.reset, self.env, jax.random.split(key, self.num_envs))
 
     def step(self, state, action):
-        return jax.vmap(self.env.step)(state, action)
+        return batched(self.env.step, self.env, state, action)

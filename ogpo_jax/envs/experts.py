@@ -159,5 +159,6 @@ def collect_demos(env, expert, num_demos: int, max_steps: int, key):
         traj["length"] = traj["valid"].sum()
         return traj
 
-    from ogpo_jax.envs.core import compiler_options
-    return jax.jit(jax.vmap(episode), compiler_options=compiler_options(env))(jax.random.split(key, num_demos))
+    from ogpo_jax.envs.core import batched, compiler_options
+    run = jax.jit(lambda keys: batched(episode, env, keys), compiler_options=compiler_options(env))
+    return run(jax.random.split(key, num_demos))

@@ -7,7 +7,8 @@ rerunning with the same workdir resumes (the finetune stage from its latest orba
     workdir/demos.hdf5             scripted-expert demonstrations (robomimic layout)
     workdir/bc/                    BC actor checkpoint + bc.json (history, ODE/SDE success)
     workdir/finetune/checkpoints/  whole loop state (agent, replay, success buffer, envs, keys)
-    workdir/metrics.jsonl, tb/     logs;  workdir/summary.json  the run summary
+    workdir/metrics.jsonl, tb/     logs;  workdir/learning_curve.png  success vs env steps
+    workdir/summary.json           the run summary
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from ogpo_jax.training.checkpoint import Checkpointer
 from ogpo_jax.training.config import validate
 from ogpo_jax.training.evaluation import make_evaluator
 from ogpo_jax.training.logging import Logger
+from ogpo_jax.training.plots import plot_run
 
 
 def _agent_policy(mode, actor, agent, obs, key):
@@ -43,9 +45,41 @@ def _write_json(path, obj):
     os.replace(tmp, path)
 
 
+def _plot(workdir, log):
+    try:
+        plot_run(workdir)
+    except Exception as e:      # a plotting problem must never stop training
+        log(f"[plot] learning curve not drawn: {type(e).__name__}: {e}")
+
+
 def _read_json(path):
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def collect_demos_to_file(config, env, expert, episode_length: int, path: str, key, log=print) -> dict:
+    """Roll out `config.demos.num_demos` scripted-expert episodes and write them to `path`
+    (robomimic layout, written atomically). Returns summary statistics."""
+    if expert is None:
+        raise ValueError(f"env.name={config.env.name!r} has no scripted expert; set demos.path")
+    t0 = time.time()
+    rollouts = jax.device_get(collect_demos(env, expert, config.demos.num_demos, episode_length, key))
+    obs_layout = getattr(env, "obs_keys", None)
+    stats = {
+        "num_demos": int(config.demos.num_demos),
+        "expert_success": float(np.mean(rollouts["success"])),
+        "mean_length": float(np.mean(rollouts["length"])),
+        "mean_success_length": float(np.mean(rollouts["length"][rollouts["success"]]))
+        if rollouts["success"].any() else float("nan"),
+        "seconds": time.time() - t0,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    demo_io.write_hdf5(path, demo_io.episodes_from_rollouts(rollouts, obs_layout),
+                       {"env_name": config.env.name, "env_kwargs": config.env.kwargs.to_dict(),
+                        "expert_success": stats["expert_success"]})
+    log(f"[demos] {stats['num_demos']} demos, expert success {stats['expert_success']:.3f}, mean length "
+        f"{stats['mean_length']:.0f} steps, {stats['seconds']:.1f}s -> {path}")
+    return stats
 
 
 def run(config, workdir: str, log=print) -> dict:
@@ -67,14 +101,7 @@ def run(config, workdir: str, log=print) -> dict:
     if not os.path.exists(demo_path):
         if config.demos.path:
             raise FileNotFoundError(f"demos.path={config.demos.path!r}: file not found")
-        if expert is None:
-            raise ValueError(f"env.name={config.env.name!r} has no scripted expert; set demos.path")
-        t0 = time.time()
-        rollouts = collect_demos(env, expert, config.demos.num_demos, episode_length, k_demo)
-        demo_io.write_hdf5(demo_path, demo_io.episodes_from_rollouts(rollouts, obs_layout),
-                           {"env_name": config.env.name, "env_kwargs": config.env.kwargs.to_dict()})
-        log(f"[demos] {config.demos.num_demos} demos, expert success {float(rollouts['success'].mean()):.3f}, "
-            f"{time.time() - t0:.1f}s -> {demo_path}")
+        collect_demos_to_file(config, env, expert, episode_length, demo_path, k_demo, log)
     else:
         log(f"[demos] using {demo_path}")
     episodes, _ = demo_io.read_hdf5(demo_path, tuple(key for key, _ in obs_layout) if obs_layout else ("state",))
@@ -120,6 +147,7 @@ def run(config, workdir: str, log=print) -> dict:
         "config": config.to_dict(),
     }
     _write_json(os.path.join(workdir, "summary.json"), summary)
+    _plot(workdir, log)
     log(f"[done] BC ODE {summary['bc_success_ode']:.3f} -> final ODE {summary['final_success_ode']:.3f} "
         f"(SDE {summary['final_success_sde']:.3f}) in {summary['env_steps']} env steps; summary.json written")
     return summary
@@ -176,6 +204,8 @@ def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shap
             raise FloatingPointError(f"non-finite metrics at env step {env_steps}: {bad}; "
                                      f"last good checkpoint is in {ckpt.directory}")
         logger.log(env_steps, record)
+        if any(k.startswith("eval/") for k in record):
+            _plot(workdir, log)
         if env_steps >= next_ckpt:
             ckpt.save(env_steps, ls)
             next_ckpt = (env_steps // tcfg.checkpoint_every_env_steps + 1) * tcfg.checkpoint_every_env_steps
@@ -193,3 +223,64 @@ def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shap
         "finetune_seconds": time.time() - t_start,
     }
     return out
+
+
+# ----------------------------------------------------------------------------- reloading runs
+
+def load_run_config(workdir: str):
+    """The resolved config a run wrote into `workdir/config.json`, as a ConfigDict."""
+    from ml_collections import ConfigDict
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: not found; is {workdir!r} the --workdir of a train.py run?")
+    cfg = _read_json(path)
+    # JSON turns tuples into lists; OGPOConfig wants tuples for its layer sizes
+    for k, v in cfg["algo"].items():
+        if isinstance(v, list):
+            cfg["algo"][k] = tuple(v)
+    return ConfigDict(cfg)
+
+
+def restore_policy(config, workdir: str, source: str = "latest"):
+    """Restore a trained policy from a run directory.
+
+    source: 'bc' (the clipped BC actor), 'latest' (the newest finetune checkpoint, or the BC actor
+    if finetuning has not saved one) or an env-step number of a finetune checkpoint.
+    Returns (params, policies, description): `policies` maps sampler names to jittable
+    `policy(params, obs, key) -> chunks` (BC: 'ode', 'sde'; finetune: also 'best_of_n').
+    """
+    algo_cfg = validate(config)
+    env, _, episode_length = envs.make(config.env.name, **config.env.kwargs.to_dict())
+    chunk_shape = (config.env.chunk_horizon, env.action_size)
+    key = jax.random.PRNGKey(config.seed)
+    _, _, k_agent, k_loop, _ = jax.random.split(key, 5)
+    ckpt_dir = os.path.join(workdir, "finetune", "checkpoints")
+    use_bc = source == "bc"
+    if not use_bc:
+        ckpt = Checkpointer(ckpt_dir, config.train.max_checkpoints) if os.path.isdir(ckpt_dir) else None
+        step = None if source == "latest" else int(source)
+        if ckpt is None or ckpt.latest_step() is None:
+            if source != "latest":
+                raise FileNotFoundError(f"no finetune checkpoints in {ckpt_dir}")
+            use_bc = True
+        else:
+            steps = ckpt.manager.all_steps()
+            if step is not None and step not in steps:
+                raise FileNotFoundError(f"checkpoint step {step} not in {ckpt_dir} (have {sorted(steps)})")
+            template = jax.eval_shape(lambda: loop.init_loop(
+                k_loop, env, ogpo.init(k_agent, env.observation_size, chunk_shape, algo_cfg),
+                env.observation_size, config.train, episode_length))
+            ls = ckpt.restore(template, step)
+            step = int(ls.env_steps)
+            ckpt.close()
+            modes = ("ode", "sde", "best_of_n")
+            policies = {m: functools.partial(_agent_policy, m, algo_cfg.act_with) for m in modes}
+            return ls.agent, policies, f"finetune checkpoint at {step} env steps ({ckpt_dir})"
+    bc_ckpt = Checkpointer(os.path.join(workdir, "bc", "actor"), max_to_keep=1)
+    if bc_ckpt.latest_step() is None:
+        raise FileNotFoundError(f"no BC actor in {os.path.join(workdir, 'bc', 'actor')}")
+    template = jax.eval_shape(lambda: ogpo.init(k_agent, env.observation_size, chunk_shape, algo_cfg).actor)
+    params = bc_ckpt.restore(template)
+    bc_ckpt.close()
+    policies = {m: bc_lib.actor_policy(algo_cfg, chunk_shape, m) for m in ("ode", "sde")}
+    return params, policies, f"BC actor ({os.path.join(workdir, 'bc', 'actor')})"

@@ -133,6 +133,11 @@ class Can:
         `ogpo_jax.envs.mjx.compile_options`)."""
         return compile_options.compiler_options()
 
+    @property
+    def max_vmap_batch(self):
+        """Largest batch to vmap `step` over in one program (None: any); see `compile_options`."""
+        return compile_options.max_vmap_batch()
+
     # ------------------------------------------------------------------ observation
     def eef_pose(self, data):
         """(grip-site position (3,), hand quaternion wxyz (4,))."""

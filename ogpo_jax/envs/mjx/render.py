@@ -1,0 +1,101 @@
+"""Render evaluation episodes of an MJX task to a GIF with `mujoco.Renderer`.
+
+The rollout runs in MJX (jitted, every control step recorded); the frames are drawn on the host
+from the recorded `qpos` with the task's C `MjModel`. Rendering needs an OpenGL backend
+(`MUJOCO_GL=egl` on headless GPU machines, `MUJOCO_GL=osmesa` for software rendering, or a
+display); where none exists `gl_available()` says why and callers skip rendering with a message.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ogpo_jax.envs import core
+
+
+def gl_available(model, width: int = 64, height: int = 64) -> tuple[bool, str]:
+    """(ok, reason): whether a `mujoco.Renderer` can be created in this process."""
+    import mujoco
+    try:
+        renderer = mujoco.Renderer(model, height, width)
+        renderer.close()
+        return True, ""
+    except Exception as e:  # no display / EGL / OSMesa: mujoco raises several exception types
+        return False, f"{type(e).__name__}: {str(e)[:160]}"
+
+
+def rollout_qpos(env, policy, params, key, num_episodes: int, horizon: int, episode_length: int):
+    """Run `num_episodes` episodes of `env` (with its EpisodeWrapper) acting chunks of `horizon`
+    open-loop; returns numpy `qpos (T, N, nq)`, `alive (T, N)` (frame belongs to a running episode)
+    and `success (N,)`."""
+    benv = core.VmapWrapper(env, num_episodes)
+
+    @functools.partial(jax.jit, compiler_options=core.compiler_options(env))
+    def run(key):
+        k_reset, k_act = jax.random.split(key)
+        state = benv.reset(k_reset)
+        chunk = jnp.zeros((num_episodes, horizon, env.action_size))
+
+        def body(carry, t):
+            s, chunk, alive, success = carry
+            chunk = jax.lax.cond(t % horizon == 0, lambda: policy(params, s.obs, jax.random.fold_in(k_act, t)),
+                                 lambda: chunk)
+            nxt = benv.step(s, chunk[:, t % horizon])
+            nxt = core._select(alive, nxt, s)
+            success = success | (nxt.info["success"] & alive)
+            return (nxt, chunk, alive & ~nxt.done, success), (s.sim.qpos, alive)
+
+        init = (state, chunk, jnp.ones((num_episodes,), bool), jnp.zeros((num_episodes,), bool))
+        (last, _, _, success), (qpos, alive) = jax.lax.scan(body, init, jnp.arange(episode_length))
+        qpos = jnp.concatenate([qpos, last.sim.qpos[None]])
+        alive = jnp.concatenate([alive, jnp.zeros((1, num_episodes), bool)])
+        return qpos, alive, success
+
+    return jax.device_get(run(key))
+
+
+def render_frames(model, qpos, camera: str | int = -1, width: int = 320, height: int = 240) -> list:
+    """qpos (T, nq) -> list of (height, width, 3) uint8 frames."""
+    import mujoco
+    data = mujoco.MjData(model)
+    renderer = mujoco.Renderer(model, height, width)
+    frames = []
+    try:
+        for q in qpos:
+            data.qpos[:] = q
+            mujoco.mj_forward(model, data)
+            renderer.update_scene(data, camera=camera)
+            frames.append(renderer.render().copy())
+    finally:
+        renderer.close()
+    return frames
+
+
+def write_gif(frames, path: str, fps: int = 20) -> None:
+    from PIL import Image
+    images = [Image.fromarray(np.asarray(f)) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+
+
+def render_episodes(env, policy, params, key, path: str, num_episodes: int, horizon: int,
+                    episode_length: int, camera: str = "front", width: int = 320, height: int = 240,
+                    log=print) -> str | None:
+    """Roll out and render `num_episodes` episodes one after the other into the GIF `path`.
+    Returns the path, or None (with a message) when no OpenGL backend is available."""
+    model = env.unwrapped.mj_model
+    ok, why = gl_available(model)
+    if not ok:
+        log(f"[render] skipped: no OpenGL backend in this process ({why}). "
+            "Set MUJOCO_GL=egl (GPU) or MUJOCO_GL=osmesa (software) where available.")
+        return None
+    qpos, alive, success = rollout_qpos(env, policy, params, key, num_episodes, horizon, episode_length)
+    frames = []
+    for i in range(num_episodes):
+        last = int(alive[:, i].sum()) + 1        # every frame of the episode plus its final state
+        frames += render_frames(model, qpos[:last, i], camera, width, height)
+    write_gif(frames, path, fps=int(round(1.0 / env.unwrapped.params.control_dt)))
+    log(f"[render] {num_episodes} episodes ({int(success.sum())} successes), {len(frames)} frames -> {path}")
+    return path

@@ -59,9 +59,9 @@ def get_config(preset: str = "") -> ConfigDict:
         t.log_every_iterations = 10
         t.replay_capacity = 200_000
         t.success_capacity = 100_000
-        t.eval_every_env_steps = 25_000
+        t.eval_every_env_steps = 50_000
         t.checkpoint_every_env_steps = 25_000
-        c.bc.eval_every = 1_000
+        c.bc.eval_every = 2_000
     elif preset:
         raise ValueError(f"unknown preset {preset!r} for configs/can.py; known: '', 'quick'")
     return c

@@ -4,8 +4,12 @@ import os
 
 import pytest
 
+import jax
+
 from configs import toy
+from ogpo_jax import envs
 from ogpo_jax.training import pipeline
+from ogpo_jax.training.evaluation import make_evaluator
 
 
 PPO_ALONE_STEPS = 40_000
@@ -88,6 +92,26 @@ def test_rerun_skips_finished_stages_and_resumes(tmp_path):
     lines = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
     steps = [r["env_steps"] for r in lines]
     assert steps == sorted(steps)
+    assert os.path.getsize(os.path.join(workdir, "learning_curve.png")) > 10_000
+
+    # reloading the run for experiments/evaluate.py: the finetuned agent and the BC actor
+    config = pipeline.load_run_config(workdir)
+    assert config.algo.actor_hidden_dims == cfg.algo.actor_hidden_dims
+    agent, policies, what = pipeline.restore_policy(config, workdir, "latest")
+    assert set(policies) == {"ode", "sde", "best_of_n"} and str(second["env_steps"]) in what
+    assert int(agent.step) == second["grad_steps"]
+    bc_params, bc_policies, what = pipeline.restore_policy(config, workdir, "bc")
+    assert set(bc_policies) == {"ode", "sde"} and "BC" in what
+    env, _, length = envs.make(config.env.name)
+    evaluate = make_evaluator(env, config.env.chunk_horizon, length, 256)
+    key = jax.random.PRNGKey(0)
+    ode = float(evaluate(policies["ode"], agent, key)["success"])
+    assert abs(ode - second["final_success_ode"]) < 0.2      # same policy, other episodes
+    evaluate(bc_policies["sde"], bc_params, key)
+    with pytest.raises(FileNotFoundError, match="checkpoint step 17"):
+        pipeline.restore_policy(config, workdir, "17")
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        pipeline.load_run_config(str(tmp_path / "nothing"))
 
 
 @pytest.mark.parametrize("section,field,value,match", [
@@ -113,3 +137,23 @@ def test_unknown_env_kwarg_is_named(tmp_path):
     cfg.env.kwargs = {"max_stepz": 3}
     with pytest.raises(ValueError, match="max_stepz"):
         pipeline.run(cfg, str(tmp_path / "x"), log=_quiet_log)
+
+
+def test_collect_demos_script_writes_and_never_overwrites(tmp_path):
+    import subprocess
+    import sys
+
+    from ogpo_jax.data import demos
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "d.hdf5"
+    cmd = [sys.executable, os.path.join(root, "experiments", "collect_demos.py"),
+           f"--config={os.path.join(root, 'configs', 'toy.py')}", "--config.demos.num_demos=6", f"--out={out}"]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=root, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    episodes, env_args = demos.read_hdf5(str(out))
+    assert len(episodes) == 6 and env_args["env_name"] == "point_gaps"
+    before = out.read_bytes()
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=root, timeout=300)
+    assert again.returncode != 0 and "--overwrite" in again.stderr + again.stdout
+    assert out.read_bytes() == before

@@ -163,8 +163,8 @@ def batched(fn, env, *args):
     n = jax.tree_util.tree_leaves(args)[0].shape[0]
     if limit is None or n <= limit:
         return jax.vmap(fn)(*args)
-    limit = int(limit)
-    num = -(-n // limit)
+    num = -(-n // int(limit))
+    limit = -(-n // num)          # equal sub-batches: 200 envs at a cap of 128 run as 2 x 100
     pad = num * limit - n
 
     def split(x):

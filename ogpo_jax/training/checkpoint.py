@@ -1,10 +1,28 @@
 """Orbax checkpoints of whole training states (any pytree: LoopState, actor params)."""
 from __future__ import annotations
 
+import math
 import os
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+
+
+def _empty(x) -> bool:
+    return math.prod(x.shape) == 0
+
+
+def _encode(tree):
+    """orbax refuses zero-size arrays (an MJX Data has several, e.g. `act` of a model without
+    activations): store a 1-element placeholder; `restore` puts the empty array back."""
+    return jax.tree_util.tree_map(lambda x: np.zeros((1,), x.dtype) if _empty(x) else x, tree)
+
+
+def _encode_abstract(tree):
+    return jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct((1,), x.dtype) if _empty(x) else x, tree)
 
 
 class Checkpointer:
@@ -19,7 +37,7 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def save(self, step: int, tree) -> None:
-        self.manager.save(int(step), args=ocp.args.StandardSave(tree))
+        self.manager.save(int(step), args=ocp.args.StandardSave(_encode(tree)))
         self.manager.wait_until_finished()
 
     def restore(self, like, step=None):
@@ -27,8 +45,9 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
-        return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _encode_abstract(like))
+        out = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        return jax.tree_util.tree_map(lambda o, x: jnp.zeros(x.shape, x.dtype) if _empty(x) else o, out, like)
 
     def close(self):
         self.manager.close()

@@ -50,7 +50,8 @@ def init_loop(key, env, agent: ogpo.TrainState, obs_dim: int, train_cfg, episode
         replay=rb.init_buffer(example, train_cfg.replay_capacity),
         success=rb.init_buffer(example, train_cfg.success_capacity),
         staging=rb.init_staging(example, train_cfg.num_envs, max_chunks),
-        env_state=benv.reset(k_env),
+        # jitted: op-by-op MJX reset of the Can arm took minutes on the 2-core CPU
+        env_state=jax.jit(benv.reset, compiler_options=env_core.compiler_options(env))(k_env),
         key=k_loop,
         env_steps=jnp.zeros((), jnp.int32),
         iteration=jnp.zeros((), jnp.int32),

@@ -16,15 +16,33 @@ import numpy as np
 from ogpo_jax.envs import core
 
 
-def gl_available(model, width: int = 64, height: int = 64) -> tuple[bool, str]:
-    """(ok, reason): whether a `mujoco.Renderer` can be created in this process."""
-    import mujoco
+_PROBE = """
+import mujoco
+m = mujoco.MjModel.from_xml_string('<mujoco><worldbody><geom size=".1"/></worldbody></mujoco>')
+r = mujoco.Renderer(m, 16, 16)
+d = mujoco.MjData(m)
+mujoco.mj_forward(m, d)
+r.update_scene(d)
+r.render()
+r.close()
+"""
+
+
+def gl_available(timeout: float = 60.0) -> tuple[bool, str]:
+    """(ok, reason): whether `mujoco.Renderer` works in this environment (MUJOCO_GL etc.).
+
+    Probed in a subprocess: without a usable GL platform some backends abort the whole process
+    instead of raising, which must not take a training or evaluation run down with it."""
+    import subprocess
+    import sys
     try:
-        renderer = mujoco.Renderer(model, height, width)
-        renderer.close()
+        run = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False, f"GL probe timed out after {timeout:.0f}s"
+    if run.returncode == 0:
         return True, ""
-    except Exception as e:  # no display / EGL / OSMesa: mujoco raises several exception types
-        return False, f"{type(e).__name__}: {str(e)[:160]}"
+    lines = [ln for ln in (run.stderr or "").strip().splitlines() if ln.strip()]
+    return False, (lines[-1][:200] if lines else f"probe exited with code {run.returncode}")
 
 
 def rollout_qpos(env, policy, params, key, num_episodes: int, horizon: int, episode_length: int):
@@ -85,12 +103,12 @@ def render_episodes(env, policy, params, key, path: str, num_episodes: int, hori
                     log=print) -> str | None:
     """Roll out and render `num_episodes` episodes one after the other into the GIF `path`.
     Returns the path, or None (with a message) when no OpenGL backend is available."""
-    model = env.unwrapped.mj_model
-    ok, why = gl_available(model)
+    ok, why = gl_available()
     if not ok:
         log(f"[render] skipped: no OpenGL backend in this process ({why}). "
             "Set MUJOCO_GL=egl (GPU) or MUJOCO_GL=osmesa (software) where available.")
         return None
+    model = env.unwrapped.mj_model
     qpos, alive, success = rollout_qpos(env, policy, params, key, num_episodes, horizon, episode_length)
     frames = []
     for i in range(num_episodes):

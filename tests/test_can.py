@@ -139,3 +139,28 @@ def test_success_needs_the_can_in_the_target_bin(can):
     assert not bool(env.in_target(inside.at[2].set(0.2)))                    # held above the bin
     assert not bool(env.in_target(inside.at[1].add(p.target_half_extent[1] + 0.02)))  # past the wall
     assert not bool(env.in_target(jnp.array([0.1, -0.25, 0.06])))            # still in the source bin
+
+
+def test_training_state_with_mjx_data_checkpoints_and_restores(can, tmp_path):
+    """The whole finetune LoopState (replay, success staging, MJX Data with its zero-size arrays,
+    keys) survives an orbax save / restore bit-exactly: the first Can run crashed here."""
+    from ogpo_jax.algorithms import ogpo
+    from ogpo_jax.algorithms.config import OGPOConfig
+    from ogpo_jax.training import loop
+    from ogpo_jax.training.checkpoint import Checkpointer
+    from ml_collections import ConfigDict
+
+    env = envs.make("can")[0]
+    cfg = OGPOConfig(actor_hidden_dims=(16,), critic_hidden_dims=(16,), num_critics=2, flow_steps=2,
+                     batch_size=4, ppo_batch_size=4, group_size=2, success_batch_size=4)
+    agent = ogpo.init(jax.random.PRNGKey(0), env.observation_size, (4, env.action_size), cfg)
+    train = ConfigDict({"num_envs": 2, "replay_capacity": 16, "success_capacity": 8})
+    ls = loop.init_loop(jax.random.PRNGKey(1), env, agent, env.observation_size, train, can["horizon"])
+    assert any(x.size == 0 for x in jax.tree_util.tree_leaves(ls.env_state.sim))
+    ckpt = Checkpointer(str(tmp_path / "ckpt"))
+    ckpt.save(3, ls)
+    back = ckpt.restore(jax.eval_shape(lambda: ls))
+    ckpt.close()
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(ls), jax.tree_util.tree_leaves(back)):
+        assert a.shape == b.shape and a.dtype == b.dtype, jax.tree_util.keystr(path)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=jax.tree_util.keystr(path))

@@ -103,10 +103,10 @@ def test_rerun_skips_finished_stages_and_resumes(tmp_path):
     bc_params, bc_policies, what = pipeline.restore_policy(config, workdir, "bc")
     assert set(bc_policies) == {"ode", "sde"} and "BC" in what
     env, _, length = envs.make(config.env.name)
-    evaluate = make_evaluator(env, config.env.chunk_horizon, length, 256)
+    evaluate = make_evaluator(env, config.env.chunk_horizon, length, 128)
     key = jax.random.PRNGKey(0)
     ode = float(evaluate(policies["ode"], agent, key)["success"])
-    assert abs(ode - second["final_success_ode"]) < 0.2      # same policy, other episodes
+    assert abs(ode - second["final_success_ode"]) < 0.25      # same policy, other episodes
     evaluate(bc_policies["sde"], bc_params, key)
     with pytest.raises(FileNotFoundError, match="checkpoint step 17"):
         pipeline.restore_policy(config, workdir, "17")

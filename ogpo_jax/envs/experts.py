@@ -144,6 +144,7 @@ def collect_demos(env, expert, num_demos: int, max_steps: int, key):
         k_reset, k_latent, k_act = jax.random.split(k, 3)
         state = env.reset(k_reset)
         latent = expert.init(k_latent)
+        step_keys = jax.random.split(k_act, max_steps)     # the same per-step keys as a scan would use
         zeros = lambda shape, dtype=jnp.float32: jnp.zeros((max_steps,) + shape, dtype)  # noqa: E731
         traj = dict(obs=zeros(state.obs.shape), actions=zeros((env.action_size,)), rewards=zeros(()),
                     dones=zeros((), bool), valid=zeros((), bool), success=zeros((), bool))
@@ -156,7 +157,7 @@ def collect_demos(env, expert, num_demos: int, max_steps: int, key):
 
         def body(carry):
             t, s, alive, traj = carry
-            action = expert.act(latent, s.obs, jax.random.fold_in(k_act, t))
+            action = expert.act(latent, s.obs, step_keys[t])
             nxt = env.step(s, action)
             row = dict(obs=s.obs, actions=action, rewards=nxt.reward, dones=nxt.done, valid=alive,
                        success=nxt.info["success"] & alive)

@@ -18,6 +18,23 @@ def read_metrics(workdir: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def _pooled_rollout_success(records, min_episodes: int = 32):
+    """Success of the training episodes pooled over the last >= `min_episodes` finished episodes
+    (a log interval of a long-horizon task finishes only a handful)."""
+    window, out = [], []
+    for r in records:
+        n = r.get("rollout/episodes", 0.0)
+        if n <= 0 or "rollout/success" not in r:
+            continue
+        window.append((n, r["rollout/success"] * n))
+        while len(window) > 1 and sum(w[0] for w in window[1:]) >= min_episodes:
+            window.pop(0)
+        total = sum(w[0] for w in window)
+        if total >= min(min_episodes, 8):
+            out.append((r["env_steps"], sum(w[1] for w in window) / total))
+    return out
+
+
 def plot_run(workdir: str, path: str | None = None, title: str | None = None) -> str | None:
     """Draw evaluation success (ODE, SDE, other actor) and rollout success vs env steps, with the
     BC starting point; returns the PNG path (None when there is nothing to plot yet)."""
@@ -34,9 +51,9 @@ def plot_run(workdir: str, path: str | None = None, title: str | None = None) ->
     for k in eval_keys:
         pts = [(r["env_steps"], r[k]) for r in records if k in r]
         ax.plot(*zip(*pts), marker="o", ms=3, label=k.replace("eval/success_", "eval "))
-    roll = [(r["env_steps"], r["rollout/success"]) for r in records if "rollout/success" in r]
+    roll = _pooled_rollout_success(records)
     if roll:
-        ax.plot(*zip(*roll), color="0.6", lw=0.8, label="rollout (training episodes)")
+        ax.plot(*zip(*roll), color="0.6", lw=0.8, label="rollout (training episodes, pooled)")
     bc_json = os.path.join(workdir, "bc", "bc.json")
     if os.path.exists(bc_json):
         with open(bc_json, encoding="utf-8") as f:
@@ -48,7 +65,7 @@ def plot_run(workdir: str, path: str | None = None, title: str | None = None) ->
     ax.set_ylabel("success rate")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     ax.set_title(title or os.path.basename(os.path.normpath(workdir)))
     for key, label in (("critic/td_error", "critic TD error"), ("actor/clip_frac", "PPO clip fraction"),
                        ("actor/adv_nonzero_frac", "nonzero advantage fraction")):

@@ -21,7 +21,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from update_step import machine  # noqa: E402
+from update_step import machine, write_results  # noqa: E402
 
 
 def _read(path):
@@ -114,12 +114,8 @@ def main(argv=None):
         raise SystemExit(f"{args.workdir}/summary.json not found: run with --run or train.py first")
     result = {"benchmark": "can_finetune", "machine": machine(), "date": time.strftime("%Y-%m-%d"),
               "command": "python " + " ".join(sys.argv), "run": report(args.workdir)}
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, "can_finetune" + (f"_{args.tag}" if args.tag else ""))
-    with open(stem + ".json", "w") as f:
-        json.dump(result, f, indent=2)
-    with open(stem + ".md", "w") as f:
-        f.write(to_markdown(result))
+    write_results(os.path.join(args.out, "can_finetune" + (f"_{args.tag}" if args.tag else "")),
+                  result, to_markdown(result))
     print(to_markdown(result))
 
 

@@ -13,7 +13,6 @@ the differential-IK controller excluded, so it is an upper bound for a C-side en
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -24,7 +23,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import mujoco  # noqa: E402
 
-from update_step import machine  # noqa: E402
+from update_step import machine, write_results  # noqa: E402
 
 from ogpo_jax.envs.core import batched  # noqa: E402
 from ogpo_jax.envs.mjx.can import HOME_QPOS, Can, CanParams  # noqa: E402
@@ -112,10 +111,7 @@ def main(argv=None):
             result["mjx"].append({"batch": b, "error": f"{type(e).__name__}: {str(e)[:80]}"})
         print(result["mjx"][-1], flush=True)
         # rewritten after every batch size: a run stopped at a large batch keeps its table
-        with open(stem + ".json", "w") as f:
-            json.dump(result, f, indent=2)
-        with open(stem + ".md", "w") as f:
-            f.write(to_markdown(result))
+        write_results(stem, result, to_markdown(result))
     print(to_markdown(result))
 
 

@@ -46,6 +46,15 @@ def machine() -> dict:
     }
 
 
+def write_results(stem: str, result: dict, markdown: str) -> None:
+    """`stem.json` (the full result) and `stem.md` (its table); shared by the benchmark scripts."""
+    os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
+    with open(stem + ".json", "w") as f:
+        json.dump(result, f, indent=2)
+    with open(stem + ".md", "w") as f:
+        f.write(markdown)
+
+
 def fake_batch(key, n, obs_dim, chunk_shape):
     k = jax.random.split(key, 4)
     h, da = chunk_shape
@@ -147,12 +156,8 @@ def main(argv=None):
               "command": "python benchmarks/update_step.py " + " ".join(argv if argv is not None else
                                                                       __import__("sys").argv[1:]),
               "rows": rows}
-    os.makedirs(args.out, exist_ok=True)
-    stem = "update_step" + (f"_{args.tag}" if args.tag else "")
-    with open(os.path.join(args.out, stem + ".json"), "w") as f:
-        json.dump(result, f, indent=2)
-    with open(os.path.join(args.out, stem + ".md"), "w") as f:
-        f.write(to_markdown(result))
+    write_results(os.path.join(args.out, "update_step" + (f"_{args.tag}" if args.tag else "")),
+                  result, to_markdown(result))
     print(to_markdown(result))
 
 

@@ -144,27 +144,17 @@ def collect_demos(env, expert, num_demos: int, max_steps: int, key):
         k_reset, k_latent, k_act = jax.random.split(k, 3)
         state = env.reset(k_reset)
         latent = expert.init(k_latent)
-        step_keys = jax.random.split(k_act, max_steps)     # the same per-step keys as a scan would use
-        zeros = lambda shape, dtype=jnp.float32: jnp.zeros((max_steps,) + shape, dtype)  # noqa: E731
-        traj = dict(obs=zeros(state.obs.shape), actions=zeros((env.action_size,)), rewards=zeros(()),
-                    dones=zeros((), bool), valid=zeros((), bool), success=zeros((), bool))
 
-        # A while loop, not a scan over max_steps: it stops when every episode in the (vmapped)
-        # batch has ended, which for a good expert is well before the time limit.
-        def cond(carry):
-            t, _, alive, _ = carry
-            return alive & (t < max_steps)
-
-        def body(carry):
-            t, s, alive, traj = carry
-            action = expert.act(latent, s.obs, step_keys[t])
+        def step(carry, k_step):
+            s, alive = carry
+            action = expert.act(latent, s.obs, k_step)
             nxt = env.step(s, action)
-            row = dict(obs=s.obs, actions=action, rewards=nxt.reward, dones=nxt.done, valid=alive,
+            out = dict(obs=s.obs, actions=action, rewards=nxt.reward, dones=nxt.done, valid=alive,
                        success=nxt.info["success"] & alive)
-            traj = {name: traj[name].at[t].set(row[name]) for name in traj}
-            return t + 1, nxt, alive & ~nxt.done, traj
+            nxt = jax.tree_util.tree_map(lambda a, b: jnp.where(alive, a, b), nxt, s)
+            return (nxt, alive & ~nxt.done), out
 
-        _, _, _, traj = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), state, jnp.ones((), bool), traj))
+        _, traj = jax.lax.scan(step, (state, jnp.ones((), bool)), jax.random.split(k_act, max_steps))
         traj["success"] = traj["success"].any()
         traj["length"] = traj["valid"].sum()
         return traj

@@ -14,7 +14,6 @@ import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
@@ -34,7 +33,7 @@ def main(argv):
     if os.path.exists(_OUT.value) and not _OVERWRITE.value:
         raise SystemExit(f"--out={_OUT.value!r} exists; pass --overwrite to replace it")
     env, expert, episode_length = envs.make(config.env.name, **config.env.kwargs.to_dict())
-    k_demo = jax.random.split(jax.random.PRNGKey(config.seed), 5)[0]   # as pipeline.run
+    k_demo = pipeline.stage_keys(config)[0]
     print(f"[demos] {config.demos.num_demos} episodes of {config.env.name!r} (<= {episode_length} steps each); "
           "the first call compiles the rollout")
     pipeline.collect_demos_to_file(config, env, expert, episode_length, _OUT.value, k_demo)

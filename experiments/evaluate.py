@@ -51,7 +51,8 @@ def main(argv):
     result = {"source": what, "episodes": _EPISODES.value, "seed": _SEED.value}
     for mode in _MODES.value:
         t0 = time.time()
-        out = jax.device_get(evaluate(policies[mode], params, jax.random.fold_in(key, len(mode))))
+        # the same key for every sampler: all are scored on the same initial states (as in training)
+        out = jax.device_get(evaluate(policies[mode], params, key))
         succ = float(out["success"])
         stderr = float(np.sqrt(succ * (1 - succ) / _EPISODES.value))
         result[mode] = {"success": succ, "stderr": stderr, "return": float(out["return"]),

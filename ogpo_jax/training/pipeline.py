@@ -57,6 +57,12 @@ def _read_json(path):
         return json.load(f)
 
 
+def stage_keys(config):
+    """(demos, bc, agent init, loop, eval) PRNG keys of a run: every tool that must reproduce a
+    stage of `run` (demo collection, restoring checkpoints) derives its key here."""
+    return jax.random.split(jax.random.PRNGKey(config.seed), 5)
+
+
 def collect_demos_to_file(config, env, expert, episode_length: int, path: str, key, log=print) -> dict:
     """Roll out `config.demos.num_demos` scripted-expert episodes and write them to `path`
     (robomimic layout, written atomically). Returns summary statistics."""
@@ -93,8 +99,7 @@ def run(config, workdir: str, log=print) -> dict:
     chunk_shape = (horizon, env.action_size)
     obs_dim = env.observation_size
     obs_layout = getattr(env, "obs_keys", None)      # ((robomimic key, size), ...) for MJX tasks
-    key = jax.random.PRNGKey(config.seed)
-    k_demo, k_bc, k_agent, k_loop, k_eval = jax.random.split(key, 5)
+    k_demo, k_bc, k_agent, k_loop, k_eval = stage_keys(config)
 
     # ---------------------------------------------------------------- stage 1: demonstrations
     demo_path = config.demos.path or os.path.join(workdir, "demos.hdf5")
@@ -268,20 +273,22 @@ def restore_policy(config, workdir: str, source: str = "latest"):
     algo_cfg = validate(config)
     env, _, episode_length = envs.make(config.env.name, **config.env.kwargs.to_dict())
     chunk_shape = (config.env.chunk_horizon, env.action_size)
-    key = jax.random.PRNGKey(config.seed)
-    _, _, k_agent, k_loop, _ = jax.random.split(key, 5)
+    _, _, k_agent, k_loop, _ = stage_keys(config)
     ckpt_dir = os.path.join(workdir, "finetune", "checkpoints")
     use_bc = source == "bc"
     if not use_bc:
         ckpt = Checkpointer(ckpt_dir, config.train.max_checkpoints) if os.path.isdir(ckpt_dir) else None
         step = None if source == "latest" else int(source)
         if ckpt is None or ckpt.latest_step() is None:
+            if ckpt is not None:
+                ckpt.close()
             if source != "latest":
                 raise FileNotFoundError(f"no finetune checkpoints in {ckpt_dir}")
             use_bc = True
         else:
             steps = ckpt.manager.all_steps()
             if step is not None and step not in steps:
+                ckpt.close()
                 raise FileNotFoundError(f"checkpoint step {step} not in {ckpt_dir} (have {sorted(steps)})")
             template = jax.eval_shape(lambda: loop.init_loop(
                 k_loop, env, ogpo.init(k_agent, env.observation_size, chunk_shape, algo_cfg),

@@ -30,15 +30,19 @@ def _affected_jaxlib() -> bool:
         return False
 
 
+def _affected() -> bool:
+    return _affected_jaxlib() and jax.default_backend() == "cpu"
+
+
 def compiler_options() -> dict | None:
     """XLA compiler options for a program that steps MJX on the default backend (None: none needed)."""
-    if _affected_jaxlib() and jax.default_backend() == "cpu":
+    if _affected():
         return {"xla_cpu_use_fusion_emitters": False}
     return None
 
 
 def max_vmap_batch() -> int | None:
     """Largest batch to `vmap` an MJX step over in one go on this backend (None: no limit)."""
-    if _affected_jaxlib() and jax.default_backend() == "cpu":
+    if _affected():
         return 128
     return None

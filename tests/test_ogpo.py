@@ -144,3 +144,31 @@ def test_critic_warmup_freezes_the_actor_for_n_updates():
     assert float(m3["actor/lr"]) == pytest.approx(float(fresh["actor/lr"]))
     with pytest.raises(ValueError, match="critic_warmup_updates"):
         dataclasses.replace(CFG, critic_warmup_updates=-1)
+
+
+def test_ppo_coeff_zero_is_success_bc_only():
+    """`ppo_coeff=0` (ablation): the actor step is flow-matching BC on the success batch and nothing
+    else: equal to the gradient step of `flow.bc_loss` alone, and independent of the critic."""
+    cfg = dataclasses.replace(CFG, ppo_coeff=0.0)
+    state = ogpo.init(jax.random.PRNGKey(0), OBS, CHUNK, cfg)
+    batch, succ = _batch(jax.random.PRNGKey(1)), _batch(jax.random.PRNGKey(2), 8)
+    key = jax.random.PRNGKey(3)
+    new, metrics = ogpo.actor_step(state, batch, succ, key)
+    assert "actor/clip_frac" not in metrics and "actor/bc_loss" in metrics
+    # A different critic gives the same actor update.
+    other = state.replace(critic_target=jax.tree_util.tree_map(lambda p: p + 1.0, state.critic_target))
+    assert _leaves_equal(new.actor, ogpo.actor_step(other, batch, succ, key)[0].actor)
+    # The same update as one optimizer step on the BC loss (same key split as actor_step).
+    _, k_bc = jax.random.split(key)
+    apply_fn = ogpo.actor_apply_fn(state)
+    grads = jax.grad(lambda p: ogpo.flow.bc_loss(apply_fn, p, succ["obs"], succ["actions"], succ["valid"], k_bc))(
+        state.actor)
+    tx, _ = ogpo.actor_optimizer(cfg)
+    updates, _ = tx.update(grads, state.actor_opt, state.actor)
+    expected = jax.tree_util.tree_map(lambda p, u: p + u, state.actor, updates)
+    for a, b in zip(jax.tree_util.tree_leaves(expected), jax.tree_util.tree_leaves(new.actor)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="ppo_coeff"):
+        dataclasses.replace(CFG, ppo_coeff=0.0, bc_coeff=0.0)
+    with pytest.raises(ValueError, match="ppo_coeff"):
+        dataclasses.replace(CFG, ppo_coeff=-1.0)

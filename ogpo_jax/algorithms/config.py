@@ -57,6 +57,9 @@ class OGPOConfig:
     nonneg_advantage: bool = False        # OGPO-NN: clip advantages at 0
     clip_epsilon: float = 0.01
     bc_coeff: float = 1.0                 # lambda of success-buffer flow-matching BC (OGPO+)
+    # Weight of the PPO term. 0 = ablation "success-buffer BC only" (filtered self-imitation, no
+    # chains sampled, no critic in the actor step); the paper always uses 1.
+    ppo_coeff: float = 1.0
     success_batch_size: int = 256
     actor_lr: float = 4.5e-5
     actor_lr_floor: float = 2e-5
@@ -98,12 +101,14 @@ class OGPOConfig:
         _check(self, "actor_lr_floor", 0 <= self.actor_lr_floor <= self.actor_lr, "in [0, actor_lr]")
         _check(self, "actor_lr_warmup", self.actor_lr_warmup >= 0, ">= 0")
         _check(self, "actor_lr_period", self.actor_lr_period > self.actor_lr_warmup, "> actor_lr_warmup")
-        for name in ("critic_weight_decay", "actor_weight_decay", "bc_coeff"):
+        for name in ("critic_weight_decay", "actor_weight_decay", "bc_coeff", "ppo_coeff"):
             _check(self, name, getattr(self, name) >= 0, ">= 0")
         for name in ("batch_size", "ppo_batch_size", "success_batch_size"):
             _check(self, name, getattr(self, name) >= 1, ">= 1")
         _check(self, "ppo_batch_size", self.ppo_batch_size <= self.batch_size,
                f"<= batch_size ({self.batch_size}): actor states are the first rows of the TD batch")
+        _check(self, "ppo_coeff", self.ppo_coeff > 0 or self.bc_coeff > 0,
+               "> 0 when bc_coeff is 0 (the actor would have no loss)")
         _check(self, "group_size", self.group_size >= 2, ">= 2 (the baseline is a group mean)")
         _check(self, "adv_strategy", self.adv_strategy in ADV_STRATEGIES, f"one of {ADV_STRATEGIES}")
         _check(self, "act_with", self.act_with in ACT_WITH, f"one of {ACT_WITH}")

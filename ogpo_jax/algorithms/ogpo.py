@@ -188,7 +188,7 @@ def actor_loss(params, state: TrainState, obs, chains, old_log_prob, advantage, 
         "actor/clip_frac": jnp.mean(jnp.abs(ratio - 1.0) > cfg.clip_epsilon),
         "actor/log_prob": log_prob.mean(),
     }
-    return ppo_loss + cfg.bc_coeff * bc, metrics
+    return cfg.ppo_coeff * ppo_loss + cfg.bc_coeff * bc, metrics
 
 
 def actor_step(state: TrainState, batch, bc_batch, key):
@@ -196,6 +196,8 @@ def actor_step(state: TrainState, batch, bc_batch, key):
     cfg, spec, dim = state.config, state.config.flow_spec, state.action_dim
     apply_fn = actor_apply_fn(state)
     k_chain, k_bc = jax.random.split(key)
+    if cfg.ppo_coeff == 0:
+        return _bc_only_actor_step(state, bc_batch, k_bc)
     obs = batch["obs"][: cfg.ppo_batch_size]
     obs_rep = jnp.repeat(obs, cfg.group_size, axis=0)                    # (B*G, obs_dim)
     chains, final = flow.sample_sde(apply_fn, state.actor_ema, obs_rep, k_chain, spec, dim)
@@ -210,6 +212,29 @@ def actor_step(state: TrainState, batch, bc_batch, key):
 
     grad_fn = jax.value_and_grad(actor_loss, has_aux=True)
     (loss, metrics), grads = grad_fn(state.actor, state, obs_rep, chains, old_log_prob, advantage, bc_batch, k_bc)
+    return _apply_actor_grads(state, grads, loss, metrics, {
+        "actor/adv_nonzero_frac": jnp.mean(advantage != 0),
+        "actor/adv_abs_mean": jnp.abs(advantage).mean(),
+        "actor/q_mean": q.mean(),
+        "actor/q_head_std": q.std(axis=0).mean(),
+    })
+
+
+def _bc_only_actor_step(state: TrainState, bc_batch, key):
+    """`ppo_coeff == 0`: flow-matching BC on the success batch only; no chains, no critic."""
+    cfg = state.config
+    apply_fn = actor_apply_fn(state)
+
+    def loss_fn(params):
+        bc = flow.bc_loss(apply_fn, params, bc_batch["obs"], bc_batch["actions"], bc_batch["valid"], key)
+        return cfg.bc_coeff * bc, {"actor/bc_loss": bc}
+
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.actor)
+    return _apply_actor_grads(state, grads, loss, metrics, {})
+
+
+def _apply_actor_grads(state: TrainState, grads, loss, metrics, extra):
+    cfg = state.config
     tx, schedule = actor_optimizer(cfg)
     updates, actor_opt = tx.update(grads, state.actor_opt, state.actor)
     actor = optax.apply_updates(state.actor, updates)
@@ -218,11 +243,8 @@ def actor_step(state: TrainState, batch, bc_batch, key):
         "actor/loss": loss,
         "actor/grad_norm": common.tree_norm(grads),
         "actor/lr": schedule(jnp.maximum(state.step - cfg.critic_warmup_updates, 0)),
-        "actor/adv_nonzero_frac": jnp.mean(advantage != 0),
-        "actor/adv_abs_mean": jnp.abs(advantage).mean(),
-        "actor/q_mean": q.mean(),
-        "actor/q_head_std": q.std(axis=0).mean(),
         "actor/ema_distance": common.tree_norm(jax.tree_util.tree_map(jnp.subtract, actor, actor_ema)),
+        **extra,
     })
     return state.replace(actor=actor, actor_ema=actor_ema, actor_opt=actor_opt), metrics
 

@@ -3,12 +3,15 @@
     python experiments/evaluate.py --workdir=runs/can_seed0                         # latest checkpoint
     python experiments/evaluate.py --workdir=runs/can_seed0 --source=bc --episodes=256
     python experiments/evaluate.py --workdir=runs/can_seed0 --modes=ode,sde,best_of_n --render=4
+    python experiments/evaluate.py --workdir=runs/can_seed0 --source=bc --failures     # Can only
 
 --source: 'latest' (newest finetune checkpoint, else the BC actor), 'bc', or an env-step number of
 a finetune checkpoint. Success is over --episodes parallel episodes per sampler; results are
 printed and written to <workdir>/eval_<source>.json. --render=N draws N ODE episodes into
 <workdir>/eval_<source>.gif with mujoco.Renderer (MJX tasks; skipped with a message where no
-OpenGL backend exists: try MUJOCO_GL=egl on GPU machines or MUJOCO_GL=osmesa).
+OpenGL backend exists: try MUJOCO_GL=egl on GPU machines or MUJOCO_GL=osmesa). --failures (Can)
+records --episodes ODE episodes and breaks the failures down (never lifted / dropped / held at the
+time limit, grasp height and can tilt; ogpo_jax.envs.mjx.can_diagnostics) into the JSON.
 """
 import json
 import os
@@ -31,6 +34,7 @@ _EPISODES = flags.DEFINE_integer("episodes", 64, "Evaluation episodes per sample
 _MODES = flags.DEFINE_list("modes", ["ode", "sde"], "Samplers: ode, sde, best_of_n (finetuned agents).")
 _SEED = flags.DEFINE_integer("seed", 12345, "Evaluation seed.")
 _RENDER = flags.DEFINE_integer("render", 0, "Render this many ODE episodes to a GIF (0: none).")
+_FAILURES = flags.DEFINE_bool("failures", False, "Can: failure-mode breakdown of --episodes ODE episodes.")
 
 
 def main(argv):
@@ -60,6 +64,18 @@ def main(argv):
         print(f"[eval] {mode:>9s}: success {succ:.3f} +- {stderr:.3f}, return {float(out['return']):.1f}, "
               f"length {float(out['length']):.0f} ({time.time() - t0:.1f}s incl. compile)")
     tag = _SOURCE.value
+    if _FAILURES.value:
+        if config.env.name != "can":
+            print(f"[failures] skipped: the breakdown reads Can observations, not {config.env.name!r}")
+        else:
+            from ogpo_jax.envs.mjx import can_diagnostics
+            from ogpo_jax.envs.mjx.render import record_episodes
+            t0 = time.time()
+            rec = record_episodes(env, policies["ode"], params, jax.random.fold_in(key, 11), _EPISODES.value,
+                                  horizon, episode_length)
+            report = can_diagnostics.failure_report(rec["obs"], rec["alive"], rec["success"])
+            result["failures"] = report
+            print(f"[failures] ODE, {time.time() - t0:.0f}s incl. compile: " + can_diagnostics.format_report(report))
     if _RENDER.value > 0:
         if not hasattr(env.unwrapped, "mj_model"):
             print(f"[render] skipped: {config.env.name!r} is not an MJX task")

@@ -45,10 +45,11 @@ def gl_available(timeout: float = 60.0) -> tuple[bool, str]:
     return False, (lines[-1][:200] if lines else f"probe exited with code {run.returncode}")
 
 
-def rollout_qpos(env, policy, params, key, num_episodes: int, horizon: int, episode_length: int):
+def record_episodes(env, policy, params, key, num_episodes: int, horizon: int, episode_length: int) -> dict:
     """Run `num_episodes` episodes of `env` (with its EpisodeWrapper) acting chunks of `horizon`
-    open-loop; returns numpy `qpos (T, N, nq)`, `alive (T, N)` (frame belongs to a running episode)
-    and `success (N,)`."""
+    open-loop. Returns numpy arrays: `qpos (T+1, N, nq)` and `obs (T+1, N, obs_dim)` (the state
+    before every control step plus the final one), `alive (T+1, N)` (frame belongs to a running
+    episode) and `success (N,)`. Frames after an episode ends repeat its final state."""
     benv = core.VmapWrapper(env, num_episodes)
 
     @functools.partial(jax.jit, compiler_options=core.compiler_options(env))
@@ -64,13 +65,16 @@ def rollout_qpos(env, policy, params, key, num_episodes: int, horizon: int, epis
             nxt = benv.step(s, chunk[:, t % horizon])
             nxt = core._select(alive, nxt, s)
             success = success | (nxt.info["success"] & alive)
-            return (nxt, chunk, alive & ~nxt.done, success), (s.sim.qpos, alive)
+            return (nxt, chunk, alive & ~nxt.done, success), (s.sim.qpos, s.obs, alive)
 
         init = (state, chunk, jnp.ones((num_episodes,), bool), jnp.zeros((num_episodes,), bool))
-        (last, _, _, success), (qpos, alive) = jax.lax.scan(body, init, jnp.arange(episode_length))
-        qpos = jnp.concatenate([qpos, last.sim.qpos[None]])
-        alive = jnp.concatenate([alive, jnp.zeros((1, num_episodes), bool)])
-        return qpos, alive, success
+        (last, _, _, success), (qpos, obs, alive) = jax.lax.scan(body, init, jnp.arange(episode_length))
+        return {
+            "qpos": jnp.concatenate([qpos, last.sim.qpos[None]]),
+            "obs": jnp.concatenate([obs, last.obs[None]]),
+            "alive": jnp.concatenate([alive, jnp.zeros((1, num_episodes), bool)]),
+            "success": success,
+        }
 
     return jax.device_get(run(key))
 
@@ -109,7 +113,8 @@ def render_episodes(env, policy, params, key, path: str, num_episodes: int, hori
             "Set MUJOCO_GL=egl (GPU) or MUJOCO_GL=osmesa (software) where available.")
         return None
     model = env.unwrapped.mj_model
-    qpos, alive, success = rollout_qpos(env, policy, params, key, num_episodes, horizon, episode_length)
+    rec = record_episodes(env, policy, params, key, num_episodes, horizon, episode_length)
+    qpos, alive, success = rec["qpos"], rec["alive"], rec["success"]
     frames = []
     for i in range(num_episodes):
         last = int(alive[:, i].sum()) + 1        # every frame of the episode plus its final state

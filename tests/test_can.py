@@ -164,3 +164,23 @@ def test_training_state_with_mjx_data_checkpoints_and_restores(can, tmp_path):
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(ls), jax.tree_util.tree_leaves(back)):
         assert a.shape == b.shape and a.dtype == b.dtype, jax.tree_util.keystr(path)
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=jax.tree_util.keystr(path))
+
+
+def test_record_episodes_and_failure_report():
+    """`render.record_episodes` (used by rendering and `evaluate.py --failures`) on the real task:
+    a policy that only holds the gripper open never lifts the can, and the frames after the time
+    limit repeat the final state."""
+    from ogpo_jax.envs.mjx import can_diagnostics
+    from ogpo_jax.envs.mjx.render import record_episodes
+    wrapped, _, _ = envs.make("can", max_steps=6)
+    env = wrapped.unwrapped
+
+    def still(params, obs, key):
+        return jnp.zeros((obs.shape[0], 2, env.action_size)).at[..., 6].set(-1.0)
+
+    rec = record_episodes(wrapped, still, None, jax.random.PRNGKey(0), 2, 2, 8)
+    assert rec["qpos"].shape == (9, 2, env.mj_model.nq) and rec["obs"].shape == (9, 2, env.observation_size)
+    assert rec["alive"][:6].all() and not rec["alive"][6:].any() and not rec["success"].any()
+    np.testing.assert_array_equal(rec["obs"][6], rec["obs"][8])          # frozen after the time limit
+    report = can_diagnostics.failure_report(rec["obs"], rec["alive"], rec["success"])
+    assert report["counts"]["never_lifted"] == 2 and report["success_rate"] == 0.0

@@ -44,7 +44,14 @@ def report(workdir: str) -> dict:
     curve = [{"env_steps": r["env_steps"], "wall_seconds": r.get("wall_seconds"),
               **{k.replace("eval/success_", ""): r[k] for k in r if k.startswith("eval/success_")}}
              for r in records if any(k.startswith("eval/") for k in r)]
-    curve.append({"env_steps": summary["env_steps"], "wall_seconds": summary.get("finetune_seconds"),
+    # A resumed run restarts the wall clock: summary.json's finetune_seconds then covers only the
+    # last process. Estimate the total as the last logged wall time plus the last process's time.
+    # (records logged after the restored checkpoint by the interrupted process are not counted)
+    logged = max((r["wall_seconds"] for r in records
+                  if "wall_seconds" in r and r["env_steps"] <= summary["env_steps"]), default=0.0)
+    resumed = logged > summary["finetune_seconds"]
+    finetune_seconds = logged + summary["finetune_seconds"] if resumed else summary["finetune_seconds"]
+    curve.append({"env_steps": summary["env_steps"], "wall_seconds": finetune_seconds,
                   "ode": summary["final_success_ode"], "sde": summary["final_success_sde"], "final": True})
     sps = sorted(r["env_steps_per_s"] for r in records if "env_steps_per_s" in r)
     first_080 = next((p for p in curve if p.get("ode", 0) >= 0.8), None)
@@ -56,8 +63,9 @@ def report(workdir: str) -> dict:
         "bc_steps": summary["bc_steps"],
         "bc_success_ode": summary["bc_success_ode"],
         "bc_success_sde": summary["bc_success_sde"],
-        "finetune_seconds": summary["finetune_seconds"],
-        "wall_seconds": summary["wall_seconds"],
+        "finetune_seconds": finetune_seconds,
+        "resumed": resumed,
+        "wall_seconds": None if resumed else summary["wall_seconds"],
         "env_steps": summary["env_steps"],
         "grad_steps": summary["grad_steps"],
         "final_success_ode": summary["final_success_ode"],
@@ -84,6 +92,9 @@ def to_markdown(result) -> str:
         f"| OGPO finetune ({r['env_steps']} env steps, {r['grad_steps']} updates) | {fmt(r['finetune_seconds'])} | "
         f"ODE {r['final_success_ode']:.3f}, SDE {r['final_success_sde']:.3f} |",
         f"| total | {fmt(r['wall_seconds'])} | |", "",
+        *([f"The finetune ran in more than one process (resumed from a checkpoint): its wall time is the last "
+           f"logged interval's plus the final process's, and no single-process total exists.", ""]
+          if r.get("resumed") else []),
         f"Finetune env steps/s (median over logging intervals, including updates): {fmt(r['median_env_steps_per_s'])}; "
         f"compile + first interval {fmt(r['compile_and_first_interval_s'])} s; first evaluation with ODE >= 0.8 at "
         f"{fmt(r['env_steps_to_ode_080'])} env steps.", "",

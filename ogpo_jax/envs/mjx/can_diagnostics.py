@@ -20,14 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ogpo_jax.envs.mjx.can import OBS_KEYS
+from ogpo_jax.data.demos import split_obs
+from ogpo_jax.envs.mjx.can import OBS_KEYS, Can
 
-_OFFSETS = {}
-_start = 0
-for _name, _size in OBS_KEYS:
-    _OFFSETS[_name] = (_start, _start + _size)
-    _start += _size
-OBS_SIZE = _start
+OBS_SIZE = Can.observation_size
 CATEGORIES = ("success", "never_lifted", "dropped", "held_at_timeout")
 
 
@@ -50,10 +46,8 @@ def failure_report(obs, alive, success, lift_dz: float = 0.03) -> dict:
     steps, num = obs.shape[:2]
     if alive.shape != (steps, num) or success.shape != (num,):
         raise ValueError(f"alive must be {(steps, num)} and success {(num,)}, got {alive.shape} and {success.shape}")
-    can_lo, _ = _OFFSETS["object"]
-    can_pos = obs[..., can_lo:can_lo + 3]
-    can_quat = obs[..., can_lo + 3:can_lo + 7]
-    rel_pos = obs[..., can_lo + 7:can_lo + 10]
+    obj = split_obs(obs, OBS_KEYS)["object"]      # can pos (3), quat xyzw (4), rel pos (3), rel quat (4)
+    can_pos, can_quat, rel_pos = obj[..., 0:3], obj[..., 3:7], obj[..., 7:10]
     # frames of each episode: the alive ones plus the final state right after them
     last = np.minimum(alive.sum(0), steps - 1)
     frames = np.arange(steps)[:, None] <= last[None, :]

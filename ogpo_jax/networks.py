@@ -95,3 +95,15 @@ class CriticEnsemble(nn.Module):
             axis_size=self.num_heads,
         )
         return ensemble(self.hidden_dims, self.layer_norm)(obs, chunk)
+
+
+class ValueNet(nn.Module):
+    """State value V(obs): (..., obs_dim) -> (...,). Used by the V(s)-baseline ablation."""
+
+    hidden_dims: Sequence[int] = (512, 512, 512, 512)
+    layer_norm: bool = True
+
+    @nn.compact
+    def __call__(self, obs):
+        h = MLP(self.hidden_dims, layer_norm=self.layer_norm, activate_final=True)(obs)
+        return nn.Dense(1)(h)[..., 0]

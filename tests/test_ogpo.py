@@ -120,8 +120,8 @@ def test_invalid_config_values_are_named(field, value, match):
 def test_unknown_config_key_is_named():
     with pytest.raises(ValueError, match="group_sise"):
         OGPOConfig.from_dict({"group_sise": 4})
-    with pytest.raises(NotImplementedError, match="chi2_enabled"):
-        OGPOConfig(chi2_enabled=True)
+    with pytest.raises(ValueError, match="algo.adv_strategy must be 'vanilla' when chi2_enabled"):
+        OGPOConfig(chi2_enabled=True, adv_strategy="conservative")
 
 
 def test_critic_warmup_freezes_the_actor_for_n_updates():

@@ -12,7 +12,10 @@ from typing import Any, Mapping
 
 from ogpo_jax.gcp.flow import FlowSpec
 
-ADV_STRATEGIES = ("vanilla", "conservative")
+ADV_STRATEGIES = ("vanilla", "conservative", "penultimate")
+BASELINES = ("group_mean", "value")
+TARGET_AGGREGATIONS = ("mean", "min")
+EXTRACTIONS = ("ppo", "bptt", "awr_fm", "aw_ogpo", "ofpo")
 ACT_WITH = ("ema", "current")
 ROLLOUT_MODES = ("ode", "sde", "best_of_n")
 Q_VR_REDUCTIONS = ("mean", "median", "trimmed_mean")
@@ -46,6 +49,9 @@ class OGPOConfig:
     success_critic_td: bool = False       # extra TD step on a success-buffer batch
     q_vr_num_samples: int = 1             # G' next-action samples for the TD target (1 = off)
     q_vr_reduction: str = "mean"          # mean | median | trimmed_mean over the G' samples
+    # How the target heads are combined in the TD target: 'mean' (paper) or 'min' (pessimistic
+    # ablation; "pessimistic initial Q-learning over-conservatizes").
+    target_aggregation: str = "mean"
     # Not in the paper: the first N updates train only the critic (the actor and its EMA are left
     # unchanged), so PPO does not follow the advantages of a fresh critic. 0 = paper behaviour.
     critic_warmup_updates: int = 0
@@ -53,8 +59,22 @@ class OGPOConfig:
     actor_tau: float = 0.005
     ppo_batch_size: int = 256             # states per actor step (first rows of the TD batch)
     group_size: int = 32                  # G chains per state
-    adv_strategy: str = "conservative"
-    nonneg_advantage: bool = False        # OGPO-NN: clip advantages at 0
+    adv_strategy: str = "conservative"    # vanilla | conservative (two-sided CA) | penultimate
+    nonneg_advantage: bool = False        # OGPO-NN: clip advantages at 0 (AW-*: positive-only weights)
+    adv_std_normalize: bool = False       # GRPO-style ablation: divide by the group std of Q
+    # Baseline of the advantage: 'group_mean' (OGPO) or 'value', a learned V(s) regressed onto the
+    # group-mean Q of the EMA actor's chains (ablation; same critic lr and widths as the critic).
+    baseline: str = "group_mean"
+    # Policy-extraction objective (PAPER_NOTES §8 ablation 7):
+    #   ppo      clipped PPO over the whole denoising chain (OGPO)
+    #   bptt     maximise mean_heads Q(s, ODE sample of the current actor), backprop through the chain
+    #   awr_fm   flow matching on replay actions weighted by exp(A / awr_beta), A = Q(s, a) - group mean
+    #   aw_ogpo  flow matching on the G sampled chains' actions weighted by exp(A / awr_beta)
+    #   ofpo     FPO-style ratio exp(L_cfm_old - L_cfm_new) per Monte-Carlo sample, clipped (FPO++)
+    extraction: str = "ppo"
+    awr_beta: float = 1.0                 # temperature of exp(A / beta); not given by the paper
+    awr_max_weight: float = 20.0
+    ofpo_mc_samples: int = 16             # (t, x0) samples per action for the CFM-loss ratio
     clip_epsilon: float = 0.01
     bc_coeff: float = 1.0                 # lambda of success-buffer flow-matching BC (OGPO+)
     # Weight of the PPO term. 0 = ablation "success-buffer BC only" (filtered self-imitation, no
@@ -73,12 +93,13 @@ class OGPOConfig:
     best_of_n: int = 8
     best_of_n_heads: int = 2
     act_with: str = "ema"                 # which actor collects data: 'ema' (paper code) or 'current'
-    # --- reserved for the stabilizer issue (chi-square regularization, PAPER_NOTES §4.3)
+    # --- chi-square regularization against a slow EMA reference actor (PAPER_NOTES §4.3)
     chi2_enabled: bool = False
     chi2_beta_base: float = 0.1
-    chi2_tau_slow: float = 5e-4
-    chi2_alpha: float = 5.0
-    chi2_r_max: float = 100.0
+    chi2_tau_slow: float = 5e-4           # Polyak rate of the slow reference (starts at the BC actor)
+    chi2_alpha: float = 5.0               # sharpness of the mean/min blend weight sigmoid(alpha (r - 1))
+    chi2_r_max: float = 100.0             # PPO upper clip min(1 + eps, 1 + r_max / beta)
+    chi2_q_std_target: float = 1.0        # beta = beta_base * ensemble std / q_std_target
 
     def __post_init__(self):
         object.__setattr__(self, "actor_hidden_dims", tuple(int(w) for w in self.actor_hidden_dims))
@@ -119,10 +140,22 @@ class OGPOConfig:
         _check(self, "q_vr_num_samples", self.q_vr_num_samples >= 1, ">= 1")
         _check(self, "critic_warmup_updates", self.critic_warmup_updates >= 0, ">= 0")
         _check(self, "q_vr_reduction", self.q_vr_reduction in Q_VR_REDUCTIONS, f"one of {Q_VR_REDUCTIONS}")
+        _check(self, "baseline", self.baseline in BASELINES, f"one of {BASELINES}")
+        _check(self, "target_aggregation", self.target_aggregation in TARGET_AGGREGATIONS,
+               f"one of {TARGET_AGGREGATIONS}")
+        _check(self, "extraction", self.extraction in EXTRACTIONS, f"one of {EXTRACTIONS}")
+        for name in ("awr_beta", "awr_max_weight", "chi2_beta_base", "chi2_alpha", "chi2_r_max",
+                     "chi2_q_std_target"):
+            _check(self, name, getattr(self, name) > 0 and math.isfinite(getattr(self, name)), "> 0 and finite")
+        _check(self, "ofpo_mc_samples", self.ofpo_mc_samples >= 1, ">= 1")
+        if self.adv_strategy == "penultimate":
+            _check(self, "num_critics", self.num_critics >= 2, ">= 2 for adv_strategy='penultimate'")
         if self.chi2_enabled:
-            raise NotImplementedError(
-                "algo.chi2_enabled=True: chi-square regularization is reserved but not implemented yet "
-                "(it arrives with the stabilizers issue); set algo.chi2_enabled=False")
+            # the chi-square advantage replaces the per-head strategy and the baseline
+            _check(self, "adv_strategy", self.adv_strategy == "vanilla",
+                   "'vanilla' when chi2_enabled (the chi-square advantage blends mean/min heads itself)")
+            _check(self, "baseline", self.baseline == "group_mean", "'group_mean' when chi2_enabled")
+            _check(self, "extraction", self.extraction == "ppo", "'ppo' when chi2_enabled")
 
     @property
     def flow_spec(self) -> FlowSpec:

@@ -19,11 +19,11 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from ogpo_jax.algorithms import common
-from ogpo_jax.algorithms.advantages import compute_advantage
+from ogpo_jax.algorithms import common, extraction
+from ogpo_jax.algorithms.advantages import awr_weights, chi2_advantage, chi2_upper_clip, compute_advantage
 from ogpo_jax.algorithms.config import OGPOConfig
 from ogpo_jax.gcp import flow
-from ogpo_jax.networks import CriticEnsemble, VelocityField
+from ogpo_jax.networks import CriticEnsemble, ValueNet, VelocityField
 
 
 class TrainState(struct.PyTreeNode):
@@ -35,6 +35,11 @@ class TrainState(struct.PyTreeNode):
     critic_opt: Any
     step: jax.Array            # number of updates done (int32)
     key: jax.Array             # PRNG key consumed by `update`
+    # State of the optional stabilizers/ablations, present only when enabled (so checkpoints of
+    # plain OGPO keep their structure): chi2 -> 'actor_slow' (slow EMA reference actor) and
+    # 'chi2_target_w' (mean/min blend weight of the critic target from the last actor step);
+    # baseline='value' -> 'value', 'value_opt'.
+    aux: Any
     config: OGPOConfig = struct.field(pytree_node=False)
     chunk_shape: tuple = struct.field(pytree_node=False)   # (H, da)
 
@@ -51,6 +56,10 @@ def actor_module(config: OGPOConfig, action_dim: int) -> VelocityField:
 
 def critic_module(config: OGPOConfig) -> CriticEnsemble:
     return CriticEnsemble(config.num_critics, config.critic_hidden_dims, config.critic_layer_norm)
+
+
+def value_module(config: OGPOConfig) -> ValueNet:
+    return ValueNet(config.critic_hidden_dims, config.critic_layer_norm)
 
 
 def actor_apply_fn(state: TrainState):
@@ -97,6 +106,14 @@ def init(key, obs_dim: int, chunk_shape, config=None, actor_params=None) -> Trai
         actor_params = actor_module(config, dim).init(k_actor, obs, jnp.zeros((1, dim)), jnp.zeros((1,)))["params"]
     critic_params = critic_module(config).init(k_critic, obs, jnp.zeros((1, dim)))["params"]
     actor_tx, _ = actor_optimizer(config)
+    aux = {}
+    if config.chi2_enabled:
+        aux["actor_slow"] = actor_params
+        aux["chi2_target_w"] = jnp.zeros(())
+    if config.baseline == "value":
+        k_value = jax.random.fold_in(k_critic, 1)
+        aux["value"] = value_module(config).init(k_value, obs)["params"]
+        aux["value_opt"] = critic_optimizer(config).init(aux["value"])
     return TrainState(
         actor=actor_params,
         actor_ema=actor_params,
@@ -106,6 +123,7 @@ def init(key, obs_dim: int, chunk_shape, config=None, actor_params=None) -> Trai
         critic_opt=critic_optimizer(config).init(critic_params),
         step=jnp.zeros((), jnp.int32),
         key=k_state,
+        aux=aux,
         config=config,
         chunk_shape=(horizon, act_dim),
     )
@@ -164,60 +182,155 @@ def act(state: TrainState, obs, key, mode: str = "sde", actor: str | None = None
 
 # ----------------------------------------------------------------------------- losses
 
-def actor_loss(params, state: TrainState, obs, chains, old_log_prob, advantage, bc_batch, key):
+def actor_loss(params, state: TrainState, obs, chains, old_log_prob, advantage, bc_batch, key,
+               clip_high=None):
     """Clipped PPO surrogate over whole chains + lambda * flow-matching BC. Returns (loss, metrics).
 
     obs (N, obs_dim) and chains (N, K+1, D) for N = B * G chains drawn from the EMA actor;
     old_log_prob, advantage (N,) are constants (no gradient through sampling or the critic).
+    `clip_high` overrides the upper ratio clip 1 + eps (chi-square regularization lowers it).
     """
-    cfg, spec = state.config, state.config.flow_spec
-    apply_fn = actor_apply_fn(state)
-    log_prob = flow.chain_log_prob(apply_fn, params, obs, chains, spec)
-    ratio = jnp.exp(log_prob - old_log_prob)
-    clipped = jnp.clip(ratio, 1.0 - cfg.clip_epsilon, 1.0 + cfg.clip_epsilon)
-    ppo_loss = -jnp.mean(jnp.minimum(ratio * advantage, clipped * advantage))
+    cfg = state.config
+    high = 1.0 + cfg.clip_epsilon if clip_high is None else clip_high
+    ppo_loss, metrics = extraction.ppo_objective(
+        actor_apply_fn(state), params, obs, chains, old_log_prob, advantage, cfg.flow_spec,
+        1.0 - cfg.clip_epsilon, high)
+    return _with_bc(params, state, cfg.ppo_coeff * ppo_loss, metrics, bc_batch, key)
+
+
+def _with_bc(params, state: TrainState, loss, metrics, bc_batch, key):
+    """Add lambda * flow-matching BC on the success batch (OGPO+) to an extraction loss."""
+    cfg = state.config
     if cfg.bc_coeff > 0:
-        bc = flow.bc_loss(apply_fn, params, bc_batch["obs"], bc_batch["actions"], bc_batch["valid"], key)
+        bc = flow.bc_loss(actor_apply_fn(state), params, bc_batch["obs"], bc_batch["actions"],
+                          bc_batch["valid"], key)
     else:
         bc = jnp.zeros(())
-    metrics = {
-        "actor/ppo_loss": ppo_loss,
-        "actor/bc_loss": bc,
-        "actor/ratio_mean": ratio.mean(),
-        "actor/ratio_max": ratio.max(),
-        "actor/clip_frac": jnp.mean(jnp.abs(ratio - 1.0) > cfg.clip_epsilon),
-        "actor/log_prob": log_prob.mean(),
-    }
-    return cfg.ppo_coeff * ppo_loss + cfg.bc_coeff * bc, metrics
+    metrics = dict(metrics, **{"actor/bc_loss": bc})
+    return loss + cfg.bc_coeff * bc, metrics
+
+
+def value_baseline(state: TrainState, obs) -> jax.Array:
+    """V(s) of the value-baseline ablation: obs (B, obs_dim) -> (B,)."""
+    return value_module(state.config).apply({"params": state.aux["value"]}, obs)
+
+
+def _value_step(state: TrainState, obs, target):
+    """One regression step of V(s) onto `target` (B,) (the group-mean Q of the EMA actor)."""
+    cfg = state.config
+
+    def loss_fn(params):
+        v = value_module(cfg).apply({"params": params}, obs)
+        return jnp.mean(jnp.square(v - target))
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.aux["value"])
+    updates, opt = critic_optimizer(cfg).update(grads, state.aux["value_opt"], state.aux["value"])
+    aux = dict(state.aux, value=optax.apply_updates(state.aux["value"], updates), value_opt=opt)
+    return state.replace(aux=aux), {"value/loss": loss}
 
 
 def actor_step(state: TrainState, batch, bc_batch, key):
-    """One PPO step of the actor on B states x G chains of the EMA actor; EMA update after."""
+    """One actor step (+ EMA update): PPO on B states x G chains of the EMA actor, or the
+    extraction objective `config.extraction` selects."""
     cfg, spec, dim = state.config, state.config.flow_spec, state.action_dim
     apply_fn = actor_apply_fn(state)
-    k_chain, k_bc = jax.random.split(key)
+    k_chain, k_bc, k_obj = jax.random.split(key, 3)
     if cfg.ppo_coeff == 0:
         return _bc_only_actor_step(state, bc_batch, k_bc)
     obs = batch["obs"][: cfg.ppo_batch_size]
-    obs_rep = jnp.repeat(obs, cfg.group_size, axis=0)                    # (B*G, obs_dim)
-    chains, final = flow.sample_sde(apply_fn, state.actor_ema, obs_rep, k_chain, spec, dim)
-    old_log_prob = flow.chain_log_prob(apply_fn, state.actor_ema, obs_rep, chains, spec)
-    q = critic_values(state, state.critic_target, obs_rep, final)        # (M, B*G)
-    q = q.reshape(cfg.num_critics, -1, cfg.group_size)
-    advantage = compute_advantage(q, cfg.adv_strategy)
-    if cfg.nonneg_advantage:
-        advantage = jnp.maximum(advantage, 0.0)
-    advantage = jax.lax.stop_gradient(advantage.reshape(-1))
-    chains, old_log_prob = jax.lax.stop_gradient((chains, old_log_prob))
+    num_states, group = obs.shape[0], cfg.group_size
 
+    if cfg.extraction == "bptt":
+        critic = jax.lax.stop_gradient(state.critic)
+        q_fn = lambda o, a: critic_values(state, critic, o, a)
+
+        def loss_fn(params):
+            loss, m = extraction.bptt_objective(apply_fn, params, obs, k_obj, spec, dim, q_fn)
+            return _with_bc(params, state, cfg.ppo_coeff * loss, m, bc_batch, k_bc)
+
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.actor)
+        return _apply_actor_grads(state, grads, loss, metrics, {})
+
+    obs_rep = jnp.repeat(obs, group, axis=0)                             # (B*G, obs_dim)
+    chains, final = flow.sample_sde(apply_fn, state.actor_ema, obs_rep, k_chain, spec, dim)
+    q = critic_values(state, state.critic_target, obs_rep, final)        # (M, B*G)
+    q = q.reshape(cfg.num_critics, num_states, group)
+    extra = {"actor/q_mean": q.mean(), "actor/q_head_std": q.std(axis=0).mean()}
+    baseline = None
+    if cfg.baseline == "value":
+        baseline = value_baseline(state, obs)
+        state, value_metrics = _value_step(state, obs, q.mean(axis=(0, 2)))
+        extra.update(value_metrics, **{"value/v_mean": baseline.mean()})
+    baseline = jax.lax.stop_gradient(baseline)
+    clip_high = None
+
+    if cfg.extraction == "awr_fm":
+        # AWR on replay actions: A = mean_m Q_m(s, a_replay) - baseline (group mean or V(s))
+        data_actions = batch["actions"][: cfg.ppo_batch_size]
+        q_data = critic_values(state, state.critic_target, obs, data_actions).mean(0)     # (B,)
+        b = q.mean(axis=(0, 2)) if baseline is None else baseline
+        adv = jax.lax.stop_gradient(q_data - b)
+        weights = awr_weights(adv, cfg.awr_beta, cfg.awr_max_weight, cfg.nonneg_advantage)
+
+        def loss_fn(params):
+            loss, m = extraction.weighted_fm_objective(apply_fn, params, obs, data_actions, weights, k_obj)
+            return _with_bc(params, state, cfg.ppo_coeff * loss, m, bc_batch, k_bc)
+
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.actor)
+        extra.update({"actor/adv_abs_mean": jnp.abs(adv).mean()})
+        return _apply_actor_grads(state, grads, loss, metrics, extra)
+
+    if cfg.chi2_enabled:
+        lp_now = flow.chain_log_prob(apply_fn, state.actor, obs_rep, chains, spec)
+        lp_slow = flow.chain_log_prob(apply_fn, state.aux["actor_slow"], obs_rep, chains, spec)
+        ratio_slow = jnp.exp(lp_now - lp_slow).reshape(num_states, group)
+        adv, beta, w = chi2_advantage(q, ratio_slow, cfg.chi2_beta_base, cfg.chi2_alpha, cfg.chi2_q_std_target)
+        if cfg.adv_std_normalize:
+            adv = adv / (q.mean(axis=0).std(axis=-1, keepdims=True) + 1e-6)
+        if cfg.nonneg_advantage and cfg.extraction != "aw_ogpo":
+            adv = jnp.maximum(adv, 0.0)
+        clip_high = chi2_upper_clip(cfg.clip_epsilon, cfg.chi2_r_max, beta)
+        aux = dict(state.aux, chi2_target_w=jax.nn.sigmoid(cfg.chi2_alpha * (ratio_slow.mean() - 1.0)))
+        state = state.replace(aux=aux)
+        extra.update({"chi2/ratio_mean": ratio_slow.mean(), "chi2/ratio_max": ratio_slow.max(),
+                      "chi2/beta": beta, "chi2/blend_w": w.mean()})
+    else:
+        adv = compute_advantage(q, cfg.adv_strategy, baseline, cfg.adv_std_normalize,
+                                cfg.nonneg_advantage and cfg.extraction != "aw_ogpo")
+    adv = jax.lax.stop_gradient(adv.reshape(-1))
+    extra.update({"actor/adv_nonzero_frac": jnp.mean(adv != 0), "actor/adv_abs_mean": jnp.abs(adv).mean(),
+                  "actor/adv_min": adv.min()})
+
+    if cfg.extraction == "aw_ogpo":
+        weights = awr_weights(adv, cfg.awr_beta, cfg.awr_max_weight, cfg.nonneg_advantage)
+        actions = jax.lax.stop_gradient(final).reshape(-1, *state.chunk_shape)
+
+        def loss_fn(params):
+            loss, m = extraction.weighted_fm_objective(apply_fn, params, obs_rep, actions, weights, k_obj)
+            return _with_bc(params, state, cfg.ppo_coeff * loss, m, bc_batch, k_bc)
+
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.actor)
+        return _apply_actor_grads(state, grads, loss, metrics, extra)
+
+    if cfg.extraction == "ofpo":
+        actions = jax.lax.stop_gradient(final)
+        t, x0 = extraction.ofpo_draws(k_obj, actions.shape[0], cfg.ofpo_mc_samples, dim)
+        old = jax.lax.stop_gradient(flow.cfm_losses(apply_fn, state.actor_ema, obs_rep, actions, t, x0))
+
+        def loss_fn(params):
+            loss, m = extraction.ofpo_objective(apply_fn, params, obs_rep, actions, old, adv, t, x0,
+                                                1.0 - cfg.clip_epsilon, 1.0 + cfg.clip_epsilon)
+            return _with_bc(params, state, cfg.ppo_coeff * loss, m, bc_batch, k_bc)
+
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.actor)
+        return _apply_actor_grads(state, grads, loss, metrics, extra)
+
+    old_log_prob = flow.chain_log_prob(apply_fn, state.actor_ema, obs_rep, chains, spec)
+    chains, old_log_prob = jax.lax.stop_gradient((chains, old_log_prob))
     grad_fn = jax.value_and_grad(actor_loss, has_aux=True)
-    (loss, metrics), grads = grad_fn(state.actor, state, obs_rep, chains, old_log_prob, advantage, bc_batch, k_bc)
-    return _apply_actor_grads(state, grads, loss, metrics, {
-        "actor/adv_nonzero_frac": jnp.mean(advantage != 0),
-        "actor/adv_abs_mean": jnp.abs(advantage).mean(),
-        "actor/q_mean": q.mean(),
-        "actor/q_head_std": q.std(axis=0).mean(),
-    })
+    (loss, metrics), grads = grad_fn(state.actor, state, obs_rep, chains, old_log_prob, adv, bc_batch,
+                                     k_bc, clip_high)
+    return _apply_actor_grads(state, grads, loss, metrics, extra)
 
 
 def _bc_only_actor_step(state: TrainState, bc_batch, key):
@@ -239,6 +352,9 @@ def _apply_actor_grads(state: TrainState, grads, loss, metrics, extra):
     updates, actor_opt = tx.update(grads, state.actor_opt, state.actor)
     actor = optax.apply_updates(state.actor, updates)
     actor_ema = common.polyak(state.actor_ema, actor, cfg.actor_tau)
+    if cfg.chi2_enabled:
+        aux = dict(state.aux, actor_slow=common.polyak(state.aux["actor_slow"], actor, cfg.chi2_tau_slow))
+        state = state.replace(aux=aux)
     metrics.update({
         "actor/loss": loss,
         "actor/grad_norm": common.tree_norm(grads),
@@ -249,7 +365,7 @@ def _apply_actor_grads(state: TrainState, grads, loss, metrics, extra):
     return state.replace(actor=actor, actor_ema=actor_ema, actor_opt=actor_opt), metrics
 
 
-def _reduce_samples(x, how: str):
+def reduce_samples(x, how: str):
     """Reduce over the last axis (Q-variance reduction over G' next-action samples)."""
     if how == "mean":
         return x.mean(-1)
@@ -261,15 +377,32 @@ def _reduce_samples(x, how: str):
 
 
 def td_target(state: TrainState, batch, key) -> jax.Array:
-    """n-step chunk TD target with the mean over target heads at a' ~ EMA actor (SDE). -> (B,)"""
+    """n-step chunk TD target at a' ~ EMA actor (SDE), heads combined by `aggregate_heads`. -> (B,)
+
+    With `q_vr_num_samples` = G' > 1, each head's value at s' is reduced over G' next-action
+    samples (mean / median / trimmed mean of the middle half) before the heads are combined.
+    """
     cfg, spec, dim = state.config, state.config.flow_spec, state.action_dim
     n = cfg.q_vr_num_samples
     next_obs = jnp.repeat(batch["next_obs"], n, axis=0)
     _, next_actions = flow.sample_sde(actor_apply_fn(state), state.actor_ema, next_obs, key, spec, dim)
     next_q = critic_values(state, state.critic_target, next_obs, next_actions)      # (M, B*n)
     next_q = next_q.reshape(cfg.num_critics, -1, n)
-    next_q = _reduce_samples(next_q, cfg.q_vr_reduction) if n > 1 else next_q[..., 0]
-    return common.nstep_target(batch["rewards"], batch["valid"], batch["terminal"], next_q.mean(0), cfg.discount)
+    next_q = reduce_samples(next_q, cfg.q_vr_reduction) if n > 1 else next_q[..., 0]
+    next_v = aggregate_heads(state, next_q)
+    return common.nstep_target(batch["rewards"], batch["valid"], batch["terminal"], next_v, cfg.discount)
+
+
+def aggregate_heads(state: TrainState, next_q) -> jax.Array:
+    """Combine target heads (M, B) -> (B,): mean (paper), min (pessimistic ablation), or with
+    chi-square regularization the blend (1 - w) mean + w min, w from the last actor step."""
+    cfg = state.config
+    if cfg.target_aggregation == "min":
+        return next_q.min(0)
+    if cfg.chi2_enabled:
+        w = state.aux["chi2_target_w"]
+        return (1.0 - w) * next_q.mean(0) + w * next_q.min(0)
+    return next_q.mean(0)
 
 
 def critic_loss(params, state: TrainState, batch, target):

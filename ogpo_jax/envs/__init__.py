@@ -13,7 +13,7 @@ from ogpo_jax.envs.core import (AutoResetWrapper, ChunkWrapper, EnvState, Episod
 
 
 def _point_gaps(**kwargs):
-    expert_keys = {"p_wide", "noise_min", "noise_max"}
+    expert_keys = {"p_wide", "noise_min", "noise_max", "speed"}
     expert_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in expert_keys}
     params = toy.PointGapsParams(**kwargs)
     env = toy.PointGaps(params)

@@ -19,7 +19,9 @@ class PointGapsExpert:
 
     Mixed-quality demonstrations in the spirit of robomimic MH: each demo picks the wide gap with
     probability `p_wide`, and a noise level uniformly in [noise_min, noise_max] (std of Gaussian
-    noise added to every action before clipping).
+    noise added to every action before clipping). With `speed` < 1 every action component is
+    clipped to [-speed, speed] (after the noise): the demonstrations never move at the task's full
+    speed, so a tight time limit puts the fast solutions outside their support.
     """
 
     env: PointGaps
@@ -27,6 +29,7 @@ class PointGapsExpert:
     noise_min: float = 0.0
     noise_max: float = 0.6
     align_tol: float = 0.02
+    speed: float = 1.0
 
     def init(self, key):
         k_gap, k_noise = jax.random.split(key)
@@ -46,8 +49,8 @@ class PointGapsExpert:
             below & ~aligned, jnp.array([gx, -0.2]),
             jnp.where(pos[1] < 0.15, jnp.array([gx, 0.25]), jnp.asarray(p.goal)))
         action = jnp.clip((target - pos) / p.max_speed, -1.0, 1.0)
-        action = action + latent["noise"] * jax.random.normal(key, action.shape)
-        return jnp.clip(action, -1.0, 1.0)
+        action = self.speed * action + latent["noise"] * jax.random.normal(key, action.shape)
+        return jnp.clip(action, -self.speed, self.speed)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -60,10 +60,12 @@ class FlowSpec:
         return jnp.full_like(t, self.noise_std)
 
 
-def bc_loss(apply_fn: ApplyFn, params, obs, actions, valid, key) -> jax.Array:
+def bc_loss(apply_fn: ApplyFn, params, obs, actions, valid, key, weights=None) -> jax.Array:
     """Conditional flow-matching loss, masked by chunk validity.
 
-    obs (B, obs_dim), actions (B, H, da), valid (B, H) -> scalar.
+    obs (B, obs_dim), actions (B, H, da), valid (B, H) -> scalar. Optional per-sample `weights`
+    (B,) (advantage-weighted flow matching) multiply each chunk's loss; the mean is still over the
+    valid steps, so weights of 1 give the plain loss.
     """
     batch, horizon, act_dim = actions.shape
     a = actions.reshape(batch, horizon * act_dim)
@@ -74,7 +76,21 @@ def bc_loss(apply_fn: ApplyFn, params, obs, actions, valid, key) -> jax.Array:
     v = apply_fn(params, obs, x_t, t)
     err = jnp.square(v - (a - x0)).reshape(batch, horizon, act_dim).mean(-1)
     mask = valid.astype(err.dtype)
-    return (err * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+    weighted = err * mask if weights is None else err * mask * weights[:, None]
+    return weighted.sum() / jnp.maximum(mask.sum(), 1.0)
+
+
+def cfm_losses(apply_fn: ApplyFn, params, obs, actions, t, x0) -> jax.Array:
+    """Per-sample conditional flow-matching losses for given (t, x0) draws (the FPO ratio's terms).
+
+    obs (N, obs_dim), actions (N, D), t (N, S), x0 (N, S, D) -> (N, S): mean over D of
+    |v(obs, (1 - t) x0 + t a, t) - (a - x0)|^2. All N * S evaluations go through the network once.
+    """
+    n, s, d = x0.shape
+    a = jnp.broadcast_to(actions[:, None], (n, s, d))
+    x_t = (1.0 - t[..., None]) * x0 + t[..., None] * a
+    v = apply_fn(params, jnp.repeat(obs, s, axis=0), x_t.reshape(n * s, d), t.reshape(n * s))
+    return jnp.square(v.reshape(n, s, d) - (a - x0)).mean(-1)
 
 
 def sample_ode(apply_fn: ApplyFn, params, obs, key, spec: FlowSpec, action_dim: int) -> jax.Array:

@@ -15,14 +15,16 @@ from ogpo_jax.envs import core as env_core
 from ogpo_jax.envs.core import ChunkWrapper, VmapWrapper
 
 
-def make_evaluator(env, horizon: int, episode_length: int, num_episodes: int):
-    """-> jitted `evaluate(policy, params, key) -> dict(success, return, length)` (policy static)."""
+def make_evaluator(env, horizon: int, episode_length: int, num_episodes: int, vmap_seeds: bool = False):
+    """-> jitted `evaluate(policy, params, key) -> dict(success, return, length)` (policy static).
+
+    `vmap_seeds=True`: `params` and `key` carry a leading seed axis and every result has shape (S,).
+    """
     if num_episodes < 1:
         raise ValueError(f"eval episodes must be >= 1, got {num_episodes}")
     chunked = VmapWrapper(ChunkWrapper(env, horizon), num_episodes)
     num_chunks = -(-episode_length // horizon)
 
-    @functools.partial(jax.jit, static_argnums=0, compiler_options=env_core.compiler_options(env))
     def evaluate(policy, params, key):
         k_reset, k_act = jax.random.split(key)
         state = chunked.reset(k_reset)
@@ -41,4 +43,8 @@ def make_evaluator(env, horizon: int, episode_length: int, num_episodes: int):
         (_, ret, length, success), _ = jax.lax.scan(body, init, jax.random.split(k_act, num_chunks))
         return {"success": success.mean(), "return": ret.mean(), "length": length.mean()}
 
-    return evaluate
+    def evaluate_seeds(policy, params, keys):
+        return jax.vmap(functools.partial(evaluate, policy))(params, keys)
+
+    return functools.partial(jax.jit, static_argnums=0, compiler_options=env_core.compiler_options(env))(
+        evaluate_seeds if vmap_seeds else evaluate)

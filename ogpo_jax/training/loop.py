@@ -79,11 +79,14 @@ def _updates(agent, replay, success, key, num_updates: int):
     return agent, jax.tree_util.tree_map(jnp.mean, metrics)
 
 
-def make_interval(env, train_cfg, num_iterations: int):
-    """-> jitted `interval(loop_state) -> (loop_state, metrics)`; metrics leaves have shape (num_iterations,)."""
+def make_interval(env, train_cfg, num_iterations: int, vmap_seeds: bool = False):
+    """-> jitted `interval(loop_state) -> (loop_state, metrics)`; metrics leaves have shape (num_iterations,).
+
+    `vmap_seeds=True`: the loop state carries a leading seed axis (`stack_seeds`) and all seeds run
+    as one `vmap`-ed program (one compile, one device run); metrics get shape (S, num_iterations).
+    """
     num_updates = int(train_cfg.updates_per_iteration)
 
-    @functools.partial(jax.jit, compiler_options=env_core.compiler_options(env))
     def interval(ls: LoopState):
         agent0 = ls.agent
         benv = training_env(env, agent0.chunk_shape[0], train_cfg.num_envs)
@@ -137,7 +140,18 @@ def make_interval(env, train_cfg, num_iterations: int):
 
         return jax.lax.scan(iteration, ls, None, length=num_iterations)
 
-    return interval
+    fn = jax.vmap(interval) if vmap_seeds else interval
+    return jax.jit(fn, compiler_options=env_core.compiler_options(env))
+
+
+def stack_seeds(states):
+    """[LoopState per seed] -> one LoopState with a leading seed axis (for `vmap_seeds=True`)."""
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *states)
+
+
+def unstack_seed(state, i: int):
+    """Seed `i` of a stacked state."""
+    return jax.tree_util.tree_map(lambda x: x[i], state)
 
 
 def summarize_interval(metrics) -> dict:

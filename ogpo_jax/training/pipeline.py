@@ -88,12 +88,17 @@ def collect_demos_to_file(config, env, expert, episode_length: int, path: str, k
     return stats
 
 
-def run(config, workdir: str, log=print) -> dict:
-    """Run (or resume) the whole pipeline for `config` in `workdir`; returns the summary dict."""
+class Prepared(dict):
+    """What the demo and BC stages leave for finetuning (attribute access to dict entries)."""
+    __getattr__ = dict.__getitem__
+
+
+def prepare(config, workdir: str, log=print) -> Prepared:
+    """Stages 1-2 (demonstrations, clipped BC) for `config` in `workdir`, each skipped when its
+    output exists. Returns env, episode_length, chunk_shape, obs_dim, algo_cfg, bc_params, bc_info,
+    the stage keys and the final evaluator."""
     algo_cfg = validate(config)
-    start = time.time()
     os.makedirs(workdir, exist_ok=True)
-    _write_json(os.path.join(workdir, "config.json"), config.to_dict())
     env, expert, episode_length = envs.make(config.env.name, **config.env.kwargs.to_dict())
     horizon = config.env.chunk_horizon
     chunk_shape = (horizon, env.action_size)
@@ -140,10 +145,23 @@ def run(config, workdir: str, log=print) -> dict:
         log(f"[bc] done in {bc_info['bc_seconds']:.1f}s: ODE {bc_info['bc_success_ode']:.3f}, "
             f"SDE {bc_info['bc_success_sde']:.3f} over {config.train.eval_episodes} episodes")
     bc_ckpt.close()
+    return Prepared(env=env, episode_length=episode_length, chunk_shape=chunk_shape, obs_dim=obs_dim,
+                    algo_cfg=algo_cfg, bc_params=bc_params, bc_info=bc_info, final_eval=final_eval,
+                    k_agent=k_agent, k_loop=k_loop, k_eval=k_eval)
+
+
+def run(config, workdir: str, log=print) -> dict:
+    """Run (or resume) the whole pipeline for `config` in `workdir`; returns the summary dict."""
+    validate(config)
+    start = time.time()
+    os.makedirs(workdir, exist_ok=True)
+    _write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    p = prepare(config, workdir, log)
+    bc_info = p.bc_info
 
     # ---------------------------------------------------------------- stage 3: OGPO finetune
-    finetune = finetune_stage(config, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params,
-                              final_eval, k_agent, k_loop, k_eval, workdir, log)
+    finetune = finetune_stage(config, p.algo_cfg, p.env, p.episode_length, p.chunk_shape, p.obs_dim, p.bc_params,
+                              p.final_eval, p.k_agent, p.k_loop, p.k_eval, workdir, log)
     demos_json = os.path.join(workdir, "demos.json")
     demo_stats = _read_json(demos_json) if os.path.exists(demos_json) else {}
     summary = {

@@ -1,0 +1,80 @@
+"""Method presets for `experiments/compare.py`: each is a set of `algo.*` overrides on top of a task
+config (PAPER_NOTES §4, §8). Anything not overridden keeps the task's value, in particular the
+success-buffer BC weight `bc_coeff` (lambda), so "+" methods use the task's lambda.
+
+    python experiments/compare.py --config=configs/toy.py:quick --methods=ogpo,ogpo_plus,ogpo_ca
+    python experiments/compare.py --config=configs/toy.py --methods=all --seeds=3
+
+Names follow the paper's figures: OGPO = PPO over chains with group-mean advantages, no success
+buffer; OGPO+ adds success-buffer BC; OGPO-CA (as in the paper's scripts) = OGPO+ with
+conservative sign-consensus advantages.
+"""
+from __future__ import annotations
+
+METHODS = {
+    # --- the OGPO family
+    "ogpo": ("OGPO: vanilla group-mean advantages, no success buffer",
+             {"adv_strategy": "vanilla", "bc_coeff": 0.0}),
+    "ogpo_plus": ("OGPO+: + success-buffer flow-matching BC (task lambda)",
+                  {"adv_strategy": "vanilla"}),
+    "ogpo_ca": ("OGPO-CA: OGPO+ with two-sided conservative (sign-consensus) advantages",
+                {"adv_strategy": "conservative"}),
+    "ogpo_ca_penultimate": ("OGPO-CA, penultimate variant (2nd-min / 2nd-max head)",
+                            {"adv_strategy": "penultimate"}),
+    "ogpo_nn": ("OGPO-NN: OGPO+ with advantages clipped at 0", {"adv_strategy": "vanilla", "nonneg_advantage": True}),
+    "ogpo_ca_success_td": ("OGPO-CA + extra critic TD step on success batches",
+                           {"adv_strategy": "conservative", "success_critic_td": True}),
+    "ogpo_chi2": ("OGPO+ with chi-square regularization against a slow EMA reference",
+                  {"adv_strategy": "vanilla", "chi2_enabled": True}),
+    "ogpo_ca_q_vr": ("OGPO-CA + Q-variance reduction (mean over G'=8 next actions)",
+                     {"adv_strategy": "conservative", "q_vr_num_samples": 8, "q_vr_reduction": "mean"}),
+    "ogpo_ca_best_of_n": ("OGPO-CA acting with Best-of-8 chunks",
+                          {"adv_strategy": "conservative", "rollout_mode": "best_of_n"}),
+    # --- ablations
+    "grpo_std": ("OGPO+ with GRPO-style std-normalized advantages",
+                 {"adv_strategy": "vanilla", "adv_std_normalize": True}),
+    "min_targets": ("OGPO-CA with pessimistic min-over-heads TD targets",
+                    {"adv_strategy": "conservative", "target_aggregation": "min"}),
+    "value_baseline": ("OGPO+ with a learned V(s) baseline instead of the group mean",
+                       {"adv_strategy": "vanilla", "baseline": "value"}),
+    "bptt": ("BPTT: maximise Q through the ODE sampler (no PPO), + success-buffer BC",
+             {"extraction": "bptt"}),
+    "awr_fm": ("AWR-FM: replay actions, flow matching weighted by exp(A/beta) (clip 20)",
+               {"extraction": "awr_fm", "adv_strategy": "vanilla"}),
+    "aw_ogpo": ("AW-OGPO: the G chains' actions, weighted flow matching",
+                {"extraction": "aw_ogpo", "adv_strategy": "vanilla"}),
+    "aw_ogpo_nn": ("AW-OGPO-NN: positive-advantage chains only",
+                   {"extraction": "aw_ogpo", "adv_strategy": "vanilla", "nonneg_advantage": True}),
+    "ofpo": ("OFPO: FPO++ ratio from CFM losses (16 MC samples) in the OGPO loop",
+             {"extraction": "ofpo", "adv_strategy": "vanilla"}),
+    "sb_only": ("success-buffer BC alone (no PPO term, no critic in the actor step)",
+                {"ppo_coeff": 0.0}),
+}
+
+# The headline comparison on Can (issue 5): OGPO, OGPO+, OGPO-CA, BPTT, GRPO-std, min targets.
+HEADLINE = ("ogpo", "ogpo_plus", "ogpo_ca", "bptt", "grpo_std", "min_targets")
+
+
+def resolve(names: str | list) -> list:
+    """'a,b' | 'all' | 'headline' | list -> validated list of method names."""
+    if isinstance(names, str):
+        if names == "all":
+            return list(METHODS)
+        if names == "headline":
+            return list(HEADLINE)
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in names if n not in METHODS]
+    if unknown or not names:
+        raise ValueError(f"unknown method(s) {unknown or names!r}; known: {sorted(METHODS)} (or 'all', 'headline')")
+    return list(names)
+
+
+def apply(config, name: str):
+    """A copy of `config` with method `name`'s algo overrides applied."""
+    overrides = METHODS[name][1]
+    c = config.copy_and_resolve_references()
+    for k, v in overrides.items():
+        if k not in c.algo:
+            raise ValueError(f"method {name!r} overrides unknown algo key {k!r}")
+        c.algo[k] = v
+    return c

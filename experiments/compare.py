@@ -1,0 +1,98 @@
+"""Compare OGPO variants and ablations over seeds on one task.
+
+    python experiments/compare.py --config=configs/toy.py:quick --methods=ogpo,ogpo_plus,ogpo_ca --seeds=3
+    python experiments/compare.py --config=configs/can.py:quick --methods=headline --seeds=2 --outdir=runs/cmp_can
+    python experiments/compare.py --outdir=runs/cmp_toy --report_only     # redraw plots/table
+
+Every method finetunes the same BC actor (demos + clipped BC are made once in OUTDIR/base, or
+taken from --bc_workdir, e.g. a finished train.py run). The S seeds of a method run as one
+vmapped program. A finished method is saved in OUTDIR/methods/<name>.json and skipped on rerun,
+so an interrupted comparison resumes at the first unfinished method. Methods: configs/methods.py.
+`--config.*` overrides apply to every method (e.g. --config.train.total_env_steps=60000).
+"""
+import json
+import os
+import shutil
+import sys
+import time
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from configs import methods as methods_lib  # noqa: E402
+from ogpo_jax.training import compare, pipeline  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/toy.py:quick", "Task config, optionally with ':preset'.")
+_METHODS = flags.DEFINE_string("methods", "ogpo,ogpo_plus,ogpo_ca",
+                               "Comma-separated method presets (configs/methods.py), 'headline' or 'all'.")
+_SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per method (config.seed, config.seed + 1, ...), vmapped.")
+_OUTDIR = flags.DEFINE_string("outdir", None, "Output directory (default runs/compare_<env>).")
+_BC_WORKDIR = flags.DEFINE_string("bc_workdir", None,
+                                  "Take demos + BC actor from this train.py run directory instead of OUTDIR/base.")
+_EVAL_MODES = flags.DEFINE_list("eval_modes", ["ode"], "Samplers evaluated along the curve (final: ode and sde).")
+_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rebuild the table and plots from OUTDIR/methods.")
+_TITLE = flags.DEFINE_string("title", "", "Title of the plots and table.")
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    config = _CONFIG.value
+    outdir = _OUTDIR.value or os.path.join("runs", f"compare_{config.env.name}")
+    names = methods_lib.resolve(_METHODS.value)
+    if _SEEDS.value < 1:
+        raise ValueError(f"--seeds must be >= 1, got {_SEEDS.value}")
+    os.makedirs(os.path.join(outdir, "methods"), exist_ok=True)
+    title = _TITLE.value or config.env.name
+    bc_info_path = os.path.join(outdir, "bc_info.json")
+    if _REPORT_ONLY.value:
+        results = compare.load_results(outdir)
+        if not results:
+            raise FileNotFoundError(f"no method results in {os.path.join(outdir, 'methods')}")
+        bc = json.load(open(bc_info_path)) if os.path.exists(bc_info_path) else None
+        print(compare.write_report(outdir, results, names if _METHODS.present else None, bc, title))
+        return
+    for n in names:                       # fail early on a preset the task config cannot take
+        pipeline.validate(methods_lib.apply(config, n))
+
+    base = _BC_WORKDIR.value or os.path.join(outdir, "base")
+    if _BC_WORKDIR.value:
+        run_cfg = pipeline.load_run_config(base)
+        for section in ("env", "demos", "bc"):
+            if run_cfg[section].to_dict() != config[section].to_dict():
+                raise ValueError(f"--bc_workdir {base}: its config.{section} differs from --config's; "
+                                 "the BC actor would not match the task")
+    prep = pipeline.prepare(config, base)
+    bc = {k: prep.bc_info[k] for k in ("bc_success_ode", "bc_success_sde", "bc_steps")}
+    with open(bc_info_path, "w", encoding="utf-8") as f:
+        json.dump(bc, f, indent=2)
+    seeds = [config.seed + i for i in range(_SEEDS.value)]
+    print(f"[compare] {config.env.name}: {len(names)} method(s) x {len(seeds)} seeds {seeds}; BC ODE "
+          f"{bc['bc_success_ode']:.3f} SDE {bc['bc_success_sde']:.3f}; device {compare.describe_device()}")
+    for n in names:
+        path = os.path.join(outdir, "methods", f"{n}.json")
+        if os.path.exists(path):
+            print(f"[compare] {n}: done earlier ({path})")
+            continue
+        print(f"[compare] {n}: {methods_lib.METHODS[n][0]}")
+        t0 = time.time()
+        result = compare.run_seeds(methods_lib.apply(config, n), prep.env, prep.episode_length, prep.chunk_shape,
+                                   prep.obs_dim, prep.bc_params, seeds, eval_modes=tuple(_EVAL_MODES.value))
+        result.update({"method": n, "description": methods_lib.METHODS[n][0], "task": config.env.name,
+                       "total_env_steps": config.train.total_env_steps})
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(result, f)
+        shutil.move(tmp, path)
+        print(f"[compare] {n}: final ODE {sum(result['final']['success_ode']) / len(seeds):.3f} "
+              f"{result['final']['success_ode']} in {time.time() - t0:.0f}s")
+        compare.write_report(outdir, compare.load_results(outdir), names, bc, title)
+    paths = compare.write_report(outdir, compare.load_results(outdir), names, bc, title)
+    print(open(paths["md"]).read())
+    print(f"[compare] wrote {sorted(paths.values())}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,85 @@
+"""Policy-extraction objectives: how critic advantages become an actor gradient.
+
+OGPO's own objective is the clipped PPO surrogate over whole denoising chains (`ppo_objective`);
+the others are the ablations of PAPER_NOTES §8 (items 1 and 7), selected by `algo.extraction`.
+Every function is a pure loss of the actor params `params` returning (loss, metrics); everything
+else (chains, advantages, old log-probs, critic params) arrives as constants.
+
+`apply_fn(params, obs, x, t) -> v` is the velocity field (see gcp/flow.py).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ogpo_jax.gcp import flow
+
+
+def ppo_objective(apply_fn, params, obs, chains, old_log_prob, advantage, spec, clip_low, clip_high):
+    """Clipped PPO surrogate over chains: -mean min(r A, clip(r, lo, hi) A), r = exp(lp - lp_old).
+
+    obs (N, obs_dim), chains (N, K+1, D), old_log_prob and advantage (N,).
+    """
+    log_prob = flow.chain_log_prob(apply_fn, params, obs, chains, spec)
+    ratio = jnp.exp(log_prob - old_log_prob)
+    clipped = jnp.clip(ratio, clip_low, clip_high)
+    loss = -jnp.mean(jnp.minimum(ratio * advantage, clipped * advantage))
+    return loss, {
+        "actor/ppo_loss": loss,
+        "actor/ratio_mean": ratio.mean(),
+        "actor/ratio_max": ratio.max(),
+        "actor/clip_frac": jnp.mean((ratio < clip_low) | (ratio > clip_high)),
+        "actor/log_prob": log_prob.mean(),
+    }
+
+
+def bptt_objective(apply_fn, params, obs, key, spec, action_dim, q_fn):
+    """BPTT ablation: -mean_heads Q(s, a(params)), a = the deterministic Euler ODE sample.
+
+    The gradient flows through all K velocity evaluations of the sampler (a `lax.scan`) and
+    through the critic's action input; `q_fn(obs, actions) -> (M, B)` must hold its params fixed.
+    """
+    actions = flow.sample_ode(apply_fn, params, obs, key, spec, action_dim)
+    q = q_fn(obs, actions).mean(axis=0)
+    loss = -q.mean()
+    return loss, {"actor/ppo_loss": loss, "actor/bptt_q": q.mean()}
+
+
+def weighted_fm_objective(apply_fn, params, obs, actions, weights, key):
+    """Advantage-weighted flow matching: mean_i w_i L_cfm(obs_i, a_i). actions (N, H, da), weights (N,)."""
+    valid = jnp.ones(actions.shape[:2], bool)
+    loss = flow.bc_loss(apply_fn, params, obs, actions, valid, key, weights=weights)
+    return loss, {
+        "actor/ppo_loss": loss,
+        "actor/awr_weight_mean": weights.mean(),
+        "actor/awr_weight_max": weights.max(),
+    }
+
+
+def ofpo_draws(key, num, num_samples: int, action_dim: int):
+    """The shared (t, x0) Monte-Carlo draws of the FPO ratio: (num, S), (num, S, D)."""
+    k_t, k_x = jax.random.split(key)
+    t = jax.random.uniform(k_t, (num, num_samples))
+    x0 = jax.random.normal(k_x, (num, num_samples, action_dim))
+    return t, x0
+
+
+def ofpo_objective(apply_fn, params, obs, actions, old_losses, advantage, t, x0, clip_low, clip_high):
+    """OFPO (FPO++ per-sample clipping): r_ij = exp(L_old_ij - L_ij) for each (t, x0) draw j,
+    loss -mean_ij min(r_ij A_i, clip(r_ij) A_i).
+
+    obs (N, obs_dim), actions (N, D), old_losses (N, S) from the old (EMA) actor, advantage (N,).
+    The CFM loss stands in for -log-likelihood (its ELBO), so lowering it on a positive-advantage
+    action raises the ratio.
+    """
+    losses = flow.cfm_losses(apply_fn, params, obs, actions, t, x0)
+    ratio = jnp.exp(old_losses - losses)
+    adv = advantage[:, None]
+    loss = -jnp.mean(jnp.minimum(ratio * adv, jnp.clip(ratio, clip_low, clip_high) * adv))
+    return loss, {
+        "actor/ppo_loss": loss,
+        "actor/ratio_mean": ratio.mean(),
+        "actor/ratio_max": ratio.max(),
+        "actor/clip_frac": jnp.mean((ratio < clip_low) | (ratio > clip_high)),
+        "actor/cfm_loss": losses.mean(),
+    }

@@ -1,0 +1,116 @@
+"""Seeds as one vmapped program (equal to the seeds run one by one) and the comparison harness."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import toy
+from ogpo_jax import envs
+from ogpo_jax.algorithms import ogpo
+from ogpo_jax.training import compare, loop
+from ogpo_jax.training.config import validate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny_config():
+    c = toy.get_config()
+    a = c.algo
+    a.actor_hidden_dims, a.critic_hidden_dims, a.num_critics, a.flow_steps = (16, 16), (16, 16), 2, 3
+    a.batch_size = a.ppo_batch_size = a.success_batch_size = 8
+    a.group_size = 4
+    t = c.train
+    t.num_envs, t.updates_per_iteration, t.log_every_iterations, t.start_training = 4, 2, 3, 16
+    t.replay_capacity, t.success_capacity, t.eval_episodes = 512, 256, 8
+    t.total_env_steps, t.eval_every_env_steps = 90, 40
+    c.bc.max_steps, c.bc.eval_every, c.bc.eval_episodes, c.demos.num_demos = 20, 20, 8, 8
+    return c
+
+
+def _setup(c):
+    env, _, episode_length = envs.make(c.env.name, **c.env.kwargs.to_dict())
+    chunk_shape = (c.env.chunk_horizon, env.action_size)
+    bc = ogpo.init(jax.random.PRNGKey(42), env.observation_size, chunk_shape, validate(c)).actor
+    return env, episode_length, chunk_shape, env.observation_size, bc
+
+
+def test_vmapped_seeds_equal_the_seeds_run_one_by_one():
+    c = _tiny_config()
+    env, ep_len, chunk_shape, obs_dim, bc = _setup(c)
+    stacked, _ = compare.init_seeds(c, env, ep_len, chunk_shape, obs_dim, bc, [3, 4])
+    vinterval = loop.make_interval(env, c.train, c.train.log_every_iterations, vmap_seeds=True)
+    interval = loop.make_interval(env, c.train, c.train.log_every_iterations)
+    vs = stacked
+    for _ in range(3):                      # 9 iterations: acting, replay, 6 x 2 updates
+        vs, vm = vinterval(vs)
+    assert int(np.asarray(vs.agent.step).min()) > 0
+    for i, seed in enumerate((3, 4)):
+        single, _ = compare.init_seeds(c, env, ep_len, chunk_shape, obs_dim, bc, [seed])
+        s = loop.unstack_seed(single, 0)
+        for _ in range(3):
+            s, m = interval(s)
+        assert int(s.env_steps) == int(vs.env_steps[i])
+        np.testing.assert_array_equal(m["episodes"], vm["episodes"][i])
+        for a, b in zip(jax.tree_util.tree_leaves(s.agent), jax.tree_util.tree_leaves(loop.unstack_seed(vs.agent, i))):
+            np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+    # different seeds really differ
+    assert not np.allclose(jax.tree_util.tree_leaves(vs.agent.critic)[0][0],
+                           jax.tree_util.tree_leaves(vs.agent.critic)[0][1])
+
+
+def test_bootstrap_ci_and_auc():
+    lo, hi = compare.bootstrap_ci([0.5, 0.5, 0.5])
+    assert lo == hi == 0.5
+    lo, hi = compare.bootstrap_ci([0.0, 1.0, 1.0, 0.0, 1.0])
+    assert 0.0 <= lo < 0.6 < hi <= 1.0
+    assert compare.bootstrap_ci([0.3]) == (0.3, 0.3)
+    assert compare.area_under_curve([0, 10], [0.0, 1.0]) == pytest.approx(0.5)
+    assert compare.area_under_curve([0, 10, 20], [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]) == pytest.approx(0.5)
+
+
+def test_run_seeds_and_report(tmp_path):
+    c = _tiny_config()
+    env, ep_len, chunk_shape, obs_dim, bc = _setup(c)
+    res = compare.run_seeds(c, env, ep_len, chunk_shape, obs_dim, bc, [0, 1], log=lambda *_: None)
+    curve = res["curve"]
+    assert res["seeds"] == [0, 1] and len(curve["success_ode"][0]) == 2
+    assert curve["env_steps"][0] == 0 and curve["env_steps"][-1] >= c.train.total_env_steps
+    assert len(curve["env_steps"]) >= 3 and res["grad_steps"] > 0
+    assert set(res["final"]) == {"success_ode", "success_sde"}
+    os.makedirs(tmp_path / "methods")
+    for name in ("a", "b"):
+        with open(tmp_path / "methods" / f"{name}.json", "w") as f:
+            json.dump(dict(res, method=name), f)
+    paths = compare.write_report(str(tmp_path), compare.load_results(str(tmp_path)), ["b", "a"],
+                                 {"bc_success_ode": 0.1, "bc_success_sde": 0.2}, "tiny")
+    rows = open(paths["csv"]).read().strip().splitlines()
+    assert len(rows) == 1 + 2 * 2 * len(curve["env_steps"])
+    table = open(paths["md"]).read()
+    assert table.index("| b |") < table.index("| a |") and "BC start: ODE 0.100" in table
+    for png in ("success_vs_env_steps.png", "success_vs_wall_clock.png"):
+        assert os.path.getsize(tmp_path / png) > 1000
+
+
+def test_compare_cli_runs_resumes_and_rejects_unknown_methods(tmp_path):
+    out = str(tmp_path / "cmp")
+    flags = ["--config=configs/toy.py", "--config.demos.num_demos=8", "--config.bc.max_steps=20",
+             "--config.bc.eval_every=20", "--config.bc.eval_episodes=8", "--config.train.eval_episodes=8",
+             "--config.train.num_envs=4", "--config.train.total_env_steps=40", "--config.train.start_training=16",
+             "--config.train.log_every_iterations=3", "--config.train.updates_per_iteration=1",
+             "--config.algo.actor_hidden_dims=(16,16)", "--config.algo.critic_hidden_dims=(16,16)",
+             "--config.algo.num_critics=2", "--config.algo.flow_steps=2", "--config.algo.batch_size=8",
+             "--config.algo.ppo_batch_size=8", "--config.algo.success_batch_size=8", "--config.algo.group_size=2",
+             f"--outdir={out}", "--seeds=2"]
+    cmd = [sys.executable, "experiments/compare.py"] + flags
+    bad = subprocess.run(cmd + ["--methods=ogpo,nope"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode != 0 and "nope" in bad.stderr
+    r = subprocess.run(cmd + ["--methods=ogpo_ca,ogpo_nn"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert os.path.exists(os.path.join(out, "methods", "ogpo_nn.json"))
+    assert "| ogpo_ca | 2 |" in open(os.path.join(out, "comparison.md")).read()
+    again = subprocess.run(cmd + ["--methods=ogpo_ca"], cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 0 and "ogpo_ca: done earlier" in again.stdout

@@ -78,14 +78,24 @@ def main(argv):
             continue
         print(f"[compare] {n}: {methods_lib.METHODS[n][0]}")
         t0 = time.time()
+        partial_path = os.path.join(outdir, "methods", f"{n}.partial")
+
+        def save_partial(partial, n=n, partial_path=partial_path):
+            with open(partial_path + ".tmp", "w", encoding="utf-8") as f:
+                json.dump(dict(partial, method=n), f)
+            shutil.move(partial_path + ".tmp", partial_path)
+
         result = compare.run_seeds(methods_lib.apply(config, n), prep.env, prep.episode_length, prep.chunk_shape,
-                                   prep.obs_dim, prep.bc_params, seeds, eval_modes=tuple(_EVAL_MODES.value))
+                                   prep.obs_dim, prep.bc_params, seeds, eval_modes=tuple(_EVAL_MODES.value),
+                                   on_eval=save_partial)
         result.update({"method": n, "description": methods_lib.METHODS[n][0], "task": config.env.name,
                        "total_env_steps": config.train.total_env_steps})
         tmp = path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(result, f)
         shutil.move(tmp, path)
+        if os.path.exists(partial_path):
+            os.remove(partial_path)
         print(f"[compare] {n}: final ODE {sum(result['final']['success_ode']) / len(seeds):.3f} "
               f"{result['final']['success_ode']} in {time.time() - t0:.0f}s")
         compare.write_report(outdir, compare.load_results(outdir), names, bc, title)

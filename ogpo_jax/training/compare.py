@@ -51,11 +51,12 @@ def init_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, see
 
 
 def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seeds, log=print,
-              eval_modes=("ode",), final_modes=("ode", "sde")) -> dict:
+              eval_modes=("ode",), final_modes=("ode", "sde"), on_eval=None) -> dict:
     """Finetune `bc_params` with `config` for every seed in `seeds` as one vmapped program.
 
     Evaluates every `train.eval_every_env_steps` (mean env steps over seeds) with `eval_modes`
-    and at the end with `final_modes`. Returns a JSON-able dict of per-seed curves.
+    and at the end with `final_modes`. Returns a JSON-able dict of per-seed curves;
+    `on_eval(partial_result)` is called after every evaluation (to save curves of unfinished runs).
     """
     tcfg = config.train
     algo_cfg = validate(config)
@@ -110,6 +111,9 @@ def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seed
             next_eval = (env_steps.mean() // tcfg.eval_every_env_steps + 1) * tcfg.eval_every_env_steps
             log(f"  [{int(env_steps.mean()):>8d} env steps, {time.time() - t_start:7.1f}s] "
                 + "  ".join(f"{m} {np.mean(v):.3f} ({' '.join(f'{x:.2f}' for x in v)})" for m, v in res.items()))
+            if on_eval is not None:
+                on_eval({"seeds": seeds, "curve": curve, "rollout": rollout, "env_steps": float(env_steps.mean()),
+                         "seconds": time.time() - t_start, "device": describe_device(), "partial": True})
     final = run_eval(ls, final_modes, 10**9)
     return {
         "seeds": seeds,

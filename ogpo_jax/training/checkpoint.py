@@ -46,7 +46,15 @@ class Checkpointer:
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _encode_abstract(like))
-        out = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        try:
+            out = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except ValueError as e:
+            if "do not match" not in str(e):
+                raise
+            raise ValueError(
+                f"checkpoint {self.directory} step {step} has a different state layout than this version of "
+                "ogpo-jax expects (e.g. it was written before TrainState.aux existed, or with other "
+                f"algo/train settings); restore it with the version and config that wrote it. Details: {e}") from None
         return jax.tree_util.tree_map(lambda o, x: jnp.zeros(x.shape, x.dtype) if _empty(x) else o, out, like)
 
     def close(self):

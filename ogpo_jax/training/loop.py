@@ -50,14 +50,22 @@ def init_loop(key, env, agent: ogpo.TrainState, obs_dim: int, train_cfg, episode
         replay=rb.init_buffer(example, train_cfg.replay_capacity),
         success=rb.init_buffer(example, train_cfg.success_capacity),
         staging=rb.init_staging(example, train_cfg.num_envs, max_chunks),
-        # jitted: op-by-op MJX reset of the Can arm took minutes on the 2-core CPU
-        env_state=jax.jit(benv.reset, compiler_options=env_core.compiler_options(env))(k_env),
+        env_state=_reset(benv, env, k_env),
         key=k_loop,
         env_steps=jnp.zeros((), jnp.int32),
         iteration=jnp.zeros((), jnp.int32),
         episode_return=zeros,
         episode_length=zeros,
     )
+
+
+def _reset(benv, env, key):
+    # jitted: op-by-op MJX reset of the Can arm took minutes on the 2-core CPU. Under an outer
+    # trace (jax.eval_shape of a checkpoint template, vmap) a nested jit may not carry
+    # compiler_options, and the outer transformation compiles it anyway.
+    if isinstance(key, jax.core.Tracer):
+        return benv.reset(key)
+    return jax.jit(benv.reset, compiler_options=env_core.compiler_options(env))(key)
 
 
 def _updates(agent, replay, success, key, num_updates: int):

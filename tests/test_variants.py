@@ -18,20 +18,7 @@ from ogpo_jax.gcp import flow
 CFG = OGPOConfig(actor_hidden_dims=(32, 32), critic_hidden_dims=(32, 32), num_critics=4, flow_steps=4,
                  batch_size=16, ppo_batch_size=8, group_size=4, success_batch_size=8, best_of_n=3,
                  actor_lr_warmup=0, ofpo_mc_samples=4)
-OBS, CHUNK = 5, (3, 2)
-
-
-def _batch(key, n=16):
-    ks = jax.random.split(key, 4)
-    return {
-        "obs": jax.random.normal(ks[0], (n, OBS)),
-        "actions": jax.random.uniform(ks[1], (n, *CHUNK), minval=-1, maxval=1),
-        "rewards": -jnp.ones((n, CHUNK[0])),
-        "valid": jnp.ones((n, CHUNK[0]), bool),
-        "next_obs": jax.random.normal(ks[2], (n, OBS)),
-        "terminal": jax.random.bernoulli(ks[3], 0.2, (n,)),
-        "success": jnp.zeros((n,), bool),
-    }
+from test_ogpo import CHUNK, OBS, _batch  # noqa: E402  (same toy shapes and batches as the core tests)
 
 
 def _tree_close(a, b, **kw):

@@ -114,3 +114,22 @@ def test_compare_cli_runs_resumes_and_rejects_unknown_methods(tmp_path):
     assert "| ogpo_ca | 2 |" in open(os.path.join(out, "comparison.md")).read()
     again = subprocess.run(cmd + ["--methods=ogpo_ca"], cwd=ROOT, capture_output=True, text=True)
     assert again.returncode == 0 and "ogpo_ca: done earlier" in again.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(__import__("configs.methods", fromlist=["METHODS"]).METHODS))
+def test_every_method_runs_the_toy_loop_without_nans(name):
+    """Every preset through the real loop on point_gaps (acting, replay, success buffer, updates),
+    2 seeds vmapped; ~20 s of compile each on 2 cores, hence `slow`."""
+    from configs import methods as methods_lib
+    c = methods_lib.apply(_tiny_config(), name)
+    env, ep_len, chunk_shape, obs_dim, bc = _setup(c)
+    ls, _ = compare.init_seeds(c, env, ep_len, chunk_shape, obs_dim, bc, [0, 1])
+    interval = loop.make_interval(env, c.train, c.train.log_every_iterations, vmap_seeds=True)
+    for _ in range(3):
+        ls, metrics = interval(ls)
+    updated = np.asarray(metrics["updated"]).sum()
+    assert updated > 0
+    for k, v in metrics.items():
+        assert np.all(np.isfinite(np.asarray(v))), k
+    assert np.asarray(ls.agent.step).min() > 0

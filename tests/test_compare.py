@@ -95,7 +95,7 @@ def test_run_seeds_and_report(tmp_path):
         assert os.path.getsize(tmp_path / png) > 1000
 
 
-def test_compare_cli_runs_resumes_and_rejects_unknown_methods(tmp_path):
+def test_compare_cli_runs_and_resumes(tmp_path):
     out = str(tmp_path / "cmp")
     flags = ["--config=configs/toy.py", "--config.demos.num_demos=8", "--config.bc.max_steps=20",
              "--config.bc.eval_every=20", "--config.bc.eval_episodes=8", "--config.train.eval_episodes=8",
@@ -106,8 +106,6 @@ def test_compare_cli_runs_resumes_and_rejects_unknown_methods(tmp_path):
              "--config.algo.ppo_batch_size=8", "--config.algo.success_batch_size=8", "--config.algo.group_size=2",
              f"--outdir={out}", "--seeds=2"]
     cmd = [sys.executable, "experiments/compare.py"] + flags
-    bad = subprocess.run(cmd + ["--methods=ogpo,nope"], cwd=ROOT, capture_output=True, text=True)
-    assert bad.returncode != 0 and "nope" in bad.stderr
     r = subprocess.run(cmd + ["--methods=ogpo_ca,ogpo_nn"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     assert os.path.exists(os.path.join(out, "methods", "ogpo_nn.json"))

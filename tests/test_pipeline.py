@@ -30,10 +30,12 @@ def _config(seed, **train):
 
 
 @pytest.mark.heavy
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_toy_end_to_end_reaches_090(tmp_path, seed):
     """The issue's bar at `configs/toy.py:quick` (150k env steps): BC <= 0.5, finetuned ODE >= 0.9.
-    Measured on the 2-core CPU (RESULTS.md): seed 0 0.344 -> 0.914, seed 1 0.312 -> 0.930."""
+    Measured on the 2-core CPU (RESULTS.md): seed 0 0.344 -> 0.914, seed 1 0.312 -> 0.930.
+    Seed 1 is `slow` since session 6 (~8 min of the 20-min CI budget); the 3-seed comparisons in
+    RESULTS.md cover more seeds of the same preset."""
     workdir = str(tmp_path / f"seed{seed}")
     summary = pipeline.run(_config(seed), workdir, log=_quiet_log)
     assert summary["bc_success_ode"] <= 0.5, summary

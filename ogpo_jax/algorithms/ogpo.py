@@ -20,7 +20,8 @@ import optax
 from flax import struct
 
 from ogpo_jax.algorithms import common, extraction
-from ogpo_jax.algorithms.advantages import awr_weights, chi2_advantage, chi2_upper_clip, compute_advantage
+from ogpo_jax.algorithms.advantages import (awr_weights, chi2_advantage, chi2_upper_clip, compute_advantage,
+                                            std_normalize)
 from ogpo_jax.algorithms.config import OGPOConfig
 from ogpo_jax.gcp import flow
 from ogpo_jax.networks import CriticEnsemble, ValueNet, VelocityField
@@ -243,13 +244,8 @@ def actor_step(state: TrainState, batch, bc_batch, key):
     if cfg.extraction == "bptt":
         critic = jax.lax.stop_gradient(state.critic)
         q_fn = lambda o, a: critic_values(state, critic, o, a)
-
-        def loss_fn(params):
-            loss, m = extraction.bptt_objective(apply_fn, params, obs, k_obj, spec, dim, q_fn)
-            return _with_bc(params, state, cfg.ppo_coeff * loss, m, bc_batch, k_bc)
-
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.actor)
-        return _apply_actor_grads(state, grads, loss, metrics, {})
+        objective = lambda p: extraction.bptt_objective(apply_fn, p, obs, k_obj, spec, dim, q_fn)
+        return _objective_step(state, objective, bc_batch, k_bc, {})
 
     obs_rep = jnp.repeat(obs, group, axis=0)                             # (B*G, obs_dim)
     chains, final = flow.sample_sde(apply_fn, state.actor_ema, obs_rep, k_chain, spec, dim)
@@ -271,14 +267,9 @@ def actor_step(state: TrainState, batch, bc_batch, key):
         b = q.mean(axis=(0, 2)) if baseline is None else baseline
         adv = jax.lax.stop_gradient(q_data - b)
         weights = awr_weights(adv, cfg.awr_beta, cfg.awr_max_weight, cfg.nonneg_advantage)
-
-        def loss_fn(params):
-            loss, m = extraction.weighted_fm_objective(apply_fn, params, obs, data_actions, weights, k_obj)
-            return _with_bc(params, state, cfg.ppo_coeff * loss, m, bc_batch, k_bc)
-
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.actor)
+        objective = lambda p: extraction.weighted_fm_objective(apply_fn, p, obs, data_actions, weights, k_obj)
         extra.update({"actor/adv_abs_mean": jnp.abs(adv).mean()})
-        return _apply_actor_grads(state, grads, loss, metrics, extra)
+        return _objective_step(state, objective, bc_batch, k_bc, extra)
 
     if cfg.chi2_enabled:
         lp_now = flow.chain_log_prob(apply_fn, state.actor, obs_rep, chains, spec)
@@ -286,7 +277,7 @@ def actor_step(state: TrainState, batch, bc_batch, key):
         ratio_slow = jnp.exp(lp_now - lp_slow).reshape(num_states, group)
         adv, beta, w = chi2_advantage(q, ratio_slow, cfg.chi2_beta_base, cfg.chi2_alpha, cfg.chi2_q_std_target)
         if cfg.adv_std_normalize:
-            adv = adv / (q.mean(axis=0).std(axis=-1, keepdims=True) + 1e-6)
+            adv = std_normalize(adv, q)
         if cfg.nonneg_advantage and cfg.extraction != "aw_ogpo":
             adv = jnp.maximum(adv, 0.0)
         clip_high = chi2_upper_clip(cfg.clip_epsilon, cfg.chi2_r_max, beta)
@@ -304,32 +295,33 @@ def actor_step(state: TrainState, batch, bc_batch, key):
     if cfg.extraction == "aw_ogpo":
         weights = awr_weights(adv, cfg.awr_beta, cfg.awr_max_weight, cfg.nonneg_advantage)
         actions = jax.lax.stop_gradient(final).reshape(-1, *state.chunk_shape)
-
-        def loss_fn(params):
-            loss, m = extraction.weighted_fm_objective(apply_fn, params, obs_rep, actions, weights, k_obj)
-            return _with_bc(params, state, cfg.ppo_coeff * loss, m, bc_batch, k_bc)
-
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.actor)
-        return _apply_actor_grads(state, grads, loss, metrics, extra)
+        objective = lambda p: extraction.weighted_fm_objective(apply_fn, p, obs_rep, actions, weights, k_obj)
+        return _objective_step(state, objective, bc_batch, k_bc, extra)
 
     if cfg.extraction == "ofpo":
         actions = jax.lax.stop_gradient(final)
         t, x0 = extraction.ofpo_draws(k_obj, actions.shape[0], cfg.ofpo_mc_samples, dim)
         old = jax.lax.stop_gradient(flow.cfm_losses(apply_fn, state.actor_ema, obs_rep, actions, t, x0))
-
-        def loss_fn(params):
-            loss, m = extraction.ofpo_objective(apply_fn, params, obs_rep, actions, old, adv, t, x0,
-                                                1.0 - cfg.clip_epsilon, 1.0 + cfg.clip_epsilon)
-            return _with_bc(params, state, cfg.ppo_coeff * loss, m, bc_batch, k_bc)
-
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.actor)
-        return _apply_actor_grads(state, grads, loss, metrics, extra)
+        objective = lambda p: extraction.ofpo_objective(apply_fn, p, obs_rep, actions, old, adv, t, x0,
+                                                        1.0 - cfg.clip_epsilon, 1.0 + cfg.clip_epsilon)
+        return _objective_step(state, objective, bc_batch, k_bc, extra)
 
     old_log_prob = flow.chain_log_prob(apply_fn, state.actor_ema, obs_rep, chains, spec)
     chains, old_log_prob = jax.lax.stop_gradient((chains, old_log_prob))
     grad_fn = jax.value_and_grad(actor_loss, has_aux=True)
     (loss, metrics), grads = grad_fn(state.actor, state, obs_rep, chains, old_log_prob, adv, bc_batch,
                                      k_bc, clip_high)
+    return _apply_actor_grads(state, grads, loss, metrics, extra)
+
+
+def _objective_step(state: TrainState, objective, bc_batch, key, extra):
+    """One actor gradient step on ppo_coeff * objective(params) + lambda * success-buffer BC,
+    for the extraction ablations; `objective(params) -> (loss, metrics)`."""
+    def loss_fn(params):
+        loss, metrics = objective(params)
+        return _with_bc(params, state, state.config.ppo_coeff * loss, metrics, bc_batch, key)
+
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.actor)
     return _apply_actor_grads(state, grads, loss, metrics, extra)
 
 

@@ -12,7 +12,6 @@ so an interrupted comparison resumes at the first unfinished method. Methods: co
 """
 import json
 import os
-import shutil
 import sys
 import time
 
@@ -66,8 +65,7 @@ def main(argv):
                                  "the BC actor would not match the task")
     prep = pipeline.prepare(config, base)
     bc = {k: prep.bc_info[k] for k in ("bc_success_ode", "bc_success_sde", "bc_steps")}
-    with open(bc_info_path, "w", encoding="utf-8") as f:
-        json.dump(bc, f, indent=2)
+    pipeline.write_json(bc_info_path, bc)
     seeds = [config.seed + i for i in range(_SEEDS.value)]
     print(f"[compare] {config.env.name}: {len(names)} method(s) x {len(seeds)} seeds {seeds}; BC ODE "
           f"{bc['bc_success_ode']:.3f} SDE {bc['bc_success_sde']:.3f}; device {compare.describe_device()}")
@@ -81,19 +79,14 @@ def main(argv):
         partial_path = os.path.join(outdir, "methods", f"{n}.partial")
 
         def save_partial(partial, n=n, partial_path=partial_path):
-            with open(partial_path + ".tmp", "w", encoding="utf-8") as f:
-                json.dump(dict(partial, method=n), f)
-            shutil.move(partial_path + ".tmp", partial_path)
+            pipeline.write_json(partial_path, dict(partial, method=n))
 
         result = compare.run_seeds(methods_lib.apply(config, n), prep.env, prep.episode_length, prep.chunk_shape,
                                    prep.obs_dim, prep.bc_params, seeds, eval_modes=tuple(_EVAL_MODES.value),
                                    on_eval=save_partial)
         result.update({"method": n, "description": methods_lib.METHODS[n][0], "task": config.env.name,
                        "total_env_steps": config.train.total_env_steps})
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(result, f)
-        shutil.move(tmp, path)
+        pipeline.write_json(path, result)
         if os.path.exists(partial_path):
             os.remove(partial_path)
         print(f"[compare] {n}: final ODE {sum(result['final']['success_ode']) / len(seeds):.3f} "

@@ -81,7 +81,12 @@ def compute_advantage(q, strategy: str, baseline=None, std_norm: bool = False, n
     except KeyError:
         raise ValueError(
             f"algo.adv_strategy must be one of {sorted(ADVANTAGE_FNS)}, got {strategy!r}") from None
-    adv = fn(q, baseline)
+    return postprocess(fn(q, baseline), q, std_norm, nonneg)
+
+
+def postprocess(adv, q, std_norm: bool = False, nonneg: bool = False):
+    """The optional steps after any advantage (strategy or chi-square): GRPO std normalization
+    (`std_normalize`), then clipping at 0 (OGPO-NN). adv (B, G), q (M, B, G) -> (B, G)."""
     if std_norm:
         adv = std_normalize(adv, q)
     if nonneg:

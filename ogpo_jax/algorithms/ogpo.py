@@ -20,8 +20,8 @@ import optax
 from flax import struct
 
 from ogpo_jax.algorithms import common, extraction
-from ogpo_jax.algorithms.advantages import (awr_weights, chi2_advantage, chi2_upper_clip, compute_advantage,
-                                            std_normalize)
+from ogpo_jax.algorithms.advantages import awr_weights, chi2_advantage, chi2_upper_clip, compute_advantage
+from ogpo_jax.algorithms.advantages import postprocess as postprocess_advantage
 from ogpo_jax.algorithms.config import OGPOConfig
 from ogpo_jax.gcp import flow
 from ogpo_jax.networks import CriticEnsemble, ValueNet, VelocityField
@@ -259,6 +259,8 @@ def actor_step(state: TrainState, batch, bc_batch, key):
         extra.update(value_metrics, **{"value/v_mean": baseline.mean()})
     baseline = jax.lax.stop_gradient(baseline)
     clip_high = None
+    # OGPO-NN clips advantages at 0; for AW-OGPO `nonneg_advantage` means positive-only weights
+    clip_at_zero = cfg.nonneg_advantage and cfg.extraction != "aw_ogpo"
 
     if cfg.extraction == "awr_fm":
         # AWR on replay actions: A = mean_m Q_m(s, a_replay) - baseline (group mean or V(s))
@@ -276,18 +278,14 @@ def actor_step(state: TrainState, batch, bc_batch, key):
         lp_slow = flow.chain_log_prob(apply_fn, state.aux["actor_slow"], obs_rep, chains, spec)
         ratio_slow = jnp.exp(lp_now - lp_slow).reshape(num_states, group)
         adv, beta, w = chi2_advantage(q, ratio_slow, cfg.chi2_beta_base, cfg.chi2_alpha, cfg.chi2_q_std_target)
-        if cfg.adv_std_normalize:
-            adv = std_normalize(adv, q)
-        if cfg.nonneg_advantage and cfg.extraction != "aw_ogpo":
-            adv = jnp.maximum(adv, 0.0)
+        adv = postprocess_advantage(adv, q, cfg.adv_std_normalize, clip_at_zero)
         clip_high = chi2_upper_clip(cfg.clip_epsilon, cfg.chi2_r_max, beta)
         aux = dict(state.aux, chi2_target_w=jax.nn.sigmoid(cfg.chi2_alpha * (ratio_slow.mean() - 1.0)))
         state = state.replace(aux=aux)
         extra.update({"chi2/ratio_mean": ratio_slow.mean(), "chi2/ratio_max": ratio_slow.max(),
                       "chi2/beta": beta, "chi2/blend_w": w.mean()})
     else:
-        adv = compute_advantage(q, cfg.adv_strategy, baseline, cfg.adv_std_normalize,
-                                cfg.nonneg_advantage and cfg.extraction != "aw_ogpo")
+        adv = compute_advantage(q, cfg.adv_strategy, baseline, cfg.adv_std_normalize, clip_at_zero)
     adv = jax.lax.stop_gradient(adv.reshape(-1))
     extra.update({"actor/adv_nonzero_frac": jnp.mean(adv != 0), "actor/adv_abs_mean": jnp.abs(adv).mean(),
                   "actor/adv_min": adv.min()})

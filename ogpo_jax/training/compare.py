@@ -21,21 +21,9 @@ import jax
 import numpy as np
 
 from ogpo_jax.algorithms import ogpo
-from ogpo_jax.training import loop
+from ogpo_jax.training import loop, pipeline
 from ogpo_jax.training.config import validate
 from ogpo_jax.training.evaluation import make_evaluator
-
-
-def _policy(mode, actor, agent, obs, key):
-    return ogpo.act(agent, obs, key, mode=mode, actor=actor)
-
-
-def seed_keys(seed: int):
-    """(agent init, loop, eval) keys of one seed: the same as `pipeline.stage_keys` gives a
-    single run with `config.seed = seed`, so seed s here reproduces `train.py` with seed s
-    (given the same BC actor)."""
-    keys = jax.random.split(jax.random.PRNGKey(seed), 5)
-    return keys[2], keys[3], keys[4]
 
 
 def init_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seeds):
@@ -43,7 +31,8 @@ def init_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, see
     algo_cfg = validate(config)
     states, eval_keys = [], []
     for s in seeds:
-        k_agent, k_loop, k_eval = seed_keys(int(s))
+        # the keys `train.py --config.seed=s` uses: seed s here reproduces that run (same BC actor)
+        _, _, k_agent, k_loop, k_eval = pipeline.seed_stage_keys(int(s))
         agent = ogpo.init(k_agent, obs_dim, chunk_shape, algo_cfg, actor_params=bc_params)
         states.append(loop.init_loop(k_loop, env, agent, obs_dim, config.train, episode_length))
         eval_keys.append(k_eval)
@@ -67,7 +56,7 @@ def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seed
     interval = loop.make_interval(env, tcfg, tcfg.log_every_iterations, vmap_seeds=True)
     evaluate = make_evaluator(env, chunk_shape[0], episode_length, tcfg.eval_episodes, vmap_seeds=True)
     # one policy object per sampler: the evaluator is compiled per (static) policy
-    policies = {m: functools.partial(_policy, m, algo_cfg.act_with) for m in set(eval_modes) | set(final_modes)}
+    policies = {m: functools.partial(pipeline.agent_policy, m, algo_cfg.act_with) for m in set(eval_modes) | set(final_modes)}
 
     def run_eval(ls, modes, tag):
         keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_keys, tag)

@@ -34,11 +34,13 @@ from ogpo_jax.training.logging import Logger
 from ogpo_jax.training.plots import plot_run
 
 
-def _agent_policy(mode, actor, agent, obs, key):
+def agent_policy(mode, actor, agent, obs, key):
+    """Jittable policy of a whole TrainState for the evaluator (bind mode and actor with partial)."""
     return ogpo.act(agent, obs, key, mode=mode, actor=actor)
 
 
-def _write_json(path, obj):
+def write_json(path, obj):
+    """Write `obj` as JSON atomically (temporary file + rename)."""
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
@@ -59,8 +61,14 @@ def _read_json(path):
 
 def stage_keys(config):
     """(demos, bc, agent init, loop, eval) PRNG keys of a run: every tool that must reproduce a
-    stage of `run` (demo collection, restoring checkpoints) derives its key here."""
-    return jax.random.split(jax.random.PRNGKey(config.seed), 5)
+    stage of `run` (demo collection, restoring checkpoints, multi-seed comparisons) derives its key
+    here."""
+    return seed_stage_keys(config.seed)
+
+
+def seed_stage_keys(seed: int):
+    """`stage_keys` of a run with `config.seed = seed`."""
+    return jax.random.split(jax.random.PRNGKey(seed), 5)
 
 
 def collect_demos_to_file(config, env, expert, episode_length: int, path: str, key, log=print) -> dict:
@@ -112,7 +120,7 @@ def prepare(config, workdir: str, log=print) -> Prepared:
         if config.demos.path:
             raise FileNotFoundError(f"demos.path={config.demos.path!r}: file not found")
         demo_stats = collect_demos_to_file(config, env, expert, episode_length, demo_path, k_demo, log)
-        _write_json(os.path.join(workdir, "demos.json"), demo_stats)
+        write_json(os.path.join(workdir, "demos.json"), demo_stats)
     else:
         log(f"[demos] using {demo_path}")
     episodes, _ = demo_io.read_hdf5(demo_path, tuple(key for key, _ in obs_layout) if obs_layout else ("state",))
@@ -141,7 +149,7 @@ def prepare(config, workdir: str, log=print) -> Prepared:
             policy = bc_lib.actor_policy(algo_cfg, chunk_shape, mode)
             bc_info[f"bc_success_{mode}"] = float(final_eval(policy, bc_params, k_eval)["success"])
         bc_ckpt.save(bc_info["bc_steps"], bc_params)
-        _write_json(bc_json, bc_info)
+        write_json(bc_json, bc_info)
         log(f"[bc] done in {bc_info['bc_seconds']:.1f}s: ODE {bc_info['bc_success_ode']:.3f}, "
             f"SDE {bc_info['bc_success_sde']:.3f} over {config.train.eval_episodes} episodes")
     bc_ckpt.close()
@@ -155,7 +163,7 @@ def run(config, workdir: str, log=print) -> dict:
     validate(config)
     start = time.time()
     os.makedirs(workdir, exist_ok=True)
-    _write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    write_json(os.path.join(workdir, "config.json"), config.to_dict())
     p = prepare(config, workdir, log)
     bc_info = p.bc_info
 
@@ -175,7 +183,7 @@ def run(config, workdir: str, log=print) -> dict:
         "wall_seconds": time.time() - start,
         "config": config.to_dict(),
     }
-    _write_json(os.path.join(workdir, "summary.json"), summary)
+    write_json(os.path.join(workdir, "summary.json"), summary)
     _plot(workdir, log)
     log(f"[done] BC ODE {summary['bc_success_ode']:.3f} -> final ODE {summary['final_success_ode']:.3f} "
         f"(SDE {summary['final_success_sde']:.3f}) in {summary['env_steps']} env steps; summary.json written")
@@ -193,9 +201,9 @@ def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shap
         log(f"[finetune] resumed from checkpoint at {int(ls.env_steps)} env steps")
     other = "current" if algo_cfg.act_with == "ema" else "ema"
     policies = {
-        "ode": functools.partial(_agent_policy, "ode", algo_cfg.act_with),
-        "sde": functools.partial(_agent_policy, "sde", algo_cfg.act_with),
-        f"ode_{other}": functools.partial(_agent_policy, "ode", other),
+        "ode": functools.partial(agent_policy, "ode", algo_cfg.act_with),
+        "sde": functools.partial(agent_policy, "sde", algo_cfg.act_with),
+        f"ode_{other}": functools.partial(agent_policy, "ode", other),
     }
 
     def run_eval(ls, key, final=False):
@@ -315,7 +323,7 @@ def restore_policy(config, workdir: str, source: str = "latest"):
             step = int(ls.env_steps)
             ckpt.close()
             modes = ("ode", "sde", "best_of_n")
-            policies = {m: functools.partial(_agent_policy, m, algo_cfg.act_with) for m in modes}
+            policies = {m: functools.partial(agent_policy, m, algo_cfg.act_with) for m in modes}
             return ls.agent, policies, f"finetune checkpoint at {step} env steps ({ckpt_dir})"
     bc_ckpt = Checkpointer(os.path.join(workdir, "bc", "actor"), max_to_keep=1)
     if bc_ckpt.latest_step() is None:

@@ -1,12 +1,21 @@
-"""Validation of a whole run config (before anything is compiled).
+"""Validation of a whole run config (before anything is compiled or allocated).
 
-Every error names the offending field and value. `validate(config) -> OGPOConfig`.
+Every error names the offending field and value. `validate(config) -> OGPOConfig` checks
+    - unknown keys, at the top level and in every section (against `training/defaults.py`);
+    - types (an int where an int is expected, a float may be given as an int, no strings for numbers);
+    - ranges, divisibility (sizes split over devices), and mutually exclusive options.
 """
 from __future__ import annotations
 
+import math
+import numbers
+
 from ogpo_jax.algorithms.config import OGPOConfig
 
-SECTIONS = ("seed", "env", "demos", "bc", "algo", "train", "log")
+SECTIONS = ("seed", "num_seeds", "env", "demos", "bc", "algo", "train", "log", "distributed")
+NONFINITE = ("stop", "skip")
+# sections whose keys are free (task-specific keyword arguments)
+_FREE = ("env.kwargs",)
 
 
 def _require(ok: bool, field: str, value, requirement: str):
@@ -14,17 +23,71 @@ def _require(ok: bool, field: str, value, requirement: str):
         raise ValueError(f"{field} must be {requirement}, got {value!r}")
 
 
+def _type_ok(value, default) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if isinstance(default, str):
+        return isinstance(value, str)
+    if isinstance(default, (tuple, list)):
+        return isinstance(value, (tuple, list))
+    return True
+
+
+def _type_name(default) -> str:
+    return {bool: "a bool", int: "an integer", float: "a number", str: "a string",
+            tuple: "a sequence", list: "a sequence"}.get(type(default), type(default).__name__)
+
+
+def _check_against(section, reference, prefix: str):
+    """Unknown keys and types of `section` against the defaults in `reference` (recursively)."""
+    keys = set(section.keys())
+    unknown = sorted(keys - set(reference.keys()))
+    _require(not unknown, prefix, unknown, f"free of unknown keys (known: {sorted(reference.keys())})")
+    for k in sorted(keys):
+        field, value, default = f"{prefix}.{k}", section[k], reference[k]
+        if field in _FREE:
+            continue
+        if hasattr(default, "keys"):
+            _require(hasattr(value, "keys"), field, value, "a section")
+            _check_against(value, default, field)
+        else:
+            _require(_type_ok(value, default), field, value, _type_name(default))
+
+
+def _finite_positive(x) -> bool:
+    return x > 0 and math.isfinite(x)
+
+
 def validate(config) -> OGPOConfig:
+    from ogpo_jax.training import defaults   # the reference layout: every field with its default
+
+    reference = defaults.get_config()
     unknown = sorted(set(config.keys()) - set(SECTIONS))
     _require(not unknown, "config", unknown, f"free of unknown top-level keys (known: {SECTIONS})")
+    for name in SECTIONS:
+        _require(name in config, "config", sorted(config.keys()), f"a config with a {name!r} entry")
+    for name in ("seed", "num_seeds"):
+        _require(isinstance(config[name], int) and not isinstance(config[name], bool), name, config[name],
+                 "an integer")
+    for name in SECTIONS:
+        if hasattr(reference[name], "keys"):
+            _require(hasattr(config[name], "keys"), name, config[name], "a section")
+            _check_against(config[name], reference[name], name)
     algo = OGPOConfig.from_dict(config.algo)
-    e, b, t = config.env, config.bc, config.train
-    _require(isinstance(config.seed, int), "seed", config.seed, "an integer")
+    e, d, b, t, dist = config.env, config.demos, config.bc, config.train, config.distributed
+    _require(config.seed >= 0, "seed", config.seed, ">= 0")
+    _require(config.num_seeds >= 1, "num_seeds", config.num_seeds, ">= 1")
     _require(e.chunk_horizon >= 1, "env.chunk_horizon", e.chunk_horizon, ">= 1")
-    _require(config.demos.num_demos >= 1, "demos.num_demos", config.demos.num_demos, ">= 1")
+    _require(d.num_demos >= 1, "demos.num_demos", d.num_demos, ">= 1")
+    _require(not d.path or d.path.endswith((".hdf5", ".h5")), "demos.path", d.path,
+             "'' or the path of an HDF5 file (.hdf5 / .h5)")
     _require(b.max_steps >= 1, "bc.max_steps", b.max_steps, ">= 1")
     _require(b.batch_size >= 1, "bc.batch_size", b.batch_size, ">= 1")
-    _require(b.lr > 0, "bc.lr", b.lr, "> 0")
+    _require(_finite_positive(b.lr), "bc.lr", b.lr, "> 0 and finite")
     _require(b.eval_every >= 1, "bc.eval_every", b.eval_every, ">= 1")
     _require(b.eval_mode in ("ode", "sde"), "bc.eval_mode", b.eval_mode, "'ode' or 'sde'")
     _require(0.0 <= b.stop_success <= 1.0, "bc.stop_success", b.stop_success, "in [0, 1]")
@@ -39,4 +102,37 @@ def validate(config) -> OGPOConfig:
              f">= algo.batch_size ({algo.batch_size})")
     _require(t.success_capacity >= algo.success_batch_size, "train.success_capacity", t.success_capacity,
              f">= algo.success_batch_size ({algo.success_batch_size})")
+    _require(t.nonfinite in NONFINITE, "train.nonfinite", t.nonfinite, f"one of {NONFINITE}")
+    _require(dist.num_devices >= 0, "distributed.num_devices", dist.num_devices, ">= 0 (0 = all devices)")
+    _require(dist.num_processes >= 0, "distributed.num_processes", dist.num_processes, ">= 0 (0 = from the environment)")
+    _require(dist.process_id >= -1, "distributed.process_id", dist.process_id, ">= -1 (-1 = from the environment)")
+    if dist.enabled and dist.num_processes > 0:
+        _require(dist.process_id < dist.num_processes, "distributed.process_id", dist.process_id,
+                 f"< distributed.num_processes ({dist.num_processes})")
+    if not dist.enabled:
+        _require(not dist.coordinator_address and dist.num_processes == 0 and dist.process_id == -1,
+                 "distributed.enabled", dist.enabled,
+                 "True when coordinator_address, num_processes or process_id are set")
+    _require(config.num_seeds == 1 or dist.num_devices == 1, "num_seeds", config.num_seeds,
+             f"1 when distributed.num_devices != 1 (got {dist.num_devices}): vmapped seeds run on one device")
+    _require(dist.num_devices == 1 or not dist.enabled or dist.num_devices == 0, "distributed.num_devices",
+             dist.num_devices, "0 (every device) or 1 in a multi-host run")
+    if dist.num_devices > 1:
+        check_divisible(t, algo, dist.num_devices)
     return algo
+
+
+def check_divisible(train_cfg, algo_cfg, num_shards: int) -> None:
+    """Every size that is split over the mesh must divide by its device count (named error)."""
+    if num_shards == 1:
+        return
+    sizes = {
+        "train.num_envs": train_cfg.num_envs,
+        "train.replay_capacity": train_cfg.replay_capacity,
+        "train.success_capacity": train_cfg.success_capacity,
+        "algo.batch_size": algo_cfg.batch_size,
+        "algo.success_batch_size": algo_cfg.success_batch_size,
+    }
+    for field, value in sizes.items():
+        _require(value % num_shards == 0, field, value,
+                 f"divisible by the number of devices ({num_shards}); change it or distributed.num_devices")

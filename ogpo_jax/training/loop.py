@@ -38,18 +38,35 @@ def training_env(env, horizon: int, num_envs: int):
     return VmapWrapper(AutoResetWrapper(ChunkWrapper(env, horizon)), num_envs)
 
 
-def init_loop(key, env, agent: ogpo.TrainState, obs_dim: int, train_cfg, episode_length: int) -> LoopState:
+def init_loop(key, env, agent: ogpo.TrainState, obs_dim: int, train_cfg, episode_length: int,
+              num_shards: int = 1) -> LoopState:
+    """The loop state before the first iteration.
+
+    `num_shards > 1` (data parallel, `training/distributed.py`): replay, success ring and staging
+    are split into `num_shards` blocks (leading axis), block d holding what envs
+    [d * num_envs / n, (d + 1) * num_envs / n) collect; sizes must divide by `num_shards`.
+    """
     horizon = agent.chunk_shape[0]
     benv = training_env(env, horizon, train_cfg.num_envs)
     k_env, k_loop = jax.random.split(key)
     example = rb.transition_spec(obs_dim, agent.chunk_shape)
     max_chunks = -(-episode_length // horizon)
     zeros = jnp.zeros((train_cfg.num_envs,))
+    n = int(num_shards)
+    if n == 1:
+        replay = rb.init_buffer(example, train_cfg.replay_capacity)
+        success = rb.init_buffer(example, train_cfg.success_capacity)
+        staging = rb.init_staging(example, train_cfg.num_envs, max_chunks)
+    else:
+        blocks = jax.vmap(lambda _: (rb.init_buffer(example, train_cfg.replay_capacity // n),
+                                     rb.init_buffer(example, train_cfg.success_capacity // n),
+                                     rb.init_staging(example, train_cfg.num_envs // n, max_chunks)))
+        replay, success, staging = blocks(jnp.arange(n))
     return LoopState(
         agent=agent,
-        replay=rb.init_buffer(example, train_cfg.replay_capacity),
-        success=rb.init_buffer(example, train_cfg.success_capacity),
-        staging=rb.init_staging(example, train_cfg.num_envs, max_chunks),
+        replay=replay,
+        success=success,
+        staging=staging,
         env_state=_reset(benv, env, k_env),
         key=k_loop,
         env_steps=jnp.zeros((), jnp.int32),
@@ -68,41 +85,103 @@ def _reset(benv, env, key):
     return jax.jit(benv.reset, compiler_options=env_core.compiler_options(env))(key)
 
 
-def _updates(agent, replay, success, key, num_updates: int):
-    """`num_updates` OGPO updates on fresh replay batches; success batch once the buffer is full enough."""
+def num_blocks(buffer) -> int:
+    """1 for a plain ring, n for a ring split into n per-device blocks (`init_loop(num_shards=n)`)."""
+    return 1 if buffer.size.ndim == 0 else buffer.size.shape[0]
+
+
+def sample(buffer, key, batch_size: int) -> dict:
+    """`rb.sample` of a plain or blocked ring; a blocked ring gives batch_size / n rows per block,
+    concatenated block by block (so the batch is sharded like the blocks)."""
+    n = num_blocks(buffer)
+    if n == 1:
+        return rb.sample(buffer, key, batch_size)
+    out = jax.vmap(rb.sample, in_axes=(0, 0, None))(buffer, jax.random.split(key, n), batch_size // n)
+    return jax.tree_util.tree_map(lambda x: x.reshape((batch_size,) + x.shape[2:]), out)
+
+
+def _blocks(x, n: int):
+    return x.reshape((n, x.shape[0] // n) + x.shape[1:])
+
+
+def _store(replay, success, staging, rows, done, succ_flags):
+    """Insert one chunk transition per env into the replay ring and the success staging."""
+    n = num_blocks(replay)
+    if n == 1:
+        replay = rb.insert(replay, rows)
+        staging, success = rb.stage_and_flush(staging, success, rows, done, succ_flags)
+        return replay, success, staging
+    rows_b = jax.tree_util.tree_map(lambda x: _blocks(x, n), rows)
+    replay = jax.vmap(rb.insert)(replay, rows_b)
+    staging, success = jax.vmap(rb.stage_and_flush)(staging, success, rows_b, _blocks(done, n),
+                                                    _blocks(succ_flags, n))
+    return replay, success, staging
+
+
+def _updates(agent, replay, success, key, num_updates: int, halted=False, halt_on_nonfinite: bool = True):
+    """`num_updates` OGPO updates on fresh replay batches; success batch once the buffer is full enough.
+
+    Non-finite guard: an update whose metrics (losses, gradient norms, Q-values, ...) are not all
+    finite is discarded (the agent stays as it was). With `halt_on_nonfinite` every later update is
+    discarded too (`halted`), so the returned agent is the last good one. Returns (agent, halted,
+    metrics averaged over the kept updates, number of discarded updates, per-metric non-finite flags
+    in the sorted order of the metric names).
+    """
     cfg = agent.config
 
-    def one(agent, k):
+    def one(carry, k):
+        agent, halted = carry
         k_batch, k_succ = jax.random.split(k)
-        batch = rb.sample(replay, k_batch, cfg.batch_size)
-        succ = rb.sample(success, k_succ, cfg.success_batch_size)
-        ready = success.size >= cfg.success_batch_size
+        batch = sample(replay, k_batch, cfg.batch_size)
+        succ = sample(success, k_succ, cfg.success_batch_size)
+        ready = jnp.min(success.size) * num_blocks(success) >= cfg.success_batch_size
         # Before the success buffer can fill a batch, regularize on the replay batch (paper code).
         fallback = {k: batch[k][: cfg.success_batch_size] if cfg.success_batch_size <= cfg.batch_size
                     else batch[k][jnp.arange(cfg.success_batch_size) % cfg.batch_size] for k in succ}
         succ = jax.tree_util.tree_map(lambda a, b: jnp.where(ready, a, b), succ, fallback)
-        return ogpo.update(agent, batch, succ)
+        new, metrics = ogpo.update(agent, batch, succ)
+        bad = jnp.stack([~jnp.all(jnp.isfinite(metrics[name])) for name in sorted(metrics)])
+        keep = ~bad.any() & ~halted
+        agent = jax.tree_util.tree_map(lambda a, b: jnp.where(keep, a, b), new, agent)
+        halted = halted | (bad.any() & halt_on_nonfinite)
+        return (agent, halted), (metrics, keep, bad)
 
-    agent, metrics = jax.lax.scan(one, agent, jax.random.split(key, num_updates))
-    return agent, jax.tree_util.tree_map(jnp.mean, metrics)
+    (agent, halted), (metrics, keep, bad) = jax.lax.scan(one, (agent, jnp.asarray(halted)),
+                                                         jax.random.split(key, num_updates))
+    kept = keep.sum()
+    mean = jax.tree_util.tree_map(
+        lambda v: jnp.where(keep, v, 0).sum() / jnp.maximum(kept, 1).astype(v.dtype), metrics)
+    return agent, halted, mean, (num_updates - kept).astype(jnp.float32), bad.any(0)
 
 
-def make_interval(env, train_cfg, num_iterations: int, vmap_seeds: bool = False):
+def make_interval(env, train_cfg, num_iterations: int, vmap_seeds: bool = False, mesh=None,
+                  donate: bool = False):
     """-> jitted `interval(loop_state) -> (loop_state, metrics)`; metrics leaves have shape (num_iterations,).
 
     `vmap_seeds=True`: the loop state carries a leading seed axis (`stack_seeds`) and all seeds run
     as one `vmap`-ed program (one compile, one device run); metrics get shape (S, num_iterations).
+    `mesh`: run data parallel on this mesh (`training/distributed.py`); the state must come from
+    `init_loop(num_shards=mesh.size)` and is kept in `distributed.loop_shardings`.
+    `donate`: reuse the input state's memory for the output (the caller must drop its reference).
+
+    Non-finite guard (`train_cfg.nonfinite`): 'stop' discards the first update with a non-finite
+    metric and everything after it in the interval (the returned state is the last good one);
+    'skip' discards only the bad updates. Metrics `nonfinite_updates` (discarded updates per
+    iteration) and `nonfinite_mask` (per iteration, which of `update_metric_names` were
+    non-finite) report it.
     """
     num_updates = int(train_cfg.updates_per_iteration)
+    halt = getattr(train_cfg, "nonfinite", "stop") == "stop"
 
     def interval(ls: LoopState):
         agent0 = ls.agent
         benv = training_env(env, agent0.chunk_shape[0], train_cfg.num_envs)
         cfg = agent0.config
-        metric_shapes = jax.eval_shape(
-            functools.partial(_updates, num_updates=num_updates), agent0, ls.replay, ls.success, ls.key)[1]
+        upd = functools.partial(_updates, num_updates=num_updates, halt_on_nonfinite=halt)
+        shapes = jax.eval_shape(upd, agent0, ls.replay, ls.success, ls.key)
+        zeros = lambda tree: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), tree)  # noqa: E731
 
-        def iteration(ls: LoopState, _):
+        def iteration(ls: LoopState, halted):
             key, k_act, k_upd = jax.random.split(ls.key, 3)
             obs = ls.env_state.obs
             actions = ogpo.act(ls.agent, obs, k_act, mode=cfg.rollout_mode)
@@ -115,41 +194,82 @@ def make_interval(env, train_cfg, num_iterations: int, vmap_seeds: bool = False)
                 # (the state at the limit is never acted from, so its value is never learned).
                 "terminal": info["terminal"] | (info["truncated"] & train_cfg.truncation_is_terminal),
             }
-            replay = rb.insert(ls.replay, rows)
-            staging, success = rb.stage_and_flush(ls.staging, ls.success, rows, nxt.done, info["success"])
+            replay, success, staging = _store(ls.replay, ls.success, ls.staging, rows, nxt.done, info["success"])
             steps = info["valid"].sum(-1)
             env_steps = ls.env_steps + steps.sum().astype(jnp.int32)
             ep_ret = ls.episode_return + nxt.reward
             ep_len = ls.episode_length + steps
             done = nxt.done.astype(jnp.float32)
 
-            can_update = (env_steps >= train_cfg.start_training) & (replay.size >= cfg.batch_size)
-            agent, upd_metrics = jax.lax.cond(
+            can_update = (env_steps >= train_cfg.start_training) & (replay.size.sum() >= cfg.batch_size)
+            agent, halted, upd_metrics, n_bad, mask = jax.lax.cond(
                 can_update,
-                lambda a, k: _updates(a, replay, success, k, num_updates),
-                lambda a, k: (a, jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)),
+                lambda a, k: upd(a, replay, success, k, halted=halted),
+                lambda a, k: (a, halted, *zeros(shapes[2:])),
                 ls.agent, k_upd)
             metrics = dict(upd_metrics)
             metrics.update({
                 "updated": can_update.astype(jnp.float32),
+                "nonfinite_updates": n_bad,
+                "nonfinite_mask": mask,
                 "episodes": done.sum(),
                 "episode_success_sum": (done * info["success"]).sum(),
                 "episode_return_sum": (done * ep_ret).sum(),
                 "episode_length_sum": (done * ep_len).sum(),
                 "env_steps": env_steps,
-                "replay_size": replay.size,
-                "success_buffer_size": success.size,
+                "replay_size": replay.size.sum(),
+                "success_buffer_size": success.size.sum(),
             })
             ls = ls.replace(
                 agent=agent, replay=replay, success=success, staging=staging, env_state=nxt, key=key,
                 env_steps=env_steps, iteration=ls.iteration + 1,
                 episode_return=ep_ret * (1.0 - done), episode_length=ep_len * (1.0 - done))
-            return ls, metrics
+            return ls, halted, metrics
 
-        return jax.lax.scan(iteration, ls, None, length=num_iterations)
+        metric_shapes = jax.eval_shape(iteration, ls, jnp.zeros((), bool))[2]
+
+        def step(carry, _):
+            ls, halted = carry
+
+            def frozen(ls, halted):      # after a non-finite update with nonfinite='stop'
+                m = zeros(metric_shapes)
+                m.update(env_steps=ls.env_steps, replay_size=ls.replay.size.sum(),
+                         success_buffer_size=ls.success.size.sum())
+                return ls, halted, m
+
+            ls, halted, metrics = jax.lax.cond(halted, frozen, iteration, ls, halted)
+            return (ls, halted), metrics
+
+        (ls, _), metrics = jax.lax.scan(step, (ls, jnp.zeros((), bool)), None, length=num_iterations)
+        return ls, metrics
 
     fn = jax.vmap(interval) if vmap_seeds else interval
-    return jax.jit(fn, compiler_options=env_core.compiler_options(env))
+    options = env_core.compiler_options(env)
+    donate_argnums = (0,) if donate else ()
+    if mesh is None:
+        return jax.jit(fn, compiler_options=options, donate_argnums=donate_argnums)
+
+    from ogpo_jax.training import distributed
+    compiled = {}
+
+    def sharded(ls):
+        if "fn" not in compiled:
+            shardings = distributed.loop_shardings(mesh, ls, seed_axis=vmap_seeds)
+            compiled["fn"] = jax.jit(fn, in_shardings=(shardings,),
+                                     out_shardings=(shardings, distributed.replicated(mesh)),
+                                     compiler_options=options, donate_argnums=donate_argnums)
+        return compiled["fn"](ls)
+
+    sharded._cache_size = lambda: compiled["fn"]._cache_size() if "fn" in compiled else 0
+    return sharded
+
+
+def update_metric_names(ls: LoopState, vmap_seeds: bool = False) -> list:
+    """Sorted names of the per-update metrics: the order of the `nonfinite_mask` metric."""
+    def names(ls):
+        return _updates(ls.agent, ls.replay, ls.success, ls.key, num_updates=1)[2]
+
+    return sorted(jax.eval_shape(jax.vmap(names) if vmap_seeds else names, ls))
 
 
 def stack_seeds(states):
@@ -172,7 +292,7 @@ def summarize_interval(metrics) -> dict:
     out = {}
     n_upd = updated.sum()
     for k, v in m.items():
-        if "/" in k and n_upd > 0:
+        if "/" in k and n_upd > 0 and v.ndim == updated.ndim:
             out[k] = float((v * updated).sum() / n_upd)
     episodes = m["episodes"].sum()
     if episodes > 0:
@@ -184,4 +304,18 @@ def summarize_interval(metrics) -> dict:
     out["replay_size"] = int(m["replay_size"][-1])
     out["success_buffer_size"] = int(m["success_buffer_size"][-1])
     out["updates_in_interval"] = float(n_upd)
+    if "nonfinite_updates" in m:
+        out["nonfinite_updates"] = float(m["nonfinite_updates"].sum())
     return out
+
+
+def nonfinite_report(metrics, names) -> tuple | None:
+    """-> (index of the first iteration with a discarded non-finite update, names of the metrics
+    that were non-finite in it) or None. `metrics` per iteration (numpy, no seed axis)."""
+    import numpy as np
+
+    mask = np.asarray(metrics["nonfinite_mask"]).reshape(-1, len(names))
+    rows = np.flatnonzero(mask.any(-1))
+    if rows.size == 0:
+        return None
+    return int(rows[0]), [n for n, bad in zip(names, mask[rows[0]]) if bad]

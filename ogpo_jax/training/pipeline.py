@@ -280,11 +280,24 @@ def load_run_config(workdir: str):
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: not found; is {workdir!r} the --workdir of a train.py run?")
-    cfg = _read_json(path)
+    try:
+        cfg = _read_json(path)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("algo"), dict):
+        raise ValueError(f"{path}: not a run config (no 'algo' section)")
     # JSON turns tuples into lists; OGPOConfig wants tuples for its layer sizes
     for k, v in cfg["algo"].items():
         if isinstance(v, list):
             cfg["algo"][k] = tuple(v)
+    # runs written by older versions lack newer fields: take their defaults
+    from ogpo_jax.training import defaults
+    full = defaults.get_config().to_dict()
+    for k, v in full.items():
+        if k not in cfg:
+            cfg[k] = v
+        elif isinstance(v, dict) and isinstance(cfg[k], dict) and k != "env":
+            cfg[k] = {**v, **cfg[k]}
     return ConfigDict(cfg)
 
 

@@ -1,0 +1,65 @@
+"""Every run-config field with its default (DESIGN §4). Task configs (`configs/*.py`) start from
+this (`configs/base.py` re-exports it), and `training.config.validate` checks a config's keys and
+types against it.
+
+    python experiments/train.py --config=configs/toy.py --config.algo.group_size=8
+"""
+import dataclasses
+
+from ml_collections import ConfigDict
+
+from ogpo_jax.algorithms.config import OGPOConfig
+
+
+def get_config(preset: str = "") -> ConfigDict:
+    c = ConfigDict()
+    c.seed = 0
+    c.num_seeds = 1                      # S > 1: seeds seed..seed+S-1 finetuned as one vmapped program
+
+    c.env = ConfigDict()
+    c.env.name = "point_gaps"
+    c.env.kwargs = ConfigDict()          # task-specific keyword arguments (see ogpo_jax.envs.make)
+    c.env.chunk_horizon = 4              # H: actions per chunk, executed open-loop
+
+    c.demos = ConfigDict()
+    c.demos.num_demos = 200              # scripted-expert demonstrations collected into demos.hdf5
+    c.demos.path = ""                    # read demonstrations from this HDF5 file instead
+
+    c.bc = ConfigDict()
+    c.bc.max_steps = 500_000             # flow-matching BC steps (upper bound)
+    c.bc.batch_size = 256
+    c.bc.lr = 3e-4
+    c.bc.eval_every = 5_000              # BC steps between early-stop evaluations
+    c.bc.eval_mode = "sde"               # sampler the early stop looks at
+    c.bc.clipped = True                  # "clipped" init: stop once eval success >= stop_success
+    c.bc.stop_success = 0.45
+    c.bc.eval_episodes = 64
+
+    c.algo = ConfigDict(dataclasses.asdict(OGPOConfig()))
+
+    c.train = ConfigDict()
+    c.train.num_envs = 32
+    c.train.total_env_steps = 2_000_000
+    c.train.truncation_is_terminal = False  # True when the observation holds normalized time
+    c.train.start_training = 10_000      # env steps collected before the first update
+    c.train.updates_per_iteration = 1    # OGPO updates per iteration (all envs act one chunk)
+    c.train.log_every_iterations = 50    # iterations per compiled interval (= per log record)
+    c.train.replay_capacity = 2_000_000  # online data only
+    c.train.success_capacity = 200_000
+    c.train.eval_every_env_steps = 20_000
+    c.train.eval_episodes = 64
+    c.train.checkpoint_every_env_steps = 100_000
+    c.train.max_checkpoints = 2
+    c.train.nonfinite = "stop"           # non-finite loss/grad/Q: 'stop' (checkpoint last good state) | 'skip'
+
+    c.distributed = ConfigDict()
+    c.distributed.enabled = False        # multi-host: call jax.distributed.initialize
+    c.distributed.coordinator_address = ""   # "" = $JAX_COORDINATOR_ADDRESS or auto-detect (TPU, SLURM)
+    c.distributed.num_processes = 0      # 0 = $JAX_NUM_PROCESSES or auto-detect
+    c.distributed.process_id = -1        # -1 = $JAX_PROCESS_ID or auto-detect
+    c.distributed.num_devices = 1        # devices of the data-parallel mesh (0 = all, every host's)
+
+    c.log = ConfigDict()
+    c.log.tensorboard = True
+    c.log.progress = True
+    return c

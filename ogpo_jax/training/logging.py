@@ -16,13 +16,15 @@ class Logger:
     """Writes every record to metrics.jsonl and TensorBoard; shows a progress bar over env steps."""
 
     def __init__(self, workdir: str, total_env_steps: int, initial_env_steps: int = 0,
-                 tensorboard: bool = True, progress: bool = True):
+                 tensorboard: bool = True, progress: bool = True, purge_step: int | None = None):
+        """`purge_step`: on resume, TensorBoard drops events at steps >= it that an interrupted run
+        wrote after its last checkpoint (metrics.jsonl is trimmed by the pipeline)."""
         os.makedirs(workdir, exist_ok=True)
         self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
         self.writer = None
         if tensorboard:
             from tensorboardX import SummaryWriter
-            self.writer = SummaryWriter(os.path.join(workdir, "tb"))
+            self.writer = SummaryWriter(os.path.join(workdir, "tb"), purge_step=purge_step)
         self.bar = tqdm(total=total_env_steps, initial=initial_env_steps, unit="env step",
                         dynamic_ncols=True, disable=not progress, mininterval=1.0)
         self._last = initial_env_steps

@@ -26,9 +26,9 @@ from ogpo_jax.algorithms.config import OGPOConfig
 from ogpo_jax.data import demos as demo_io
 from ogpo_jax.envs.experts import collect_demos
 from ogpo_jax.training import bc as bc_lib
-from ogpo_jax.training import loop
+from ogpo_jax.training import distributed, loop, memory
 from ogpo_jax.training.checkpoint import Checkpointer
-from ogpo_jax.training.config import validate
+from ogpo_jax.training.config import check_divisible, validate
 from ogpo_jax.training.evaluation import make_evaluator
 from ogpo_jax.training.logging import Logger
 from ogpo_jax.training.plots import plot_run
@@ -159,12 +159,31 @@ def prepare(config, workdir: str, log=print) -> Prepared:
 
 
 def run(config, workdir: str, log=print) -> dict:
-    """Run (or resume) the whole pipeline for `config` in `workdir`; returns the summary dict."""
+    """Run (or resume) the whole pipeline for `config` in `workdir`; returns the summary dict.
+
+    `config.num_seeds = S > 1`: the demos and the BC actor are made once (seed `config.seed`) and
+    finetuned with seeds seed, ..., seed + S - 1 as one vmapped program; each seed logs into
+    `workdir/seed_<seed>/` (metrics.jsonl, tb/, learning_curve.png, summary.json) and
+    `workdir/summary.json` holds every seed's summary and their mean.
+    Multi-host: only process 0 prints and writes files; the others wait for its demos and BC.
+    """
     validate(config)
+    main = distributed.is_main_process()
+    if not main:
+        log = _silent
     start = time.time()
     os.makedirs(workdir, exist_ok=True)
-    write_json(os.path.join(workdir, "config.json"), config.to_dict())
-    p = prepare(config, workdir, log)
+    if main:
+        write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        if main:
+            p = prepare(config, workdir, log)
+        multihost_utils.sync_global_devices("ogpo_jax: demos and BC ready")
+        if not main:
+            p = prepare(config, workdir, log)
+    else:
+        p = prepare(config, workdir, log)
     bc_info = p.bc_info
 
     # ---------------------------------------------------------------- stage 3: OGPO finetune
@@ -172,33 +191,168 @@ def run(config, workdir: str, log=print) -> dict:
                               p.final_eval, p.k_agent, p.k_loop, p.k_eval, workdir, log)
     demos_json = os.path.join(workdir, "demos.json")
     demo_stats = _read_json(demos_json) if os.path.exists(demos_json) else {}
-    summary = {
+    head = {
         "expert_success": demo_stats.get("expert_success"),
         "demos_seconds": demo_stats.get("seconds"),
         "bc_seconds": bc_info["bc_seconds"],
         "bc_success_ode": bc_info["bc_success_ode"],
         "bc_success_sde": bc_info["bc_success_sde"],
         "bc_steps": bc_info["bc_steps"],
-        **finetune,
-        "wall_seconds": time.time() - start,
-        "config": config.to_dict(),
     }
-    write_json(os.path.join(workdir, "summary.json"), summary)
-    _plot(workdir, log)
+    if config.num_seeds == 1:
+        summary = {**head, **finetune[0], "wall_seconds": time.time() - start, "config": config.to_dict()}
+    else:
+        seeds = [config.seed + i for i in range(config.num_seeds)]
+        per_seed = []
+        for seed, out in zip(seeds, finetune):
+            per_seed.append({**head, **out, "seed": seed})
+            if main:
+                write_json(os.path.join(seed_dir(workdir, seed), "summary.json"), per_seed[-1])
+        summary = {**head, "seeds": seeds, "per_seed": per_seed, "wall_seconds": time.time() - start,
+                   "config": config.to_dict()}
+        for k in finetune[0]:
+            if k.startswith("final_success"):
+                summary[k] = float(np.mean([out[k] for out in finetune]))
+        summary["env_steps"] = int(np.max([out["env_steps"] for out in finetune]))
+    if main:
+        write_json(os.path.join(workdir, "summary.json"), summary)
+        for d in _log_dirs(workdir, config):
+            _plot(d, log)
     log(f"[done] BC ODE {summary['bc_success_ode']:.3f} -> final ODE {summary['final_success_ode']:.3f} "
-        f"(SDE {summary['final_success_sde']:.3f}) in {summary['env_steps']} env steps; summary.json written")
+        f"(SDE {summary['final_success_sde']:.3f}) in {summary['env_steps']} env steps"
+        + (f", mean of {config.num_seeds} seeds" if config.num_seeds > 1 else "") + "; summary.json written")
     return summary
 
 
-def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shape, obs_dim, bc_params,
-                   evaluate, k_agent, k_loop, k_eval, workdir, log) -> dict:
+def _silent(*_args, **_kwargs):
+    pass
+
+
+def seed_dir(workdir: str, seed: int) -> str:
+    """Log directory of one seed of a `num_seeds > 1` run."""
+    return os.path.join(workdir, f"seed_{seed}")
+
+
+def _log_dirs(workdir: str, config) -> list:
+    if config.num_seeds == 1:
+        return [workdir]
+    return [seed_dir(workdir, config.seed + i) for i in range(config.num_seeds)]
+
+
+class NonFiniteError(FloatingPointError):
+    """Training stopped on a non-finite loss, gradient or Q-value (`train.nonfinite='stop'`)."""
+
+
+class _StopSignal:
+    """SIGTERM / SIGINT during finetuning: finish the interval, checkpoint, then stop."""
+
+    def __init__(self):
+        import signal
+        self.received = None
+        self._old = {}
+        try:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        except ValueError:       # not the main thread: no handlers, stop only on exceptions
+            self._old = {}
+
+    def _handle(self, signum, _frame):
+        import signal
+        if self.received is not None:            # second signal: stop at once
+            self.restore()
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+    def restore(self):
+        import signal
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old = {}
+
+
+def _trim_log(log_dir: str, env_steps: int) -> int:
+    """Drop metrics.jsonl records written after the checkpoint being resumed (they will be
+    logged again); returns the number of records kept (the logger position)."""
+    path = os.path.join(log_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return 0
+    with open(path, encoding="utf-8") as f:
+        lines = [line for line in f if line.strip()]
+    keep = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:         # a line cut short by a kill
+            break
+        if rec.get("env_steps", 0) > env_steps:
+            break
+        keep.append(line if line.endswith("\n") else line + "\n")
+    if len(keep) != len(lines):
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(keep)
+        os.replace(tmp, path)
+    return len(keep)
+
+
+def init_finetune_state(config, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params, mesh=None):
+    """The initial loop state of a finetune run: one seed (`num_seeds == 1`), S stacked seeds, or
+    one seed sharded over `mesh` (built directly in its shards). Seed i uses the keys of
+    `config.seed + i` (`seed_stage_keys`)."""
     tcfg = config.train
-    agent = ogpo.init(k_agent, obs_dim, chunk_shape, algo_cfg, actor_params=bc_params)
-    ls = loop.init_loop(k_loop, env, agent, obs_dim, tcfg, episode_length)
+    n = 1 if mesh is None else mesh.size
+    seeds = [config.seed + i for i in range(config.num_seeds)]
+
+    def init_one(k_agent, k_loop):
+        agent = ogpo.init(k_agent, obs_dim, chunk_shape, algo_cfg, actor_params=bc_params)
+        return loop.init_loop(k_loop, env, agent, obs_dim, tcfg, episode_length, num_shards=n)
+
+    keys = [seed_stage_keys(s) for s in seeds]
+    if n > 1:
+        from ogpo_jax.envs import core as env_core
+        shapes = jax.eval_shape(init_one, keys[0][2], keys[0][3])
+        shardings = distributed.loop_shardings(mesh, shapes)
+        return _distinct_buffers(jax.jit(init_one, out_shardings=shardings,
+                                         compiler_options=env_core.compiler_options(env))(keys[0][2], keys[0][3]))
+    states = [init_one(k[2], k[3]) for k in keys]
+    ls = states[0] if len(states) == 1 else loop.stack_seeds(states)
+    # Commit the whole state to one device: the interval's outputs are committed, and a first call
+    # on partly uncommitted inputs would compile the interval twice (measured on Can: +115 s).
+    device = jax.devices()[0] if mesh is None else mesh.devices.flat[0]
+    return _distinct_buffers(jax.device_put(ls, device))
+
+
+def _distinct_buffers(tree):
+    """Copy every leaf into its own buffer: the interval donates its input, and XLA refuses to
+    donate one buffer twice (actor and EMA actor start as the same BC arrays)."""
+    return jax.tree_util.tree_map(lambda x: x.copy(), tree)
+
+
+def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shape, obs_dim, bc_params,
+                   evaluate, k_agent, k_loop, k_eval, workdir, log) -> list:
+    """Stage 3: OGPO finetuning (resumed from the latest checkpoint in workdir/finetune/checkpoints).
+    Returns one summary dict per seed."""
+    del k_agent, k_loop                       # per seed from seed_stage_keys (seed 0 = stage_keys)
+    tcfg = config.train
+    main = distributed.is_main_process()
+    num_seeds = int(config.num_seeds)
+    seeds = [config.seed + i for i in range(num_seeds)]
+    vmapped = num_seeds > 1
+    mesh = distributed.make_mesh(config.distributed.num_devices)
+    check_divisible(tcfg, algo_cfg, mesh.size)
+    est = memory.check_fits(config, obs_dim, chunk_shape[1], episode_length)
+    log(f"[finetune] {mesh.size} device(s) ({jax.devices()[0].platform}), {jax.process_count()} process(es); "
+        f"{num_seeds} seed(s) {seeds}; state {memory.describe(est)}")
+    ls = init_finetune_state(config, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params,
+                             mesh if mesh.size > 1 else None)
     ckpt = Checkpointer(os.path.join(workdir, "finetune", "checkpoints"), tcfg.max_checkpoints)
-    if ckpt.latest_step() is not None:
-        ls = ckpt.restore(ls)
-        log(f"[finetune] resumed from checkpoint at {int(ls.env_steps)} env steps")
+    resumed = ckpt.latest_step() is not None
+    if resumed:
+        ls = _distinct_buffers(ckpt.restore(ls))
+        log(f"[finetune] resumed from checkpoint at {ckpt.latest_step()} env steps")
+    eval_keys = [seed_stage_keys(s)[4] for s in seeds]
+    if vmapped:
+        evaluate = make_evaluator(env, chunk_shape[0], episode_length, tcfg.eval_episodes, vmap_seeds=True)
     other = "current" if algo_cfg.act_with == "ema" else "ema"
     policies = {
         "ode": functools.partial(agent_policy, "ode", algo_cfg.act_with),
@@ -206,70 +360,140 @@ def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shap
         f"ode_{other}": functools.partial(agent_policy, "ode", other),
     }
 
-    def run_eval(ls, key, final=False):
+    def run_eval(ls, tags, final=False):
+        """-> per seed {eval/success_<policy>: value}; tags: per-seed fold_in of the eval key."""
         # intermediate evaluations skip the actor that does not collect data (one policy less of
         # full-length episodes; that matters for MJX tasks on CPU)
         names = list(policies) if final else ["ode", "sde"]
-        return {f"eval/success_{name}": float(evaluate(policies[name], ls.agent, key)["success"]) for name in names}
+        keys = [jax.random.fold_in(k, t) for k, t in zip(eval_keys, tags)]
+        if not vmapped:
+            return [{f"eval/success_{n}": float(evaluate(policies[n], ls.agent, keys[0])["success"]) for n in names}]
+        stacked = jax.numpy.stack(keys)
+        res = {n: np.asarray(evaluate(policies[n], ls.agent, stacked)["success"]) for n in names}
+        return [{f"eval/success_{n}": float(res[n][i]) for n in names} for i in range(num_seeds)]
 
-    # Commit the whole state to one device: the interval's outputs are committed, and a first call
-    # on partly uncommitted inputs would compile the interval twice (measured on Can: +115 s).
-    ls = jax.device_put(ls, jax.devices()[0])
-    interval = loop.make_interval(env, tcfg, tcfg.log_every_iterations)
-    logger = Logger(workdir, tcfg.total_env_steps, int(ls.env_steps), config.log.tensorboard, config.log.progress)
-    env_steps = int(ls.env_steps)
-    next_eval = (env_steps // tcfg.eval_every_env_steps + 1) * tcfg.eval_every_env_steps
-    next_ckpt = (env_steps // tcfg.checkpoint_every_env_steps + 1) * tcfg.checkpoint_every_env_steps
-    t_start, first, warned_recompile = time.time(), True, False
-    while env_steps < tcfg.total_env_steps:
-        t0 = time.time()
-        prev_steps, prev_updates = env_steps, int(ls.agent.step)
-        ls, metrics = interval(ls)
-        record = loop.summarize_interval(jax.device_get(metrics))
-        dt = time.time() - t0
-        env_steps, grad_steps = record["env_steps"], int(ls.agent.step)
-        record.update({
-            "grad_steps": grad_steps,
-            "grad_steps_per_env_step": grad_steps / max(env_steps, 1),
-            "env_steps_per_s": (env_steps - prev_steps) / dt,
-            "updates_per_s": (grad_steps - prev_updates) / dt,
-            "wall_seconds": time.time() - t_start,
-        })
-        if first:
-            record["compile_and_first_interval_s"] = dt
+    interval = loop.make_interval(env, tcfg, tcfg.log_every_iterations, vmap_seeds=vmapped,
+                                  mesh=mesh if mesh.size > 1 else None, donate=True)
+    metric_names = loop.update_metric_names(ls, vmap_seeds=vmapped)
+    steps0 = np.atleast_1d(np.asarray(jax.device_get(ls.env_steps))).astype(int)
+    log_dirs = _log_dirs(workdir, config)
+    loggers = []
+    for i, d in enumerate(log_dirs):
+        if resumed and main:
+            _trim_log(d, int(steps0[i]))
+        loggers.append(Logger(d, tcfg.total_env_steps, int(steps0[i]), config.log.tensorboard,
+                              config.log.progress and i == 0, purge_step=int(steps0[i]) + 1 if resumed else None)
+                       if main else None)
+    every_eval, every_ckpt = tcfg.eval_every_env_steps, tcfg.checkpoint_every_env_steps
+    next_eval = (steps0 // every_eval + 1) * every_eval
+    next_ckpt = (int(steps0.min()) // every_ckpt + 1) * every_ckpt
+    env_steps = steps0
+    stop = _StopSignal()
+    t_start, first, warned_recompile, warned_skip = time.time(), True, False, False
+
+    def save(step):
+        if int(step) not in ckpt.manager.all_steps():
+            ckpt.save(int(step), ls)
+
+    def close_logs():
+        for lg in loggers:
+            if lg is not None:
+                lg.close()
+
+    try:
+        while env_steps.min() < tcfg.total_env_steps:
+            t0 = time.time()
+            prev_steps = env_steps
+            prev_updates = np.atleast_1d(np.asarray(jax.device_get(ls.agent.step)))
+            ls, metrics = interval(ls)
+            metrics = jax.device_get(metrics)
+            dt = time.time() - t0
+            grad_steps = np.atleast_1d(np.asarray(jax.device_get(ls.agent.step)))
+            per_seed = [metrics] if not vmapped else [{k: v[i] for k, v in metrics.items()} for i in range(num_seeds)]
+            records = [loop.summarize_interval(m) for m in per_seed]
+            env_steps = np.asarray([r["env_steps"] for r in records])
+            bad = [loop.nonfinite_report(m, metric_names) for m in per_seed]
+            for i, r in enumerate(records):
+                r.update({
+                    "grad_steps": int(grad_steps[i]),
+                    "grad_steps_per_env_step": int(grad_steps[i]) / max(int(env_steps[i]), 1),
+                    "env_steps_per_s": float(env_steps[i] - prev_steps[i]) / dt,
+                    "updates_per_s": float(grad_steps[i] - prev_updates[i]) / dt,
+                    "wall_seconds": time.time() - t_start,
+                })
+                if first:
+                    r["compile_and_first_interval_s"] = dt
+            if not first and interval._cache_size() > 1 and not warned_recompile:
+                log(f"[finetune] warning: the training interval was compiled again at env step {env_steps.max()} "
+                    "(inputs changed type, sharding or committed-ness); report this as a bug")
+                warned_recompile = True
             first = False
-        elif getattr(interval, "_cache_size", lambda: 1)() > 1 and not warned_recompile:
-            log(f"[finetune] warning: the training interval was compiled again at env step {env_steps} "
-                "(inputs changed type, sharding or committed-ness); report this as a bug")
-            warned_recompile = True
-        if env_steps >= next_eval or env_steps >= tcfg.total_env_steps:
-            record.update(run_eval(ls, jax.random.fold_in(k_eval, env_steps)))
-            next_eval = (env_steps // tcfg.eval_every_env_steps + 1) * tcfg.eval_every_env_steps
-        if not all(np.isfinite(v) for v in record.values() if isinstance(v, float)):
-            bad = sorted(k for k, v in record.items() if isinstance(v, float) and not np.isfinite(v))
-            logger.close()
-            raise FloatingPointError(f"non-finite metrics at env step {env_steps}: {bad}; "
-                                     f"last good checkpoint is in {ckpt.directory}")
-        logger.log(env_steps, record)
-        if any(k.startswith("eval/") for k in record):
-            _plot(workdir, log)
-        if env_steps >= next_ckpt:
-            ckpt.save(env_steps, ls)
-            next_ckpt = (env_steps // tcfg.checkpoint_every_env_steps + 1) * tcfg.checkpoint_every_env_steps
-    logger.close()
-    if ckpt.latest_step() != env_steps:
-        ckpt.save(env_steps, ls)
+            if tcfg.nonfinite == "stop" and any(b is not None for b in bad):
+                i = next(j for j, b in enumerate(bad) if b is not None)
+                row, names = bad[i]
+                at = int(np.asarray(per_seed[i]["env_steps"])[row])
+                for lg, r in zip(loggers, records):
+                    if lg is not None:
+                        lg.log(int(r["env_steps"]), r)
+                save(int(env_steps.min()))
+                raise NonFiniteError(
+                    f"non-finite {', '.join(names)} in the OGPO update at env step {at}"
+                    + (f" (seed {seeds[i]})" if vmapped else "")
+                    + f", after {int(grad_steps[i])} good updates; training stopped. The last good state is "
+                    f"checkpointed at env step {int(env_steps.min())} in {ckpt.directory}. Set "
+                    "train.nonfinite='skip' to discard such updates and go on.")
+            if tcfg.nonfinite == "skip" and not warned_skip and any(b is not None for b in bad):
+                i = next(j for j, b in enumerate(bad) if b is not None)
+                log(f"[finetune] warning: discarded update(s) with non-finite {', '.join(bad[i][1])} near env step "
+                    f"{int(env_steps[i])} (train.nonfinite='skip'; the count is logged as nonfinite_updates)")
+                warned_skip = True
+            due = env_steps >= np.minimum(next_eval, tcfg.total_env_steps)
+            if due.any():
+                res = run_eval(ls, [int(x) for x in env_steps])
+                for i in np.flatnonzero(due):
+                    records[i].update(res[i])
+                next_eval = np.where(due, (env_steps // every_eval + 1) * every_eval, next_eval)
+            for r in records:
+                finite = [np.isfinite(v) for v in r.values() if isinstance(v, float)]
+                if not all(finite):
+                    names = sorted(k for k, v in r.items() if isinstance(v, float) and not np.isfinite(v))
+                    raise NonFiniteError(f"non-finite metrics at env step {r['env_steps']}: {names}; the last good "
+                                         f"checkpoint is in {ckpt.directory}")
+            for lg, r, d in zip(loggers, records, log_dirs):
+                if lg is not None:
+                    lg.log(int(r["env_steps"]), r)
+                    if any(k.startswith("eval/") for k in r):
+                        _plot(d, log)
+            if env_steps.min() >= next_ckpt:
+                save(int(env_steps.min()))
+                next_ckpt = (int(env_steps.min()) // every_ckpt + 1) * every_ckpt
+            if stop.received is not None:
+                if ckpt.latest_step() != int(env_steps.min()):
+                    save(int(env_steps.min()))
+                log(f"[finetune] {stop.received}: checkpointed at {int(env_steps.min())} env steps in "
+                    f"{ckpt.directory}; rerun with the same --workdir to resume")
+                raise KeyboardInterrupt(stop.received)
+    except BaseException:
+        ckpt.close()
+        raise
+    finally:
+        stop.restore()
+        close_logs()
+    if ckpt.latest_step() != int(env_steps.min()):
+        save(int(env_steps.min()))
     ckpt.close()
-    final = run_eval(ls, jax.random.fold_in(k_eval, 10**9), final=True)
-    out = {
-        "final_success_ode": final["eval/success_ode"],
-        "final_success_sde": final["eval/success_sde"],
-        f"final_success_ode_{other}": final[f"eval/success_ode_{other}"],
-        "env_steps": env_steps,
-        "grad_steps": int(ls.agent.step),
-        "finetune_seconds": time.time() - t_start,
-    }
-    return out
+    final = run_eval(ls, [10**9] * num_seeds, final=True)
+    outs = []
+    for i in range(num_seeds):
+        outs.append({
+            "final_success_ode": final[i]["eval/success_ode"],
+            "final_success_sde": final[i]["eval/success_sde"],
+            f"final_success_ode_{other}": final[i][f"eval/success_ode_{other}"],
+            "env_steps": int(env_steps[i]),
+            "grad_steps": int(np.atleast_1d(np.asarray(jax.device_get(ls.agent.step)))[i]),
+            "finetune_seconds": time.time() - t_start,
+        })
+    return outs
 
 
 # ----------------------------------------------------------------------------- reloading runs

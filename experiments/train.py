@@ -2,7 +2,14 @@
 
     python experiments/train.py --config=configs/toy.py --workdir=runs/toy
     python experiments/train.py --config=configs/toy.py:quick --config.algo.group_size=8
-Rerunning with the same --workdir skips finished stages and resumes finetuning.
+    python experiments/train.py --config=configs/can.py --config.num_seeds=4          # 4 vmapped seeds
+    python experiments/train.py --config=configs/can.py --config.distributed.num_devices=0   # all GPUs
+    python experiments/train.py --config=configs/can.py --config.distributed.enabled=True \
+        --config.distributed.num_devices=0        # on every host of a TPU pod slice / GPU cluster
+
+Rerunning with the same --workdir skips finished stages and resumes finetuning from the latest
+checkpoint (SIGTERM / Ctrl-C checkpoint before stopping). Exit codes: 0 done, 1 error,
+2 stopped by a non-finite loss/gradient/Q-value (last good state checkpointed), 130 interrupted.
 """
 import os
 import sys
@@ -12,7 +19,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from ogpo_jax.training import pipeline  # noqa: E402
+from ogpo_jax.training import distributed, pipeline  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/toy.py", "Config file, optionally with ':preset'.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<env>_seed<seed>).")
@@ -22,9 +29,19 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)   # orbax logs every checkpoint step at INFO
     config = _CONFIG.value
+    pipeline.validate(config)                  # named errors before any device is touched
+    distributed.initialize(config.distributed)
     workdir = _WORKDIR.value or os.path.join("runs", f"{config.env.name}_seed{config.seed}")
-    print(f"[train] workdir {workdir}")
-    pipeline.run(config, workdir)
+    if distributed.is_main_process():
+        print(f"[train] workdir {workdir}")
+    try:
+        pipeline.run(config, workdir)
+    except pipeline.NonFiniteError as e:
+        print(f"[train] {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt as e:
+        print(f"[train] stopped ({e or 'interrupt'}); rerun with --workdir={workdir} to resume", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,10 @@
-"""Orbax checkpoints of whole training states (any pytree: LoopState, actor params)."""
+"""Orbax checkpoints of whole training states (any pytree: LoopState, actor params).
+
+A save writes into a temporary directory and renames it when complete, so the latest checkpoint
+is never half-written: a process killed during a save leaves the previous checkpoints intact and
+the next run resumes from the newest complete one. Sharded (multi-device, multi-host) states are
+written cooperatively, each process writing its own shards.
+"""
 from __future__ import annotations
 
 import math
@@ -23,6 +29,10 @@ def _encode(tree):
 def _encode_abstract(tree):
     return jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct((1,), x.dtype) if _empty(x) else x, tree)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint exists but cannot be read back."""
 
 
 class Checkpointer:
@@ -50,12 +60,20 @@ class Checkpointer:
             out = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except ValueError as e:
             if "do not match" not in str(e):
-                raise
+                raise CheckpointError(self._unreadable(step, e)) from None
             raise ValueError(
                 f"checkpoint {self.directory} step {step} has a different state layout than this version of "
                 "ogpo-jax expects (e.g. it was written before TrainState.aux existed, or with other "
-                f"algo/train settings); restore it with the version and config that wrote it. Details: {e}") from None
+                f"algo/train settings, or on another number of devices); restore it with the version and config "
+                f"that wrote it. Details: {e}") from None
+        except Exception as e:       # missing / truncated / corrupted files
+            raise CheckpointError(self._unreadable(step, e)) from None
         return jax.tree_util.tree_map(lambda o, x: jnp.zeros(x.shape, x.dtype) if _empty(x) else o, out, like)
+
+    def _unreadable(self, step, e) -> str:
+        return (f"checkpoint {os.path.join(self.directory, str(step))} cannot be read ({type(e).__name__}: "
+                f"{str(e)[:300]}); it is damaged. Move it away to resume from an older one "
+                f"(steps here: {sorted(self.manager.all_steps())})")
 
     def close(self):
         self.manager.close()

@@ -1,0 +1,189 @@
+"""Never lose a run: bit-exact resume, SIGKILL during training and during a checkpoint write, and
+`num_seeds=S` as one vmapped program equal to S single-seed runs."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from configs import toy
+from ogpo_jax.training import pipeline
+from ogpo_jax.training.checkpoint import Checkpointer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMING = ("wall_seconds", "env_steps_per_s", "updates_per_s", "compile_and_first_interval_s")
+
+
+def _quiet(*_):
+    pass
+
+
+def _tiny(**train):
+    c = toy.get_config("quick")
+    c.log.progress = False
+    c.log.tensorboard = False
+    a = c.algo
+    a.actor_hidden_dims, a.critic_hidden_dims, a.num_critics, a.flow_steps = (32, 32), (32, 32), 2, 3
+    a.batch_size = a.ppo_batch_size = a.success_batch_size = 16
+    a.group_size = 4
+    c.demos.num_demos, c.bc.max_steps, c.bc.eval_every, c.bc.eval_episodes = 16, 60, 30, 8
+    t = c.train
+    t.num_envs, t.start_training, t.log_every_iterations, t.updates_per_iteration = 8, 200, 5, 2
+    t.replay_capacity, t.success_capacity, t.eval_episodes = 4096, 1024, 8
+    t.eval_every_env_steps, t.checkpoint_every_env_steps = 600, 100_000
+    for k, v in train.items():
+        t[k] = v
+    return c
+
+
+def _records(log_dir):
+    with open(os.path.join(log_dir, "metrics.jsonl")) as f:
+        return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in f]
+
+
+def _final_state(cfg, workdir):
+    """The newest finetune checkpoint of a run, restored as numpy leaves."""
+    ckpt = Checkpointer(os.path.join(workdir, "finetune", "checkpoints"))
+    step = ckpt.latest_step()
+    item = ckpt.manager.restore(step)       # raw restore: any layout
+    ckpt.close()
+    return step, [np.asarray(x) for x in jax.tree_util.tree_leaves(item)]
+
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+    straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+    pipeline.run(_tiny(total_env_steps=1200), straight, log=_quiet)
+    first = pipeline.run(_tiny(total_env_steps=600), split, log=_quiet)
+    assert first["env_steps"] < 1200
+    messages = []
+    second = pipeline.run(_tiny(total_env_steps=1200), split, log=messages.append)
+    assert any("resumed from checkpoint at" in m for m in messages)
+    s_step, s_leaves = _final_state(None, straight)
+    r_step, r_leaves = _final_state(None, split)
+    assert s_step == r_step == second["env_steps"]
+    assert len(s_leaves) == len(r_leaves)
+    for a, b in zip(s_leaves, r_leaves):        # params, EMA, optimizers, replay, success ring, envs, keys
+        np.testing.assert_array_equal(a, b)
+    assert _records(straight) == _records(split)            # every logged metric, evaluations included
+    summary = json.load(open(os.path.join(straight, "summary.json")))
+    assert summary["final_success_ode"] == second["final_success_ode"]
+
+
+def test_num_seeds_equals_single_seed_runs(tmp_path):
+    multi = str(tmp_path / "multi")
+    cfg = _tiny(total_env_steps=800)
+    cfg.num_seeds = 2
+    summary = pipeline.run(cfg, multi, log=_quiet)
+    assert summary["seeds"] == [0, 1] and len(summary["per_seed"]) == 2
+    for seed in (0, 1):
+        single = str(tmp_path / f"single{seed}")
+        os.makedirs(single)
+        for name in ("demos.hdf5", "bc"):        # seed 1 finetunes the same demos + BC actor
+            src = os.path.join(multi, name)
+            (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, os.path.join(single, name))
+        c = _tiny(total_env_steps=800)
+        c.seed = seed
+        one = pipeline.run(c, single, log=_quiet)
+        per_seed = json.load(open(os.path.join(multi, f"seed_{seed}", "summary.json")))
+        assert per_seed["seed"] == seed
+        assert per_seed["env_steps"] == one["env_steps"] and per_seed["grad_steps"] == one["grad_steps"]
+        assert per_seed["final_success_ode"] == pytest.approx(one["final_success_ode"], abs=0.13)
+        a, b = _records(os.path.join(multi, f"seed_{seed}")), _records(single)
+        assert [r["env_steps"] for r in a] == [r["env_steps"] for r in b]
+        for ra, rb in zip(a, b):
+            for k in ("critic/loss", "actor/loss", "rollout/success", "replay_size"):
+                if k in rb:
+                    assert ra[k] == pytest.approx(rb[k], rel=2e-3, abs=1e-4), (seed, k, ra["env_steps"])
+    s0 = json.load(open(os.path.join(multi, "seed_0", "summary.json")))
+    s1 = json.load(open(os.path.join(multi, "seed_1", "summary.json")))
+    assert _records(os.path.join(multi, "seed_0")) != _records(os.path.join(multi, "seed_1"))
+    assert summary["final_success_ode"] == pytest.approx((s0["final_success_ode"] + s1["final_success_ode"]) / 2)
+
+
+# ----------------------------------------------------------------------------- SIGKILL
+
+
+def _train_cmd(workdir, total):
+    flags = {
+        "config.log.progress": False, "config.log.tensorboard": True,
+        "config.algo.actor_hidden_dims": "(32,32)", "config.algo.critic_hidden_dims": "(32,32)",
+        "config.algo.num_critics": 2, "config.algo.flow_steps": 3, "config.algo.batch_size": 16,
+        "config.algo.ppo_batch_size": 16, "config.algo.success_batch_size": 16, "config.algo.group_size": 4,
+        "config.demos.num_demos": 16, "config.bc.max_steps": 60, "config.bc.eval_every": 30,
+        "config.bc.eval_episodes": 8, "config.train.num_envs": 8, "config.train.start_training": 200,
+        "config.train.log_every_iterations": 5, "config.train.updates_per_iteration": 2,
+        # a large replay ring makes every checkpoint write take a while (~250 MB)
+        "config.train.replay_capacity": 3_000_000, "config.train.success_capacity": 1024,
+        "config.train.eval_episodes": 8, "config.train.eval_every_env_steps": 100_000,
+        "config.train.checkpoint_every_env_steps": 300, "config.train.max_checkpoints": 2,
+        "config.train.total_env_steps": total,
+    }
+    return ([sys.executable, os.path.join(ROOT, "experiments", "train.py"), "--config=configs/toy.py:quick",
+             f"--workdir={workdir}"] + [f"--{k}={v}" for k, v in flags.items()])
+
+
+def _wait(pred, timeout, proc=None):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if pred():
+            return True
+        if proc is not None and proc.poll() is not None:
+            return False
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.heavy
+def test_sigkill_during_training_and_during_a_checkpoint_write(tmp_path):
+    workdir = str(tmp_path / "run")
+    ckdir = os.path.join(workdir, "finetune", "checkpoints")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    env.pop("XLA_FLAGS", None)
+
+    def steps():
+        if not os.path.isdir(ckdir):
+            return []
+        return sorted(int(d) for d in os.listdir(ckdir) if d.isdigit())
+
+    def tmp_dirs():
+        return [d for d in os.listdir(ckdir) if "tmp" in d] if os.path.isdir(ckdir) else []
+
+    def start():
+        return subprocess.Popen(_train_cmd(workdir, 2400), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+
+    # 1. kill while training, after the first complete checkpoint
+    proc = start()
+    assert _wait(lambda: len(steps()) >= 1 and not tmp_dirs(), 600, proc), proc.communicate()[0][-3000:]
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = steps()
+
+    # 2. restart, kill in the middle of the next checkpoint write
+    proc = start()
+    assert _wait(lambda: bool(tmp_dirs()), 600, proc), proc.communicate()[0][-3000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    complete = steps()
+    assert complete and complete[-1] >= before[-1]
+
+    # 3. restart: resumes from the newest complete checkpoint and finishes
+    proc = start()
+    out = proc.communicate(timeout=900)[0]
+    assert proc.returncode == 0, out[-3000:]
+    assert f"resumed from checkpoint at {complete[-1]} env steps" in out, out[-3000:]
+    summary = json.load(open(os.path.join(workdir, "summary.json")))
+    assert summary["env_steps"] >= 2400
+    records = _records(workdir)
+    env_steps = [r["env_steps"] for r in records]
+    assert env_steps == sorted(set(env_steps))           # no duplicated or lost log records
+    assert env_steps[0] < 300 and all(b - a < 200 for a, b in zip(env_steps, env_steps[1:]))
+    assert not tmp_dirs()
+    assert steps()[-1] == summary["env_steps"]

@@ -59,7 +59,7 @@ class Checkpointer:
         try:
             out = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except ValueError as e:
-            if "do not match" not in str(e):
+            if "do not match" not in str(e) and "not compatible with the stored shape" not in str(e):
                 raise CheckpointError(self._unreadable(step, e)) from None
             raise ValueError(
                 f"checkpoint {self.directory} step {step} has a different state layout than this version of "

@@ -76,7 +76,8 @@ def device_capacity(device=None) -> tuple[int | None, str]:
 
 
 def gib(x: float) -> str:
-    return f"{x / 2**30:.2f} GiB"
+    """Human-readable bytes (MiB below 1 GiB)."""
+    return f"{x / 2**30:.2f} GiB" if x >= 2**30 else f"{x / 2**20:.1f} MiB"
 
 
 def describe(est: dict) -> str:

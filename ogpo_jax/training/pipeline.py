@@ -168,6 +168,9 @@ def run(config, workdir: str, log=print) -> dict:
     Multi-host: only process 0 prints and writes files; the others wait for its demos and BC.
     """
     validate(config)
+    # the device-memory budget, before anything is written or allocated
+    env, _, episode_length = envs.make(config.env.name, **config.env.kwargs.to_dict())
+    memory.check_fits(config, env.observation_size, env.action_size, episode_length)
     main = distributed.is_main_process()
     if not main:
         log = _silent

@@ -99,7 +99,7 @@ def dp(out_path):
         ls = sharded_state(c, env, ep_len, chunk_shape, obs_dim, algo, bc, mesh)
         interval = loop.make_interval(env, c.train, c.train.log_every_iterations, mesh=mesh, donate=True)
         td, succ_rate = [], []
-        for _ in range(12):
+        for _ in range(8):
             ls, m = interval(ls)
             r = loop.summarize_interval(jax.device_get(m))
             if "critic/td_error" in r:

@@ -91,3 +91,37 @@ def test_toy_quick_on_4_devices_reaches_090(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.load(open(tmp_path / "run" / "summary.json"))
     assert summary["bc_success_ode"] <= 0.5 and summary["final_success_ode"] >= 0.9, summary
+
+
+@pytest.mark.xdist_group("distributed")
+def test_train_py_on_two_processes_end_to_end(tmp_path):
+    """experiments/train.py as a 2-host job on localhost (2 CPU devices each): process 0 makes the
+    demos and BC actor, both finetune on the 4-device mesh, checkpoint cooperatively, and only
+    process 0 writes logs and the summary."""
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from test_resume import _train_cmd
+
+    workdir = str(tmp_path / "run")
+    port = _free_port()
+    env = _env()
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    procs = []
+    for pid in range(2):
+        cmd = _train_cmd(workdir, 800) + [
+            "--config.train.replay_capacity=4096", "--config.distributed.enabled=True",
+            "--config.distributed.num_devices=0", f"--config.distributed.coordinator_address=localhost:{port}",
+            "--config.distributed.num_processes=2", f"--config.distributed.process_id={pid}"]
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-4000:]
+    assert "[finetune] 4 device(s) (cpu), 2 process(es)" in outs[0]
+    assert "[train] workdir" not in outs[1] and "[finetune]" not in outs[1]     # only process 0 prints
+    summary = json.load(open(os.path.join(workdir, "summary.json")))
+    assert summary["env_steps"] >= 800 and 0.0 <= summary["final_success_ode"] <= 1.0
+    records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    steps = [r["env_steps"] for r in records]
+    assert steps == sorted(set(steps))                  # one writer: no duplicated records
+    ckdir = os.path.join(workdir, "finetune", "checkpoints")
+    assert str(summary["env_steps"]) in os.listdir(ckdir)

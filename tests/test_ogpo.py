@@ -34,10 +34,11 @@ def _leaves_equal(a, b):
 def test_update_is_pure_and_jittable():
     state = ogpo.init(jax.random.PRNGKey(0), OBS, CHUNK, CFG)
     batch, succ = _batch(jax.random.PRNGKey(1)), _batch(jax.random.PRNGKey(2), 8)
-    s1, m1 = ogpo.update(state, batch, succ)
-    s2, m2 = ogpo.update(state, batch, succ)
-    assert _leaves_equal(s1, s2) and _leaves_equal(m1, m2)
-    s3, m3 = jax.jit(ogpo.update)(state, batch, succ)
+    s1, m1 = ogpo.update(state, batch, succ)             # eager (op by op: slow on CPU, once)
+    step = jax.jit(ogpo.update)
+    s2, m2 = step(state, batch, succ)
+    s3, m3 = step(state, batch, succ)
+    assert _leaves_equal(s2, s3) and _leaves_equal(m2, m3)  # pure: same inputs, same outputs
     for a, b in zip(jax.tree_util.tree_leaves(s1), jax.tree_util.tree_leaves(s3)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     assert int(s3.step) == 1 and not _leaves_equal(s3.actor, state.actor)
@@ -60,8 +61,8 @@ def test_update_vmaps_over_seeds():
 def test_ppo_ratio_is_one_when_actor_equals_ema():
     state = ogpo.init(jax.random.PRNGKey(0), OBS, CHUNK, CFG)
     assert _leaves_equal(state.actor, state.actor_ema)
-    _, metrics = ogpo.actor_step(state, _batch(jax.random.PRNGKey(1)), _batch(jax.random.PRNGKey(2), 8),
-                                 jax.random.PRNGKey(3))
+    _, metrics = jax.jit(ogpo.actor_step)(state, _batch(jax.random.PRNGKey(1)), _batch(jax.random.PRNGKey(2), 8),
+                                          jax.random.PRNGKey(3))
     assert float(metrics["actor/ratio_mean"]) == pytest.approx(1.0, abs=1e-6)
     assert float(metrics["actor/ratio_max"]) == pytest.approx(1.0, abs=1e-6)
     assert float(metrics["actor/clip_frac"]) == 0.0

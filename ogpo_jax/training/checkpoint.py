@@ -38,16 +38,31 @@ class CheckpointError(RuntimeError):
 class Checkpointer:
     """Keeps the last `max_to_keep` checkpoints under `directory`; steps are env steps."""
 
-    def __init__(self, directory: str, max_to_keep: int = 2):
+    def __init__(self, directory: str, max_to_keep: int = 2, process_local: bool = False):
+        """`process_local`: in a multi-host run, this process alone reads/writes the checkpoint (e.g.
+        the BC actor, which process 0 trains while the others wait); by default every process
+        takes part (sharded training states)."""
         self.directory = os.path.abspath(directory)
-        self.manager = ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+        # orbax refuses process-local jax.Arrays in a multi-process job: such checkpoints hold numpy
+        self.as_numpy = process_local and jax.process_count() > 1
+        if self.as_numpy:
+            pid = jax.process_index()
+            os.makedirs(self.directory, exist_ok=True)
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep, create=False,
+                multiprocessing_options=ocp.options.MultiprocessingOptions(
+                    primary_host=pid, active_processes={pid}, barrier_sync_key_prefix=f"process{pid}"))
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self):
         return self.manager.latest_step()
 
     def save(self, step: int, tree) -> None:
-        self.manager.save(int(step), args=ocp.args.StandardSave(_encode(tree)))
+        tree = _encode(tree)
+        if self.as_numpy:
+            tree = jax.tree_util.tree_map(np.asarray, tree)
+        self.manager.save(int(step), args=ocp.args.StandardSave(tree))
         self.manager.wait_until_finished()
 
     def restore(self, like, step=None):
@@ -55,7 +70,10 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _encode_abstract(like))
+        if self.as_numpy:
+            abstract = jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype), _encode_abstract(like))
+        else:
+            abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _encode_abstract(like))
         try:
             out = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except ValueError as e:

@@ -134,7 +134,7 @@ def prepare(config, workdir: str, log=print) -> Prepared:
     # ---------------------------------------------------------------- stage 2: clipped BC
     bc_dir = os.path.join(workdir, "bc")
     bc_json = os.path.join(bc_dir, "bc.json")
-    bc_ckpt = Checkpointer(os.path.join(bc_dir, "actor"), max_to_keep=1)
+    bc_ckpt = Checkpointer(os.path.join(bc_dir, "actor"), max_to_keep=1, process_local=True)
     template = ogpo.init(k_agent, obs_dim, chunk_shape, algo_cfg)
     if os.path.exists(bc_json) and bc_ckpt.latest_step() is not None:
         bc_params = bc_ckpt.restore(template.actor)

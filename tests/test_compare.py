@@ -38,7 +38,9 @@ def _setup(c):
     return env, episode_length, chunk_shape, env.observation_size, bc
 
 
+@pytest.mark.slow
 def test_vmapped_seeds_equal_the_seeds_run_one_by_one():
+    """Loop level; CI runs the pipeline-level version, test_resume.py::test_num_seeds_equals_single_seed_runs."""
     c = _tiny_config()
     env, ep_len, chunk_shape, obs_dim, bc = _setup(c)
     stacked, _ = compare.init_seeds(c, env, ep_len, chunk_shape, obs_dim, bc, [3, 4])
@@ -75,7 +77,9 @@ def test_bootstrap_ci_and_auc():
 def test_run_seeds_and_report(tmp_path):
     c = _tiny_config()
     env, ep_len, chunk_shape, obs_dim, bc = _setup(c)
-    res = compare.run_seeds(c, env, ep_len, chunk_shape, obs_dim, bc, [0, 1], log=lambda *_: None)
+    ck = str(tmp_path / "ckpt")
+    res = compare.run_seeds(c, env, ep_len, chunk_shape, obs_dim, bc, [0, 1], log=lambda *_: None,
+                            checkpoint_dir=ck)
     curve = res["curve"]
     assert res["seeds"] == [0, 1] and len(curve["success_ode"][0]) == 2
     assert curve["env_steps"][0] == 0 and curve["env_steps"][-1] >= c.train.total_env_steps
@@ -93,6 +97,17 @@ def test_run_seeds_and_report(tmp_path):
     assert table.index("| b |") < table.index("| a |") and "BC start: ODE 0.100" in table
     for png in ("success_vs_env_steps.png", "success_vs_wall_clock.png"):
         assert os.path.getsize(tmp_path / png) > 1000
+
+    # a longer budget on the same checkpoint dir continues from the last evaluation's state
+    c.train.total_env_steps = 150
+    msgs = []
+    more = compare.run_seeds(c, env, ep_len, chunk_shape, obs_dim, bc, [0, 1], log=msgs.append, checkpoint_dir=ck)
+    assert any("resumed at" in m for m in msgs)
+    n = len(curve["env_steps"]) - 1          # the last point of the first run is its final state
+    assert more["curve"]["env_steps"][:n + 1] == curve["env_steps"]
+    assert more["curve"]["success_ode"][:n + 1] == curve["success_ode"]
+    assert more["curve"]["env_steps"][-1] >= 150 > curve["env_steps"][-1]
+    assert more["grad_steps"] > res["grad_steps"]
 
 
 def test_compare_cli_runs_and_resumes(tmp_path):

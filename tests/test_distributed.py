@@ -29,12 +29,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
+_CACHE = {}     # per worker process: pytest may tear a module fixture down between reordered tests
+
+
+@pytest.fixture
 def dp_result(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("dp") / "dp.json")
-    proc = subprocess.run([sys.executable, WORKER, "dp", out], env=_env(), capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.load(open(out))
+    if "dp" not in _CACHE:
+        out = str(tmp_path_factory.mktemp("dp") / "dp.json")
+        proc = subprocess.run([sys.executable, WORKER, "dp", out], env=_env(), capture_output=True, text=True,
+                              timeout=900)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        _CACHE["dp"] = json.load(open(out))
+    return _CACHE["dp"]
 
 
 @pytest.mark.xdist_group("distributed")
@@ -47,10 +53,10 @@ def test_one_update_on_4_devices_matches_1_device(dp_result):
 
 
 @pytest.mark.xdist_group("distributed")
-def test_training_on_2_and_4_devices_learns_like_1_device(dp_result):
+def test_training_on_4_devices_learns_like_1_device(dp_result):
     runs = dp_result["runs"]
     base = np.asarray(runs["1"]["td_error"])
-    for n in ("1", "2", "4"):
+    for n in ("1", "4"):
         r = runs[n]
         assert r["finite"] and r["compiles"] == 1, r           # no recompilation between intervals
         assert r["replay_blocks"] == int(n)
@@ -93,11 +99,12 @@ def test_toy_quick_on_4_devices_reaches_090(tmp_path):
     assert summary["bc_success_ode"] <= 0.5 and summary["final_success_ode"] >= 0.9, summary
 
 
-@pytest.mark.xdist_group("distributed")
+@pytest.mark.slow
 def test_train_py_on_two_processes_end_to_end(tmp_path):
     """experiments/train.py as a 2-host job on localhost (2 CPU devices each): process 0 makes the
     demos and BC actor, both finetune on the 4-device mesh, checkpoint cooperatively, and only
-    process 0 writes logs and the summary."""
+    process 0 writes logs and the summary. ~140 s on 2 cores, hence `slow`; the loop-level
+    2-process test above runs in CI."""
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     from test_resume import _train_cmd
 

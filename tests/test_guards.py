@@ -194,11 +194,6 @@ def _state(c):
     return env, ls
 
 
-def _poison(ls):
-    """NaN rewards in the whole replay ring from the 2nd iteration on (every TD target is NaN)."""
-    return ls
-
-
 @pytest.mark.parametrize("mode", ["stop", "skip"])
 def test_nan_injection_triggers_the_guard(mode):
     c = _tiny()

@@ -4,12 +4,8 @@ import os
 
 import pytest
 
-import jax
-
 from configs import toy
-from ogpo_jax import envs
 from ogpo_jax.training import pipeline
-from ogpo_jax.training.evaluation import make_evaluator
 
 
 PPO_ALONE_STEPS = 40_000
@@ -76,44 +72,8 @@ def test_toy_more_seeds_reach_090(tmp_path, seed):
     assert summary["final_success_ode"] >= 0.9, summary
 
 
-def test_rerun_skips_finished_stages_and_resumes(tmp_path):
-    workdir = str(tmp_path / "run")
-    cfg = _config(0, total_env_steps=3_000, start_training=1_000, eval_every_env_steps=3_000,
-                  checkpoint_every_env_steps=1_000)
-    cfg.bc.max_steps = 250
-    first = pipeline.run(cfg, workdir, log=_quiet_log)
-    messages = []
-    cfg.train.total_env_steps = 6_000
-    second = pipeline.run(cfg, workdir, log=messages.append)
-    assert any("using" in m and "demos.hdf5" in m for m in messages)
-    assert any("[bc] restored" in m for m in messages)
-    assert any("[finetune] resumed" in m for m in messages)
-    assert second["bc_success_ode"] == first["bc_success_ode"]
-    assert second["env_steps"] >= 6_000 > first["env_steps"]
-    assert second["grad_steps"] > first["grad_steps"]
-    lines = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-    steps = [r["env_steps"] for r in lines]
-    assert steps == sorted(steps)
-    assert os.path.getsize(os.path.join(workdir, "learning_curve.png")) > 10_000
-
-    # reloading the run for experiments/evaluate.py: the finetuned agent and the BC actor
-    config = pipeline.load_run_config(workdir)
-    assert config.algo.actor_hidden_dims == cfg.algo.actor_hidden_dims
-    agent, policies, what = pipeline.restore_policy(config, workdir, "latest")
-    assert set(policies) == {"ode", "sde", "best_of_n"} and str(second["env_steps"]) in what
-    assert int(agent.step) == second["grad_steps"]
-    bc_params, bc_policies, what = pipeline.restore_policy(config, workdir, "bc")
-    assert set(bc_policies) == {"ode", "sde"} and "BC" in what
-    env, _, length = envs.make(config.env.name)
-    evaluate = make_evaluator(env, config.env.chunk_horizon, length, 128)
-    key = jax.random.PRNGKey(0)
-    ode = float(evaluate(policies["ode"], agent, key)["success"])
-    assert abs(ode - second["final_success_ode"]) < 0.25      # same policy, other episodes
-    evaluate(bc_policies["sde"], bc_params, key)
-    with pytest.raises(FileNotFoundError, match="checkpoint step 17"):
-        pipeline.restore_policy(config, workdir, "17")
-    with pytest.raises(FileNotFoundError, match="config.json"):
-        pipeline.load_run_config(str(tmp_path / "nothing"))
+# Rerunning a workdir (stages skipped, finetune resumed bit-identically, restore_policy / evaluate):
+# tests/test_resume.py::test_resume_is_bit_identical_to_an_uninterrupted_run.
 
 
 @pytest.mark.parametrize("section,field,value,match", [

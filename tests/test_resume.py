@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 
 from configs import toy
+from ogpo_jax import envs
 from ogpo_jax.training import pipeline
 from ogpo_jax.training.checkpoint import Checkpointer
+from ogpo_jax.training.evaluation import make_evaluator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING = ("wall_seconds", "env_steps_per_s", "updates_per_s", "compile_and_first_interval_s")
@@ -56,14 +58,43 @@ def _final_state(cfg, workdir):
     return step, [np.asarray(x) for x in jax.tree_util.tree_leaves(item)]
 
 
-def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
-    straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+_CACHE = {}     # per worker process: pytest may tear a module fixture down between reordered tests
+
+
+@pytest.fixture
+def prepared(tmp_path_factory):
+    """Demos + BC actor of `_tiny()`, made once per worker and copied into each run directory."""
+    if "prepared" not in _CACHE:
+        d = str(tmp_path_factory.mktemp("prepared"))
+        pipeline.prepare(_tiny(), d, log=_quiet)
+        _CACHE["prepared"] = d
+    return _CACHE["prepared"]
+
+
+def _workdir(prepared, path):
+    os.makedirs(path)
+    for name in ("demos.hdf5", "demos.json", "bc"):
+        src = os.path.join(prepared, name)
+        if os.path.exists(src):
+            (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, os.path.join(path, name))
+    return path
+
+
+@pytest.mark.xdist_group("resume")
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, prepared):
+    straight = _workdir(prepared, str(tmp_path / "straight"))
+    split = _workdir(prepared, str(tmp_path / "split"))
     pipeline.run(_tiny(total_env_steps=1200), straight, log=_quiet)
     first = pipeline.run(_tiny(total_env_steps=600), split, log=_quiet)
     assert first["env_steps"] < 1200
     messages = []
     second = pipeline.run(_tiny(total_env_steps=1200), split, log=messages.append)
+    # finished stages are skipped, finetuning resumes
+    assert any("using" in m and "demos.hdf5" in m for m in messages)
+    assert any("[bc] restored" in m for m in messages)
     assert any("resumed from checkpoint at" in m for m in messages)
+    assert second["bc_success_ode"] == first["bc_success_ode"]
+    assert second["grad_steps"] > first["grad_steps"]
     s_step, s_leaves = _final_state(None, straight)
     r_step, r_leaves = _final_state(None, split)
     assert s_step == r_step == second["env_steps"]
@@ -73,10 +104,31 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     assert _records(straight) == _records(split)            # every logged metric, evaluations included
     summary = json.load(open(os.path.join(straight, "summary.json")))
     assert summary["final_success_ode"] == second["final_success_ode"]
+    assert os.path.getsize(os.path.join(split, "learning_curve.png")) > 10_000
+
+    # reloading the run for experiments/evaluate.py: the finetuned agent and the BC actor
+    config = pipeline.load_run_config(split)
+    assert config.algo.actor_hidden_dims == (32, 32)
+    agent, policies, what = pipeline.restore_policy(config, split, "latest")
+    assert set(policies) == {"ode", "sde", "best_of_n"} and str(second["env_steps"]) in what
+    assert int(agent.step) == second["grad_steps"]
+    bc_params, bc_policies, what = pipeline.restore_policy(config, split, "bc")
+    assert set(bc_policies) == {"ode", "sde"} and "BC" in what
+    env, _, length = envs.make(config.env.name)
+    evaluate = make_evaluator(env, config.env.chunk_horizon, length, 64)
+    key = jax.random.PRNGKey(0)
+    ode = float(evaluate(policies["ode"], agent, key)["success"])
+    assert abs(ode - second["final_success_ode"]) < 0.3      # same policy, other episodes
+    evaluate(bc_policies["sde"], bc_params, key)
+    with pytest.raises(FileNotFoundError, match="checkpoint step 17"):
+        pipeline.restore_policy(config, split, "17")
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        pipeline.load_run_config(str(tmp_path / "nothing"))
 
 
-def test_num_seeds_equals_single_seed_runs(tmp_path):
-    multi = str(tmp_path / "multi")
+@pytest.mark.xdist_group("resume")
+def test_num_seeds_equals_single_seed_runs(tmp_path, prepared):
+    multi = _workdir(prepared, str(tmp_path / "multi"))
     cfg = _tiny(total_env_steps=800)
     cfg.num_seeds = 2
     summary = pipeline.run(cfg, multi, log=_quiet)
@@ -100,6 +152,12 @@ def test_num_seeds_equals_single_seed_runs(tmp_path):
             for k in ("critic/loss", "actor/loss", "rollout/success", "replay_size"):
                 if k in rb:
                     assert ra[k] == pytest.approx(rb[k], rel=2e-3, abs=1e-4), (seed, k, ra["env_steps"])
+    # the stacked checkpoint: evaluate.py restores the first seed; resuming needs the same layout
+    agent, _, what = pipeline.restore_policy(pipeline.load_run_config(multi), multi, "latest")
+    assert "seed 0 of 2" in what and int(agent.step) == summary["per_seed"][0]["grad_steps"]
+    cfg.num_seeds = 1
+    with pytest.raises(ValueError, match=r"written with 1 device\(s\) and 2 seed\(s\).*--config.num_seeds=2"):
+        pipeline.run(cfg, multi, log=_quiet)
     s0 = json.load(open(os.path.join(multi, "seed_0", "summary.json")))
     s1 = json.load(open(os.path.join(multi, "seed_1", "summary.json")))
     assert _records(os.path.join(multi, "seed_0")) != _records(os.path.join(multi, "seed_1"))
@@ -118,8 +176,8 @@ def _train_cmd(workdir, total):
         "config.demos.num_demos": 16, "config.bc.max_steps": 60, "config.bc.eval_every": 30,
         "config.bc.eval_episodes": 8, "config.train.num_envs": 8, "config.train.start_training": 200,
         "config.train.log_every_iterations": 5, "config.train.updates_per_iteration": 2,
-        # a large replay ring makes every checkpoint write take a while (~250 MB)
-        "config.train.replay_capacity": 3_000_000, "config.train.success_capacity": 1024,
+        # a large replay ring makes every checkpoint write take a while (~120 MB)
+        "config.train.replay_capacity": 1_500_000, "config.train.success_capacity": 1024,
         "config.train.eval_episodes": 8, "config.train.eval_every_env_steps": 100_000,
         "config.train.checkpoint_every_env_steps": 300, "config.train.max_checkpoints": 2,
         "config.train.total_env_steps": total,

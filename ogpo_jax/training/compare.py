@@ -40,12 +40,15 @@ def init_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, see
 
 
 def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seeds, log=print,
-              eval_modes=("ode",), final_modes=("ode", "sde"), on_eval=None) -> dict:
+              eval_modes=("ode",), final_modes=("ode", "sde"), on_eval=None, checkpoint_dir=None) -> dict:
     """Finetune `bc_params` with `config` for every seed in `seeds` as one vmapped program.
 
     Evaluates every `train.eval_every_env_steps` (mean env steps over seeds) with `eval_modes`
     and at the end with `final_modes`. Returns a JSON-able dict of per-seed curves;
     `on_eval(partial_result)` is called after every evaluation (to save curves of unfinished runs).
+    `checkpoint_dir`: after every evaluation the whole stacked loop state and the curves so far are
+    saved there, and a rerun continues from the newest one (a long method survives a killed
+    process; the continuation equals an uninterrupted run).
     """
     tcfg = config.train
     algo_cfg = validate(config)
@@ -53,6 +56,19 @@ def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seed
     t_start = time.time()
     ls, eval_keys = init_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seeds)
     ls = jax.device_put(ls, jax.devices()[0])
+    ckpt, progress_path, resumed = None, None, None
+    if checkpoint_dir:
+        from ogpo_jax.training.checkpoint import Checkpointer
+        ckpt = Checkpointer(checkpoint_dir, max_to_keep=2)
+        progress_path = os.path.join(os.path.abspath(checkpoint_dir), "progress.json")
+        if os.path.exists(progress_path):
+            resumed = json.load(open(progress_path))
+            if resumed["seeds"] != seeds or resumed["step"] not in ckpt.manager.all_steps():
+                resumed = None          # another seed set, or killed between the two writes
+        if resumed is not None:
+            ls = ckpt.restore(ls, resumed["step"])
+            t_start = time.time() - resumed["seconds"]
+            log(f"  resumed at {resumed['env_steps']:.0f} env steps from {checkpoint_dir}")
     interval = loop.make_interval(env, tcfg, tcfg.log_every_iterations, vmap_seeds=True)
     evaluate = make_evaluator(env, chunk_shape[0], episode_length, tcfg.eval_episodes, vmap_seeds=True)
     # one policy object per sampler: the evaluator is compiled per (static) policy
@@ -76,11 +92,16 @@ def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seed
             curve[f"success_{m}"].append(res[m])
         return res
 
-    res = record(ls, np.zeros(len(seeds)))
-    log(f"  [{0:>8d} env steps] " + "  ".join(f"{m} {np.mean(v):.3f}" for m, v in res.items()))
-    env_steps = np.zeros(len(seeds))
-    next_eval = tcfg.eval_every_env_steps
-    compile_s = None
+    if resumed is None:
+        res = record(ls, np.zeros(len(seeds)))
+        log(f"  [{0:>8d} env steps] " + "  ".join(f"{m} {np.mean(v):.3f}" for m, v in res.items()))
+        env_steps = np.zeros(len(seeds))
+        next_eval = tcfg.eval_every_env_steps
+        compile_s = None
+    else:
+        curve, rollout = resumed["curve"], resumed["rollout"]
+        env_steps = np.asarray(resumed["env_steps_per_seed"], float)
+        next_eval, compile_s = resumed["next_eval"], resumed["compile_s"]
     while env_steps.mean() < tcfg.total_env_steps:
         t0 = time.time()
         ls, metrics = interval(ls)
@@ -103,7 +124,16 @@ def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seed
             if on_eval is not None:
                 on_eval({"seeds": seeds, "curve": curve, "rollout": rollout, "env_steps": float(env_steps.mean()),
                          "seconds": time.time() - t_start, "device": describe_device(), "partial": True})
+            if ckpt is not None:
+                step = int(ls.iteration.max())
+                ckpt.save(step, ls)
+                pipeline.write_json(progress_path, {
+                    "step": step, "seeds": seeds, "curve": curve, "rollout": rollout,
+                    "env_steps": float(env_steps.mean()), "env_steps_per_seed": env_steps.tolist(),
+                    "next_eval": float(next_eval), "compile_s": compile_s, "seconds": time.time() - t_start})
     final = run_eval(ls, final_modes, 10**9)
+    if ckpt is not None:
+        ckpt.close()
     return {
         "seeds": seeds,
         "algo": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.algo.to_dict().items()},

@@ -346,10 +346,15 @@ def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shap
     est = memory.check_fits(config, obs_dim, chunk_shape[1], episode_length)
     log(f"[finetune] {mesh.size} device(s) ({jax.devices()[0].platform}), {jax.process_count()} process(es); "
         f"{num_seeds} seed(s) {seeds}; state {memory.describe(est)}")
-    ls = init_finetune_state(config, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params,
-                             mesh if mesh.size > 1 else None)
     ckpt = Checkpointer(os.path.join(workdir, "finetune", "checkpoints"), tcfg.max_checkpoints)
     resumed = ckpt.latest_step() is not None
+    try:
+        check_layout(workdir, mesh.size, num_seeds, resumed)
+    except ValueError:
+        ckpt.close()
+        raise
+    ls = init_finetune_state(config, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params,
+                             mesh if mesh.size > 1 else None)
     if resumed:
         ls = _distinct_buffers(ckpt.restore(ls))
         log(f"[finetune] resumed from checkpoint at {ckpt.latest_step()} env steps")
@@ -501,6 +506,29 @@ def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shap
 
 # ----------------------------------------------------------------------------- reloading runs
 
+def _layout_path(workdir: str) -> str:
+    return os.path.join(workdir, "finetune", "layout.json")
+
+
+def read_layout(workdir: str) -> dict:
+    """How a run's finetune checkpoints are laid out: ring blocks (devices) and stacked seeds."""
+    path = _layout_path(workdir)
+    return _read_json(path) if os.path.exists(path) else {"num_shards": 1, "num_seeds": 1}
+
+
+def check_layout(workdir: str, num_shards: int, num_seeds: int, has_checkpoint: bool) -> None:
+    """A run resumes only with the device count and seed count its checkpoints were written with."""
+    old = read_layout(workdir)
+    if has_checkpoint and (old["num_shards"], old["num_seeds"]) != (num_shards, num_seeds):
+        raise ValueError(
+            f"{workdir}: its finetune checkpoints were written with {old['num_shards']} device(s) and "
+            f"{old['num_seeds']} seed(s), this run has {num_shards} device(s) and {num_seeds} seed(s); resume "
+            f"with --config.distributed.num_devices={old['num_shards']} --config.num_seeds={old['num_seeds']}")
+    if distributed.is_main_process():
+        os.makedirs(os.path.dirname(_layout_path(workdir)), exist_ok=True)
+        write_json(_layout_path(workdir), {"num_shards": int(num_shards), "num_seeds": int(num_seeds)})
+
+
 def load_run_config(workdir: str):
     """The resolved config a run wrote into `workdir/config.json`, as a ConfigDict."""
     from ml_collections import ConfigDict
@@ -556,15 +584,21 @@ def restore_policy(config, workdir: str, source: str = "latest"):
             if step is not None and step not in steps:
                 ckpt.close()
                 raise FileNotFoundError(f"checkpoint step {step} not in {ckpt_dir} (have {sorted(steps)})")
-            template = jax.eval_shape(lambda: loop.init_loop(
+            layout = read_layout(workdir)
+            one = lambda: loop.init_loop(  # noqa: E731
                 k_loop, env, ogpo.init(k_agent, env.observation_size, chunk_shape, algo_cfg),
-                env.observation_size, config.train, episode_length))
+                env.observation_size, config.train, episode_length, num_shards=layout["num_shards"])
+            seeds = layout["num_seeds"]
+            template = jax.eval_shape(lambda: loop.stack_seeds([one()] * seeds) if seeds > 1 else one())
             ls = ckpt.restore(template, step)
-            step = int(ls.env_steps)
             ckpt.close()
+            what = f"finetune checkpoint at {{}} env steps ({ckpt_dir})"
+            if seeds > 1:                  # a num_seeds run: the first seed's agent
+                ls = loop.unstack_seed(ls, 0)
+                what += f", seed {config.seed} of {seeds}"
             modes = ("ode", "sde", "best_of_n")
             policies = {m: functools.partial(agent_policy, m, algo_cfg.act_with) for m in modes}
-            return ls.agent, policies, f"finetune checkpoint at {step} env steps ({ckpt_dir})"
+            return ls.agent, policies, what.format(int(ls.env_steps))
     bc_ckpt = Checkpointer(os.path.join(workdir, "bc", "actor"), max_to_keep=1)
     if bc_ckpt.latest_step() is None:
         raise FileNotFoundError(f"no BC actor in {os.path.join(workdir, 'bc', 'actor')}")

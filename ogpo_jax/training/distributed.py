@@ -62,23 +62,6 @@ def make_mesh(num_devices: int = 0) -> Mesh:
     return Mesh(np.asarray(devices[:n]), (AXIS,))
 
 
-def check_divisible(train_cfg, algo_cfg, num_shards: int) -> None:
-    """Every size that is split over the mesh must divide by its device count (named error)."""
-    if num_shards == 1:
-        return
-    sizes = {
-        "train.num_envs": train_cfg.num_envs,
-        "train.replay_capacity": train_cfg.replay_capacity,
-        "train.success_capacity": train_cfg.success_capacity,
-        "algo.batch_size": algo_cfg.batch_size,
-        "algo.success_batch_size": algo_cfg.success_batch_size,
-    }
-    for field, value in sizes.items():
-        if value % num_shards:
-            raise ValueError(f"{field}={value} must be divisible by the number of devices ({num_shards}); "
-                             "change it or set distributed.num_devices")
-
-
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 

@@ -70,6 +70,7 @@ def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seed
             t_start = time.time() - resumed["seconds"]
             log(f"  resumed at {resumed['env_steps']:.0f} env steps from {checkpoint_dir}")
     interval = loop.make_interval(env, tcfg, tcfg.log_every_iterations, vmap_seeds=True)
+    metric_names = loop.update_metric_names(ls, vmap_seeds=True)
     evaluate = make_evaluator(env, chunk_shape[0], episode_length, tcfg.eval_episodes, vmap_seeds=True)
     # one policy object per sampler: the evaluator is compiled per (static) policy
     policies = {m: functools.partial(pipeline.agent_policy, m, algo_cfg.act_with) for m in set(eval_modes) | set(final_modes)}
@@ -113,9 +114,12 @@ def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seed
         succ = np.asarray(metrics["episode_success_sum"]).sum(-1)
         rollout["env_steps"].append(float(env_steps.mean()))
         rollout["success"].append((succ / np.maximum(eps, 1)).tolist())
-        bad = [k for k, v in metrics.items() if "/" in k and not np.all(np.isfinite(v))]
-        if bad:
-            raise FloatingPointError(f"non-finite metrics {sorted(bad)} at {env_steps.mean():.0f} env steps")
+        # the loop discards non-finite updates itself (train.nonfinite); 'stop' ends the comparison
+        for i, seed in enumerate(seeds):
+            bad = loop.nonfinite_report({"nonfinite_mask": metrics["nonfinite_mask"][i]}, metric_names)
+            if bad is not None and tcfg.nonfinite == "stop":
+                raise FloatingPointError(f"non-finite metrics {bad[1]} in an update of seed {seed} at "
+                                         f"{env_steps[i]:.0f} env steps")
         if env_steps.mean() >= next_eval or env_steps.mean() >= tcfg.total_env_steps:
             res = record(ls, env_steps)
             next_eval = (env_steps.mean() // tcfg.eval_every_env_steps + 1) * tcfg.eval_every_env_steps

@@ -88,7 +88,3 @@ def loop_shardings(mesh: Mesh, ls, seed_axis: bool = False):
         staging=blocked(ls.staging), env_state=along(ls.env_state), key=rep, env_steps=rep, iteration=rep,
         episode_return=split, episode_length=split)
 
-
-def put(tree, shardings):
-    """Place a host/single-device pytree onto `shardings` (single process)."""
-    return jax.device_put(tree, shardings)

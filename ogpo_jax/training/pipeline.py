@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import time
 
 import jax
@@ -250,7 +251,6 @@ class _StopSignal:
     """SIGTERM / SIGINT during finetuning: finish the interval, checkpoint, then stop."""
 
     def __init__(self):
-        import signal
         self.received = None
         self._old = {}
         try:
@@ -260,14 +260,12 @@ class _StopSignal:
             self._old = {}
 
     def _handle(self, signum, _frame):
-        import signal
         if self.received is not None:            # second signal: stop at once
             self.restore()
             raise KeyboardInterrupt
         self.received = signal.Signals(signum).name
 
     def restore(self):
-        import signal
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
         self._old = {}
@@ -343,7 +341,7 @@ def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shap
     vmapped = num_seeds > 1
     mesh = distributed.make_mesh(config.distributed.num_devices)
     check_divisible(tcfg, algo_cfg, mesh.size)
-    est = memory.check_fits(config, obs_dim, chunk_shape[1], episode_length)
+    est = memory.estimate(config, obs_dim, chunk_shape[1], episode_length)   # checked in run()
     log(f"[finetune] {mesh.size} device(s) ({jax.devices()[0].platform}), {jax.process_count()} process(es); "
         f"{num_seeds} seed(s) {seeds}; state {memory.describe(est)}")
     ckpt = Checkpointer(os.path.join(workdir, "finetune", "checkpoints"), tcfg.max_checkpoints)
@@ -397,6 +395,7 @@ def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shap
     next_ckpt = (int(steps0.min()) // every_ckpt + 1) * every_ckpt
     env_steps = steps0
     stop = _StopSignal()
+    grad_steps = np.atleast_1d(np.asarray(jax.device_get(ls.agent.step)))
     t_start, first, warned_recompile, warned_skip = time.time(), True, False, False
 
     def save(step):
@@ -412,7 +411,7 @@ def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shap
         while env_steps.min() < tcfg.total_env_steps:
             t0 = time.time()
             prev_steps = env_steps
-            prev_updates = np.atleast_1d(np.asarray(jax.device_get(ls.agent.step)))
+            prev_updates = grad_steps
             ls, metrics = interval(ls)
             metrics = jax.device_get(metrics)
             dt = time.time() - t0
@@ -476,8 +475,7 @@ def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shap
                 save(int(env_steps.min()))
                 next_ckpt = (int(env_steps.min()) // every_ckpt + 1) * every_ckpt
             if stop.received is not None:
-                if ckpt.latest_step() != int(env_steps.min()):
-                    save(int(env_steps.min()))
+                save(int(env_steps.min()))
                 log(f"[finetune] {stop.received}: checkpointed at {int(env_steps.min())} env steps in "
                     f"{ckpt.directory}; rerun with the same --workdir to resume")
                 raise KeyboardInterrupt(stop.received)
@@ -487,8 +485,7 @@ def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shap
     finally:
         stop.restore()
         close_logs()
-    if ckpt.latest_step() != int(env_steps.min()):
-        save(int(env_steps.min()))
+    save(int(env_steps.min()))
     ckpt.close()
     final = run_eval(ls, [10**9] * num_seeds, final=True)
     outs = []
@@ -498,7 +495,7 @@ def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shap
             "final_success_sde": final[i]["eval/success_sde"],
             f"final_success_ode_{other}": final[i][f"eval/success_ode_{other}"],
             "env_steps": int(env_steps[i]),
-            "grad_steps": int(np.atleast_1d(np.asarray(jax.device_get(ls.agent.step)))[i]),
+            "grad_steps": int(grad_steps[i]),
             "finetune_seconds": time.time() - t_start,
         })
     return outs

@@ -1,5 +1,7 @@
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 
@@ -10,9 +12,27 @@ def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
 
 
+_CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+
+
 def pytest_configure(config):
+    # One persistent XLA compilation cache for the whole session, shared by the xdist workers and
+    # the subprocesses tests start (train.py, compare.py, distributed workers inherit the
+    # environment): many tests compile the same tiny-config programs again (resume, SIGKILL
+    # restarts, seeds run one by one), and a cache hit skips XLA's compile. Set by the controller
+    # before workers start; a user's own JAX_COMPILATION_CACHE_DIR is kept and never deleted.
+    if not hasattr(config, "workerinput") and _CACHE_ENV not in os.environ:
+        config._ogpo_jax_cache = tempfile.mkdtemp(prefix="ogpo-jax-test-xla-cache-")
+        os.environ[_CACHE_ENV] = config._ogpo_jax_cache
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
     config.addinivalue_line("markers", "slow: long learning checks, run with --runslow")
     config.addinivalue_line("markers", "heavy: minutes-long CI learning checks, scheduled first")
+
+
+def pytest_unconfigure(config):
+    cache = getattr(config, "_ogpo_jax_cache", None)
+    if cache:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -3,6 +3,7 @@
     python experiments/compare.py --config=configs/toy.py:quick --methods=ogpo,ogpo_plus,ogpo_ca --seeds=3
     python experiments/compare.py --config=configs/can.py:quick --methods=headline --seeds=2 --outdir=runs/cmp_can
     python experiments/compare.py --outdir=runs/cmp_toy --report_only     # redraw plots/table
+    python experiments/compare.py --outdir=runs/cmp_can --report_only --include_partial   # while it runs
 
 Every method finetunes the same BC actor (demos + clipped BC are made once in OUTDIR/base, or
 taken from --bc_workdir, e.g. a finished train.py run). The S seeds of a method run as one
@@ -34,6 +35,8 @@ _BC_WORKDIR = flags.DEFINE_string("bc_workdir", None,
                                   "Take demos + BC actor from this train.py run directory instead of OUTDIR/base.")
 _EVAL_MODES = flags.DEFINE_list("eval_modes", ["ode"], "Samplers evaluated along the curve (final: ode and sde).")
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rebuild the table and plots from OUTDIR/methods.")
+_PARTIAL = flags.DEFINE_bool("include_partial", False,
+                              "With --report_only: also show unfinished methods up to their last evaluation.")
 _TITLE = flags.DEFINE_string("title", "", "Title of the plots and table.")
 
 
@@ -49,11 +52,13 @@ def main(argv):
     title = _TITLE.value or config.env.name
     bc_info_path = os.path.join(outdir, "bc_info.json")
     if _REPORT_ONLY.value:
-        results = compare.load_results(outdir)
+        results = compare.load_results(outdir, include_partial=_PARTIAL.value)
         if not results:
             raise FileNotFoundError(f"no method results in {os.path.join(outdir, 'methods')}")
         bc = json.load(open(bc_info_path)) if os.path.exists(bc_info_path) else None
-        print(compare.write_report(outdir, results, names if _METHODS.present else None, bc, title))
+        paths = compare.write_report(outdir, results, names if _METHODS.present else None, bc, title)
+        print(open(paths["md"]).read())
+        print(f"[compare] wrote {sorted(paths.values())}")
         return
     for n in names:                       # fail early on a preset the task config cannot take
         pipeline.validate(methods_lib.apply(config, n))

@@ -98,6 +98,20 @@ def test_run_seeds_and_report(tmp_path):
     for png in ("success_vs_env_steps.png", "success_vs_wall_clock.png"):
         assert os.path.getsize(tmp_path / png) > 1000
 
+    # an unfinished method's curves so far (<name>.partial) show up only with include_partial, its
+    # last evaluation standing in for the final one; a stale .partial of a finished method is ignored
+    part = {"seeds": [0, 1], "curve": {k: v[:2] for k, v in curve.items()}, "rollout": res["rollout"],
+            "env_steps": curve["env_steps"][1], "seconds": 1.0, "device": "cpu", "partial": True}
+    for name in ("c", "a"):
+        with open(tmp_path / "methods" / f"{name}.partial", "w") as f:
+            json.dump(dict(part, method=name), f)
+    assert set(compare.load_results(str(tmp_path))) == {"a", "b"}
+    with_partial = compare.load_results(str(tmp_path), include_partial=True)
+    assert set(with_partial) == {"a", "b", "c"} and "partial" not in with_partial["a"]
+    paths = compare.write_report(str(tmp_path), with_partial, ["a", "b", "c"], None, "tiny")
+    last = float(np.mean(curve["success_ode"][1]))
+    assert f"| c (unfinished: last evaluation) | 2 | {last:.3f} " in open(paths["md"]).read()
+
     # a longer budget on the same checkpoint dir continues from the last evaluation's state
     c.train.total_env_steps = 150
     msgs = []

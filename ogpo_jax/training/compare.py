@@ -194,14 +194,27 @@ def _per_seed_auc(env_steps, success):
 
 # ----------------------------------------------------------------------------- report
 
-def load_results(outdir: str) -> dict:
+def load_results(outdir: str, include_partial: bool = False) -> dict:
+    """Finished methods (OUTDIR/methods/<name>.json); with `include_partial`, also the curves so far
+    of unfinished ones (<name>.partial, written after every evaluation), marked `partial` and
+    with their last evaluation standing in for the final one."""
     d = os.path.join(outdir, "methods")
     out = {}
-    if os.path.isdir(d):
-        for f in sorted(os.listdir(d)):
-            if f.endswith(".json"):
+    if not os.path.isdir(d):
+        return out
+    files = sorted(os.listdir(d))
+    for f in files:
+        if f.endswith(".json"):
+            with open(os.path.join(d, f), encoding="utf-8") as fh:
+                out[f[:-5]] = json.load(fh)
+    if include_partial:
+        for f in files:
+            name = f[: -len(".partial")]
+            if f.endswith(".partial") and name not in out:
                 with open(os.path.join(d, f), encoding="utf-8") as fh:
-                    out[f[:-5]] = json.load(fh)
+                    r = json.load(fh)
+                r["final"] = {"success_ode": r["curve"]["success_ode"][-1]}
+                out[name] = r
     return out
 
 
@@ -228,7 +241,8 @@ def write_report(outdir: str, results: dict, order=None, bc=None, title: str = "
         auc = _per_seed_auc(c["env_steps"], c[f"success_{mode}"])
         lo, hi = bootstrap_ci(final)
         alo, ahi = bootstrap_ci(auc)
-        rows.append((n, len(r["seeds"]), final.mean(), lo, hi, final_sde.mean(), np.mean(auc), alo, ahi,
+        label = f"{n} (unfinished: last evaluation)" if r.get("partial") else n
+        rows.append((label, len(r["seeds"]), final.mean(), lo, hi, final_sde.mean(), np.mean(auc), alo, ahi,
                      r["env_steps"], r["seconds"], r.get("device", "?")))
     lines = []
     if title:
@@ -239,7 +253,8 @@ def write_report(outdir: str, results: dict, order=None, bc=None, title: str = "
     lines += ["| method | seeds | final ODE success [95% CI] | final SDE | AUC (ODE) [95% CI] | env steps | wall s | device |",
               "|---|---|---|---|---|---|---|---|"]
     for (n, s, f, lo, hi, fs, a, alo, ahi, es, sec, dev) in rows:
-        lines.append(f"| {n} | {s} | {f:.3f} [{lo:.3f}, {hi:.3f}] | {fs:.3f} | {a:.3f} [{alo:.3f}, {ahi:.3f}] "
+        fs = "-" if np.isnan(fs) else f"{fs:.3f}"
+        lines.append(f"| {n} | {s} | {f:.3f} [{lo:.3f}, {hi:.3f}] | {fs} | {a:.3f} [{alo:.3f}, {ahi:.3f}] "
                      f"| {es:,.0f} | {sec:,.0f} | {dev} |")
     with open(paths["md"], "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
@@ -265,7 +280,8 @@ def _plot(outdir, results, names, mode, title):
             x = np.asarray(c[xkey], float)
             y = np.asarray(c[f"success_{mode}"], float)          # (T, S)
             ci = np.array([bootstrap_ci(row, 2000) for row in y])
-            ax.plot(x, y.mean(-1), label=f"{n} (n={y.shape[1]})", color=cmap(i % 20))
+            label = f"{n} (n={y.shape[1]}" + (", unfinished)" if results[n].get("partial") else ")")
+            ax.plot(x, y.mean(-1), label=label, color=cmap(i % 20))
             ax.fill_between(x, ci[:, 0], ci[:, 1], color=cmap(i % 20), alpha=0.15)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"success ({mode.upper()} sampler)")

@@ -92,8 +92,8 @@ def to_markdown(result) -> str:
         f"| OGPO finetune ({r['env_steps']} env steps, {r['grad_steps']} updates) | {fmt(r['finetune_seconds'])} | "
         f"ODE {r['final_success_ode']:.3f}, SDE {r['final_success_sde']:.3f} |",
         f"| total | {fmt(r['wall_seconds'])} | |", "",
-        *([f"The finetune ran in more than one process (resumed from a checkpoint): its wall time is the last "
-           f"logged interval's plus the final process's, and no single-process total exists.", ""]
+        *(["The finetune ran in more than one process (resumed from a checkpoint): its wall time is the last "
+           "logged interval's plus the final process's, and no single-process total exists.", ""]
           if r.get("resumed") else []),
         f"Finetune env steps/s (median over logging intervals, including updates): {fmt(r['median_env_steps_per_s'])}; "
         f"compile + first interval {fmt(r['compile_and_first_interval_s'])} s; first evaluation with ODE >= 0.8 at "

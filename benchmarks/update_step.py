@@ -112,7 +112,7 @@ def bench_scale(name, obs_dim, chunk_shape, config, repeats):
 def to_markdown(result) -> str:
     m = result["machine"]
     lines = [
-        f"# OGPO update step timings",
+        "# OGPO update step timings",
         "",
         f"Machine: {m['device']} ({m['backend']}, {m['device_count']} device(s)), {m['cpu_count']} CPU cores, "
         f"{m['processor']}; Python {m['python']}, jax {m['jax']}. Date {result['date']}.",

@@ -172,7 +172,7 @@ def act(state: TrainState, obs, key, mode: str = "sde", actor: str | None = None
     if mode != "best_of_n":
         raise ValueError(f"mode must be 'ode', 'sde' or 'best_of_n', got {mode!r}")
     k_sample, k_heads = jax.random.split(key)
-    batch, n, dim = obs.shape[0], cfg.best_of_n, state.action_dim
+    batch, n = obs.shape[0], cfg.best_of_n
     obs_rep = jnp.repeat(obs, n, axis=0)
     cands = sample_actions(cfg, state.chunk_shape, params, obs_rep, k_sample, "sde")
     heads = jax.random.choice(k_heads, cfg.num_critics, (cfg.best_of_n_heads,), replace=False)

@@ -29,7 +29,6 @@ import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
-from flax import struct
 
 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
     from mujoco import mjx  # mujoco-mjx prints "Failed to import warp" when warp is absent

@@ -48,6 +48,8 @@ def main(argv):
     names = methods_lib.resolve(_METHODS.value)
     if _SEEDS.value < 1:
         raise ValueError(f"--seeds must be >= 1, got {_SEEDS.value}")
+    if _PARTIAL.value and not _REPORT_ONLY.value:
+        raise ValueError("--include_partial only applies to --report_only (a run reports finished methods)")
     os.makedirs(os.path.join(outdir, "methods"), exist_ok=True)
     title = _TITLE.value or config.env.name
     bc_info_path = os.path.join(outdir, "bc_info.json")
@@ -56,9 +58,7 @@ def main(argv):
         if not results:
             raise FileNotFoundError(f"no method results in {os.path.join(outdir, 'methods')}")
         bc = json.load(open(bc_info_path)) if os.path.exists(bc_info_path) else None
-        paths = compare.write_report(outdir, results, names if _METHODS.present else None, bc, title)
-        print(open(paths["md"]).read())
-        print(f"[compare] wrote {sorted(paths.values())}")
+        _report(outdir, results, names if _METHODS.present else None, bc, title)
         return
     for n in names:                       # fail early on a preset the task config cannot take
         pipeline.validate(methods_lib.apply(config, n))
@@ -101,7 +101,11 @@ def main(argv):
         print(f"[compare] {n}: final ODE {sum(result['final']['success_ode']) / len(seeds):.3f} "
               f"{result['final']['success_ode']} in {time.time() - t0:.0f}s")
         compare.write_report(outdir, compare.load_results(outdir), names, bc, title)
-    paths = compare.write_report(outdir, compare.load_results(outdir), names, bc, title)
+    _report(outdir, compare.load_results(outdir), names, bc, title)
+
+
+def _report(outdir, results, order, bc, title):
+    paths = compare.write_report(outdir, results, order, bc, title)
     print(open(paths["md"]).read())
     print(f"[compare] wrote {sorted(paths.values())}")
 

@@ -208,9 +208,9 @@ def load_results(outdir: str, include_partial: bool = False) -> dict:
             with open(os.path.join(d, f), encoding="utf-8") as fh:
                 out[f[:-5]] = json.load(fh)
     if include_partial:
-        for f in files:
+        for f in (f for f in files if f.endswith(".partial")):
             name = f[: -len(".partial")]
-            if f.endswith(".partial") and name not in out:
+            if name not in out:
                 with open(os.path.join(d, f), encoding="utf-8") as fh:
                     r = json.load(fh)
                 r["final"] = {"success_ode": r["curve"]["success_ode"][-1]}

@@ -58,6 +58,10 @@ def main(argv):
         if not results:
             raise FileNotFoundError(f"no method results in {os.path.join(outdir, 'methods')}")
         bc = json.load(open(bc_info_path)) if os.path.exists(bc_info_path) else None
+        if not _TITLE.value and not flags.FLAGS["config"].present:
+            # no --config given: name the task the results were run on, not the default config's
+            tasks = sorted({r.get("task") for r in results.values() if r.get("task")})
+            title = ", ".join(tasks) or title
         _report(outdir, results, names if _METHODS.present else None, bc, title)
         return
     for n in names:                       # fail early on a preset the task config cannot take
@@ -86,7 +90,7 @@ def main(argv):
         partial_path = os.path.join(outdir, "methods", f"{n}.partial")
 
         def save_partial(partial, n=n, partial_path=partial_path):
-            pipeline.write_json(partial_path, dict(partial, method=n))
+            pipeline.write_json(partial_path, dict(partial, method=n, task=config.env.name))
 
         ckpt_dir = os.path.join(outdir, "methods", f"{n}.ckpt")
         result = compare.run_seeds(methods_lib.apply(config, n), prep.env, prep.episode_length, prep.chunk_shape,

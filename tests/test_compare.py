@@ -141,6 +141,14 @@ def test_compare_cli_runs_and_resumes(tmp_path):
     assert "| ogpo_ca | 2 |" in open(os.path.join(out, "comparison.md")).read()
     again = subprocess.run(cmd + ["--methods=ogpo_ca"], cwd=ROOT, capture_output=True, text=True)
     assert again.returncode == 0 and "ogpo_ca: done earlier" in again.stdout
+    # --report_only without --config titles the table with the task the results ran on
+    path = os.path.join(out, "methods", "ogpo_nn.json")
+    res = json.load(open(path))
+    json.dump(dict(res, task="other_task"), open(path, "w"))
+    rep = subprocess.run([sys.executable, "experiments/compare.py", f"--outdir={out}", "--report_only"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    assert rep.stdout.startswith("### other_task, point_gaps"), rep.stdout[:200]
 
 
 @pytest.mark.slow

@@ -16,7 +16,11 @@
 set -u
 cd "$(dirname "$0")/.."
 TOY_STEPS=${TOY_STEPS:-100000}
-CAN_BC=${CAN_BC:-runs/canD}
+CAN_BC=${CAN_BC-runs/canD}        # empty: use (or make) runs/cmp_can/base
+CAN_METHODS=${CAN_METHODS:-"ogpo_ca ogpo bptt ogpo_plus grpo_std min_targets"}
+CAN_SEEDS=${CAN_SEEDS:-2}
+STOP_AFTER=${STOP_AFTER:-0}       # >0: stop every process after this many seconds (leased machines);
+                                  # unfinished methods keep their curves in runs/cmp_*/methods/*.partial
 EXTRA=${EXTRA:-}                 # extra flags for every compare.py call (smoke tests)
 CAN=${CAN:-1}                     # 0: toy tasks only
 # NGROUPS (default all 5): run only the first N method groups of the toy tasks
@@ -26,8 +30,8 @@ pids=()
 launch() { local name=$1; shift; python3 experiments/compare.py "$@" $EXTRA > "runs/logs/$name.log" 2>&1 & pids+=($!); }
 
 if [ "$CAN" = 1 ]; then
-  for m in ogpo_ca ogpo bptt ogpo_plus grpo_std min_targets; do
-    launch "can_$m" --config=configs/can.py:quick --bc_workdir="$CAN_BC" --outdir=runs/cmp_can --methods=$m --seeds=2 --title="Can (quick preset)"
+  for m in $CAN_METHODS; do
+    launch "can_$m" --config=configs/can.py:quick ${CAN_BC:+--bc_workdir="$CAN_BC"} --outdir=runs/cmp_can --methods=$m --seeds="$CAN_SEEDS" --title="Can (quick preset)"
   done
 fi
 groups=("ogpo_ca,ogpo,sb_only,ogpo_plus" "bptt,grpo_std,min_targets,ogpo_nn" "ogpo_chi2,value_baseline,ogpo_ca_penultimate,ogpo_ca_q_vr"
@@ -40,10 +44,14 @@ for i in $(seq 0 $((NGROUPS - 1))); do
     --config.train.total_env_steps="$TOY_STEPS" --config.train.eval_every_env_steps=10000 --title="point_gaps:speed (time limit)"
 done
 
-pack() { [ -n "${PACK:-}" ] && tar czf "$PACK.tmp" runs/logs runs/cmp_*/methods runs/cmp_*/bc_info.json 2>/dev/null && mv "$PACK.tmp" "$PACK"; }
+start=$SECONDS
+pack() { [ -n "${PACK:-}" ] && tar czf "$PACK.tmp" --exclude="*.ckpt" runs/logs runs/cmp_*/methods runs/cmp_*/bc_info.json 2>/dev/null && mv "$PACK.tmp" "$PACK"; }
 while :; do
   running=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && running=$((running + 1)); done
   [ "$running" = 0 ] && break
+  if [ "$STOP_AFTER" -gt 0 ] && [ $((SECONDS - start)) -ge "$STOP_AFTER" ]; then
+    echo "STOP_AFTER=$STOP_AFTER s reached: stopping $running process(es)"; kill "${pids[@]}" 2>/dev/null; sleep 2; break
+  fi
   pack; sleep 20
 done
 wait

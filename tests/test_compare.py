@@ -115,8 +115,12 @@ def test_run_seeds_and_report(tmp_path):
     # a longer budget on the same checkpoint dir continues from the last evaluation's state
     c.train.total_env_steps = 150
     msgs = []
-    more = compare.run_seeds(c, env, ep_len, chunk_shape, obs_dim, bc, [0, 1], log=msgs.append, checkpoint_dir=ck)
+    more = compare.run_seeds(c, env, ep_len, chunk_shape, obs_dim, bc, [0, 1], log=msgs.append, checkpoint_dir=ck,
+                             progress_every_s=0.0)
     assert any("resumed at" in m for m in msgs)
+    # progress between evaluations: the first interval's compile time, then env steps/s
+    assert sum("compile + first interval" in m for m in msgs) == 1
+    assert any("env steps/s (per seed)" in m for m in msgs)
     n = len(curve["env_steps"]) - 1          # the last point of the first run is its final state
     assert more["curve"]["env_steps"][:n + 1] == curve["env_steps"]
     assert more["curve"]["success_ode"][:n + 1] == curve["success_ode"]

@@ -40,7 +40,8 @@ def init_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, see
 
 
 def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seeds, log=print,
-              eval_modes=("ode",), final_modes=("ode", "sde"), on_eval=None, checkpoint_dir=None) -> dict:
+              eval_modes=("ode",), final_modes=("ode", "sde"), on_eval=None, checkpoint_dir=None,
+              progress_every_s: float = 120.0) -> dict:
     """Finetune `bc_params` with `config` for every seed in `seeds` as one vmapped program.
 
     Evaluates every `train.eval_every_env_steps` (mean env steps over seeds) with `eval_modes`
@@ -49,6 +50,8 @@ def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seed
     `checkpoint_dir`: after every evaluation the whole stacked loop state and the curves so far are
     saved there, and a rerun continues from the newest one (a long method survives a killed
     process; the continuation equals an uninterrupted run).
+    `progress_every_s`: between evaluations, log env steps, env steps/s and rollout success this
+    often (the first interval's compile time too), so a run stopped early still shows its pace.
     """
     tcfg = config.train
     algo_cfg = validate(config)
@@ -103,6 +106,7 @@ def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seed
         curve, rollout = resumed["curve"], resumed["rollout"]
         env_steps = np.asarray(resumed["env_steps_per_seed"], float)
         next_eval, compile_s = resumed["next_eval"], resumed["compile_s"]
+    first = True
     while env_steps.mean() < tcfg.total_env_steps:
         t0 = time.time()
         ls, metrics = interval(ls)
@@ -112,6 +116,15 @@ def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seed
             compile_s = time.time() - t0
         eps = np.asarray(metrics["episodes"]).sum(-1)
         succ = np.asarray(metrics["episode_success_sum"]).sum(-1)
+        if first:            # the first interval of this process includes its compile
+            first = False
+            log(f"  compile + first interval {time.time() - t0:.1f}s")
+            beat_t, beat_steps = time.time(), env_steps.mean()
+        elif time.time() - beat_t >= progress_every_s:
+            rate = (env_steps.mean() - beat_steps) / (time.time() - beat_t)
+            log(f"  [{int(env_steps.mean()):>8d} env steps, {time.time() - t_start:7.1f}s] {rate:.0f} env steps/s "
+                f"(per seed), rollout success {np.mean(succ / np.maximum(eps, 1)):.2f}")
+            beat_t, beat_steps = time.time(), env_steps.mean()
         rollout["env_steps"].append(float(env_steps.mean()))
         rollout["success"].append((succ / np.maximum(eps, 1)).tolist())
         # the loop discards non-finite updates itself (train.nonfinite); 'stop' ends the comparison

@@ -106,7 +106,7 @@ def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seed
         curve, rollout = resumed["curve"], resumed["rollout"]
         env_steps = np.asarray(resumed["env_steps_per_seed"], float)
         next_eval, compile_s = resumed["next_eval"], resumed["compile_s"]
-    first = True
+    beat_t = None            # last progress line (None: before this process's first interval)
     while env_steps.mean() < tcfg.total_env_steps:
         t0 = time.time()
         ls, metrics = interval(ls)
@@ -116,17 +116,18 @@ def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seed
             compile_s = time.time() - t0
         eps = np.asarray(metrics["episodes"]).sum(-1)
         succ = np.asarray(metrics["episode_success_sum"]).sum(-1)
-        if first:            # the first interval of this process includes its compile
-            first = False
-            log(f"  compile + first interval {time.time() - t0:.1f}s")
-            beat_t, beat_steps = time.time(), env_steps.mean()
-        elif time.time() - beat_t >= progress_every_s:
-            rate = (env_steps.mean() - beat_steps) / (time.time() - beat_t)
-            log(f"  [{int(env_steps.mean()):>8d} env steps, {time.time() - t_start:7.1f}s] {rate:.0f} env steps/s "
-                f"(per seed), rollout success {np.mean(succ / np.maximum(eps, 1)):.2f}")
-            beat_t, beat_steps = time.time(), env_steps.mean()
+        rollout_success = succ / np.maximum(eps, 1)
+        now = time.time()
+        if beat_t is None:       # the first interval of this process includes its compile
+            log(f"  compile + first interval {now - t0:.1f}s")
+            beat_t, beat_steps = now, env_steps.mean()
+        elif now - beat_t >= progress_every_s:
+            rate = (env_steps.mean() - beat_steps) / (now - beat_t)
+            log(f"  [{int(env_steps.mean()):>8d} env steps, {now - t_start:7.1f}s] {rate:.0f} env steps/s "
+                f"(per seed), rollout success {np.mean(rollout_success):.2f}")
+            beat_t, beat_steps = now, env_steps.mean()
         rollout["env_steps"].append(float(env_steps.mean()))
-        rollout["success"].append((succ / np.maximum(eps, 1)).tolist())
+        rollout["success"].append(rollout_success.tolist())
         # the loop discards non-finite updates itself (train.nonfinite); 'stop' ends the comparison
         for i, seed in enumerate(seeds):
             bad = loop.nonfinite_report({"nonfinite_mask": metrics["nonfinite_mask"][i]}, metric_names)

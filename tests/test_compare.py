@@ -1,6 +1,7 @@
 """Seeds as one vmapped program (equal to the seeds run one by one) and the comparison harness."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -120,7 +121,9 @@ def test_run_seeds_and_report(tmp_path):
     assert any("resumed at" in m for m in msgs)
     # progress between evaluations: the first interval's compile time, then env steps/s
     assert sum("compile + first interval" in m for m in msgs) == 1
-    assert any("env steps/s (per seed)" in m for m in msgs)
+    beats = [re.search(r"rollout success ([0-9.]+) over (\d+) episodes", m) for m in msgs
+             if "env steps/s (per seed)" in m]
+    assert beats and all(b is not None and 0.0 <= float(b.group(1)) <= 1.0 for b in beats)
     n = len(curve["env_steps"]) - 1          # the last point of the first run is its final state
     assert more["curve"]["env_steps"][:n + 1] == curve["env_steps"]
     assert more["curve"]["success_ode"][:n + 1] == curve["success_ode"]

@@ -107,6 +107,7 @@ def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seed
         env_steps = np.asarray(resumed["env_steps_per_seed"], float)
         next_eval, compile_s = resumed["next_eval"], resumed["compile_s"]
     beat_t = None            # last progress line (None: before this process's first interval)
+    beat_steps = beat_eps = beat_succ = 0.0
     while env_steps.mean() < tcfg.total_env_steps:
         t0 = time.time()
         ls, metrics = interval(ls)
@@ -118,14 +119,17 @@ def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seed
         succ = np.asarray(metrics["episode_success_sum"]).sum(-1)
         rollout_success = succ / np.maximum(eps, 1)
         now = time.time()
+        beat_eps, beat_succ = beat_eps + eps.sum(), beat_succ + succ.sum()
         if beat_t is None:       # the first interval of this process includes its compile
             log(f"  compile + first interval {now - t0:.1f}s")
-            beat_t, beat_steps = now, env_steps.mean()
+            beat_t, beat_steps, beat_eps, beat_succ = now, env_steps.mean(), 0.0, 0.0
         elif now - beat_t >= progress_every_s:
+            # episodes finished since the last line, all seeds: early on these are mostly the short
+            # (successful) ones, the failures end later at the time limit
             rate = (env_steps.mean() - beat_steps) / (now - beat_t)
             log(f"  [{int(env_steps.mean()):>8d} env steps, {now - t_start:7.1f}s] {rate:.0f} env steps/s "
-                f"(per seed), rollout success {np.mean(rollout_success):.2f}")
-            beat_t, beat_steps = now, env_steps.mean()
+                f"(per seed), rollout success {beat_succ / max(beat_eps, 1):.2f} over {int(beat_eps)} episodes")
+            beat_t, beat_steps, beat_eps, beat_succ = now, env_steps.mean(), 0.0, 0.0
         rollout["env_steps"].append(float(env_steps.mean()))
         rollout["success"].append(rollout_success.tolist())
         # the loop discards non-finite updates itself (train.nonfinite); 'stop' ends the comparison
@@ -142,6 +146,8 @@ def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seed
             if on_eval is not None:
                 on_eval({"seeds": seeds, "curve": curve, "rollout": rollout, "env_steps": float(env_steps.mean()),
                          "seconds": time.time() - t_start, "device": describe_device(), "partial": True})
+            if beat_t is not None:   # the next env steps/s leaves out the evaluation
+                beat_t, beat_steps = time.time(), env_steps.mean()
             if ckpt is not None:
                 step = int(ls.iteration.max())
                 ckpt.save(step, ls)

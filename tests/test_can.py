@@ -141,6 +141,29 @@ def test_success_needs_the_can_in_the_target_bin(can):
     assert not bool(env.in_target(jnp.array([0.1, -0.25, 0.06])))            # still in the source bin
 
 
+def test_a_nonfinite_physics_state_ends_the_episode_and_resets(can):
+    state = _reset(can)
+    # env 1: NaN joint velocities (what a blown-up contact leaves); env 2: an infinite can position
+    qvel = state.sim.qvel.at[1].set(jnp.nan)
+    qpos = state.sim.qpos.at[2, -5].set(jnp.inf)
+    state = state.replace(sim=state.sim.replace(qvel=qvel, qpos=qpos))
+    nxt = can["step"](state, jnp.zeros((BATCH, 7)))
+    info = jax.device_get(nxt.info)
+    flagged = np.zeros(BATCH, bool)
+    flagged[[1, 2]] = True
+    np.testing.assert_array_equal(info["nonfinite"], flagged)
+    np.testing.assert_array_equal(np.asarray(nxt.done), flagged)
+    np.testing.assert_array_equal(info["terminal"], flagged)
+    assert not info["success"][flagged].any() and not info["truncated"].any()
+    np.testing.assert_array_equal(np.asarray(nxt.reward)[flagged], -1.0)     # the reward of a failed step
+    assert not np.isfinite(info["final_obs"][flagged]).all()
+    # the auto-reset gave the broken envs a fresh, finite episode; the others just stepped
+    assert np.isfinite(np.asarray(nxt.obs)).all()
+    assert np.isfinite(np.asarray(nxt.sim.qpos)).all() and np.isfinite(np.asarray(nxt.sim.qvel)).all()
+    np.testing.assert_array_equal(np.asarray(nxt.info["steps"])[flagged], 0)
+    np.testing.assert_array_equal(np.asarray(nxt.info["steps"])[~flagged], 1)
+
+
 def test_training_state_with_mjx_data_checkpoints_and_restores(can, tmp_path):
     """The whole finetune LoopState (replay, success staging, MJX Data with its zero-size arrays,
     keys) survives an orbax save / restore bit-exactly: the first Can run crashed here."""

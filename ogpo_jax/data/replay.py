@@ -94,18 +94,94 @@ def init_staging(example: dict, num_envs: int, max_chunks: int) -> SuccessStagin
     return SuccessStaging(data=data, count=jnp.zeros((num_envs,), jnp.int32))
 
 
-def stage_and_flush(staging: SuccessStaging, success_buffer: ReplayBuffer, rows: dict, done, success):
+def stage_and_flush(staging: SuccessStaging, success_buffer: ReplayBuffer, rows: dict, done, success,
+                    mask=None):
     """Stage one chunk transition per env; flush finished episodes (successful ones to the buffer).
 
-    rows: leaves (num_envs, ...); done, success: (num_envs,) for the episode that this chunk ended.
+    rows: leaves (num_envs, ...); done, success: (num_envs,) for the episode that this chunk ended;
+    mask: (num_envs,) rows to stage (default all); an env whose row is masked out stages nothing
+    this step but its episode still ends (and flushes) with `done`.
     """
     num_envs, max_chunks = staging.count.shape[0], jax.tree_util.tree_leaves(staging.data)[0].shape[1]
+    if mask is None:
+        mask = jnp.ones((num_envs,), bool)
     slot = jnp.minimum(staging.count, max_chunks - 1)
     env_idx = jnp.arange(num_envs)
-    data = jax.tree_util.tree_map(lambda d, r: d.at[env_idx, slot].set(r.astype(d.dtype)), staging.data, rows)
-    count = jnp.minimum(staging.count + 1, max_chunks)
+
+    def put(d, r):
+        r = jnp.where(mask.reshape((num_envs,) + (1,) * (r.ndim - 1)), r.astype(d.dtype), d[env_idx, slot])
+        return d.at[env_idx, slot].set(r)
+
+    data = jax.tree_util.tree_map(put, staging.data, rows)
+    count = jnp.where(mask, jnp.minimum(staging.count + 1, max_chunks), staging.count)
     write = (jnp.arange(max_chunks)[None, :] < count[:, None]) & (done & success)[:, None]
     flat = jax.tree_util.tree_map(lambda d: d.reshape((num_envs * max_chunks,) + d.shape[2:]), data)
     success_buffer = insert(success_buffer, flat, write.reshape(-1))
     count = jnp.where(done, 0, count)
     return SuccessStaging(data=data, count=count), success_buffer
+
+
+# ----------------------------------------------------------------------------- non-finite rows
+
+FLOAT_FIELDS = ("obs", "actions", "rewards", "next_obs")
+
+
+def finite_rows(rows: dict) -> jax.Array:
+    """(N,) bool: rows whose obs, actions, rewards and next_obs are all finite (leaves (N, ...))."""
+    def ok(x):
+        return jnp.all(jnp.isfinite(x).reshape(x.shape[0], -1), axis=-1)
+    return jnp.stack([ok(rows[k]) for k in FLOAT_FIELDS if k in rows]).all(0)
+
+
+def count_nonfinite(buffer: ReplayBuffer) -> jax.Array:
+    """Number of stored rows (of the `size` valid ones) with a non-finite float field."""
+    stored = jnp.arange(buffer.capacity) < buffer.size
+    return (stored & ~finite_rows(buffer.data)).sum().astype(jnp.int32)
+
+
+def drop_nonfinite(buffer: ReplayBuffer) -> tuple:
+    """-> (buffer without its non-finite rows, number dropped). Jittable.
+
+    The kept rows are rewritten oldest first from row 0 (so the ring still overwrites the oldest
+    data next); a buffer without such rows comes back with the same rows in the same order.
+    """
+    cap = buffer.capacity
+    full = buffer.size >= cap
+    # ring order: oldest row first (insert_pos once the ring has wrapped, row 0 before)
+    start = jnp.where(full, buffer.insert_pos, 0)
+    order = (start + jnp.arange(cap)) % cap
+    rows = jax.tree_util.tree_map(lambda d: d[order], buffer.data)
+    keep = (jnp.arange(cap) < buffer.size) & finite_rows(rows)
+    empty = buffer.replace(data=jax.tree_util.tree_map(jnp.zeros_like, buffer.data),
+                           insert_pos=jnp.zeros((), jnp.int32), size=jnp.zeros((), jnp.int32))
+    out = insert(empty, rows, keep)
+    return out, (buffer.size - out.size).astype(jnp.int32)
+
+
+def count_nonfinite_staging(staging: SuccessStaging) -> jax.Array:
+    """Number of staged rows (of each env's `count`) with a non-finite float field."""
+    num_envs, max_chunks = staging.count.shape[0], jax.tree_util.tree_leaves(staging.data)[0].shape[1]
+    flat = jax.tree_util.tree_map(lambda d: d.reshape((num_envs * max_chunks,) + d.shape[2:]), staging.data)
+    staged = jnp.arange(max_chunks)[None, :] < staging.count[:, None]
+    return (staged & ~finite_rows(flat).reshape(num_envs, max_chunks)).sum().astype(jnp.int32)
+
+
+def drop_nonfinite_staging(staging: SuccessStaging) -> tuple:
+    """-> (staging without its non-finite staged rows, number dropped); each env's remaining rows
+    keep their order. Jittable."""
+    num_envs, max_chunks = staging.count.shape[0], jax.tree_util.tree_leaves(staging.data)[0].shape[1]
+    flat = jax.tree_util.tree_map(lambda d: d.reshape((num_envs * max_chunks,) + d.shape[2:]), staging.data)
+    staged = jnp.arange(max_chunks)[None, :] < staging.count[:, None]
+    keep = staged & finite_rows(flat).reshape(num_envs, max_chunks)
+    # stable compaction per env: kept rows first, in their order
+    order = jnp.argsort(~keep, axis=1, stable=True)
+    count = keep.sum(1).astype(jnp.int32)
+    live = jnp.arange(max_chunks)[None, :] < count[:, None]
+
+    def compact(d):
+        expand = (1,) * (d.ndim - 2)
+        d = jnp.take_along_axis(d, order.reshape(order.shape + expand), axis=1)
+        return jnp.where(live.reshape(live.shape + expand), d, jnp.zeros((), d.dtype))
+
+    data = jax.tree_util.tree_map(compact, staging.data)
+    return SuccessStaging(data=data, count=count), (staging.count.sum() - count.sum()).astype(jnp.int32)

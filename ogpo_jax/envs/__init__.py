@@ -1,7 +1,8 @@
 """Environments: functional protocol + wrappers (core), pure-JAX toy tasks, scripted experts.
 
-`make(name, **kwargs) -> (env, expert, episode_length)` builds a registered task with its time
-limit applied (`EpisodeWrapper`); chunking, auto-reset and batching are added by the caller.
+`make(name, **kwargs) -> (env, expert, episode_length)` builds a registered task with its
+non-finite guard (`NonFiniteWrapper`) and time limit (`EpisodeWrapper`) applied; chunking,
+auto-reset and batching are added by the caller.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import dataclasses
 
 from ogpo_jax.envs import core, experts, toy
 from ogpo_jax.envs.core import (AutoResetWrapper, ChunkWrapper, EnvState, EpisodeWrapper,
-                                VmapWrapper)
+                                NonFiniteWrapper, VmapWrapper)
 
 
 def _point_gaps(**kwargs):
@@ -17,17 +18,22 @@ def _point_gaps(**kwargs):
     expert_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in expert_keys}
     params = toy.PointGapsParams(**kwargs)
     env = toy.PointGaps(params)
-    return EpisodeWrapper(env, params.max_steps), experts.PointGapsExpert(env, **expert_kwargs), params.max_steps
+    return env, experts.PointGapsExpert(env, **expert_kwargs), params.max_steps
 
 
 def _countdown(length: int = 10):
     env = toy.Countdown(length)
-    return EpisodeWrapper(env, length + 1), None, length + 1
+    return env, None, length + 1
 
 
 def _chunk_bandit(horizon: int = 4):
     env = toy.ChunkBandit(horizon)
-    return EpisodeWrapper(env, horizon), None, horizon
+    return env, None, horizon
+
+
+def _blowup(length: int = 12, at_step: int = 6, p_blowup: float = 0.5):
+    env = toy.BlowUp(length, at_step, p_blowup)
+    return env, None, length
 
 
 def _can(**kwargs):
@@ -37,20 +43,22 @@ def _can(**kwargs):
     params = can.CanParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
     env = can.Can(params)
     expert_kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in expert_kwargs.items()}
-    return EpisodeWrapper(env, params.max_steps), experts.CanExpert(env, **expert_kwargs), params.max_steps
+    return env, experts.CanExpert(env, **expert_kwargs), params.max_steps
 
 
-REGISTRY = {"point_gaps": _point_gaps, "countdown": _countdown, "chunk_bandit": _chunk_bandit, "can": _can}
+REGISTRY = {"point_gaps": _point_gaps, "countdown": _countdown, "chunk_bandit": _chunk_bandit,
+            "blowup": _blowup, "can": _can}
 
 
 def make(name: str, **kwargs):
     if name not in REGISTRY:
         raise ValueError(f"env.name must be one of {sorted(REGISTRY)}, got {name!r}")
     try:
-        return REGISTRY[name](**kwargs)
+        env, expert, episode_length = REGISTRY[name](**kwargs)
     except TypeError as e:
         raise ValueError(f"bad env.kwargs for {name!r}: {e}") from None
+    return EpisodeWrapper(NonFiniteWrapper(env), episode_length), expert, episode_length
 
 
 __all__ = ["make", "REGISTRY", "EnvState", "EpisodeWrapper", "ChunkWrapper", "AutoResetWrapper",
-           "VmapWrapper", "core", "toy", "experts"]
+           "VmapWrapper", "NonFiniteWrapper", "core", "toy", "experts"]

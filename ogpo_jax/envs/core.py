@@ -4,11 +4,13 @@ An environment is a pair of pure functions `reset(key) -> EnvState` and
 `step(state, action) -> EnvState`. `EnvState` mirrors `brax.envs.State`: task-specific simulator
 state plus `obs`, `reward`, `done` and an `info` dict. Every task reports per-step
 `info['success']` and `info['terminal']` (the task ended: no bootstrap); `EpisodeWrapper` adds
-`info['truncated']` (time limit: bootstrap from the true final observation).
+`info['truncated']` (time limit: bootstrap from the true final observation) and
+`NonFiniteWrapper` adds `info['nonfinite']` (the simulation produced NaN/inf: the episode ends as
+a failure, see its docstring).
 
 Wrapper order used by the training loop:
 
-    task -> EpisodeWrapper(T) -> ChunkWrapper(H) -> AutoResetWrapper -> VmapWrapper(N)
+    task -> NonFiniteWrapper -> EpisodeWrapper(T) -> ChunkWrapper(H) -> AutoResetWrapper -> VmapWrapper(N)
 
 so one `step` executes an action chunk open-loop and episodes end on chunk boundaries (steps of a
 chunk after the episode ended are frozen and marked invalid).
@@ -23,7 +25,7 @@ from flax import struct
 
 # info keys that describe the transition just taken; everything else in info is episode state
 # that AutoResetWrapper resets together with the simulator.
-TRANSITION_KEYS = ("success", "terminal", "truncated", "rewards", "valid")
+TRANSITION_KEYS = ("success", "terminal", "truncated", "nonfinite", "rewards", "valid")
 
 
 class EnvState(struct.PyTreeNode):
@@ -51,6 +53,15 @@ def _select(pred, on_true, on_false):
     return jax.tree_util.tree_map(sel, on_true, on_false)
 
 
+def nonfinite(*trees) -> jax.Array:
+    """True (a bool scalar) if any floating-point leaf of `trees` holds a NaN or an infinity."""
+    leaves = [x for x in jax.tree_util.tree_leaves(trees)
+              if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact) and jnp.size(x) > 0]
+    if not leaves:
+        return jnp.zeros((), bool)
+    return jnp.stack([~jnp.all(jnp.isfinite(x)) for x in leaves]).any()
+
+
 class Wrapper:
     def __init__(self, env):
         self.env = env
@@ -61,6 +72,38 @@ class Wrapper:
     @property
     def unwrapped(self):
         return getattr(self.env, "unwrapped", self.env)
+
+
+class NonFiniteWrapper(Wrapper):
+    """Ends an episode whose step produced a non-finite observation or reward (or that the task
+    itself flagged with `info['nonfinite']`, e.g. an MJX task checking qpos/qvel).
+
+    Such a step is a failed terminal step: `done`, `terminal` and `nonfinite` are set, `success`
+    is cleared, and a non-finite reward is replaced by `failure_reward` (0 unless given), so no
+    target bootstraps from the broken state and episode returns stay finite. The observation is
+    left as it is: the training loop never stores a non-finite transition, and the auto-reset
+    starts a fresh episode. MuJoCo Playground ends MJX episodes on NaN qpos for the same reason:
+    a blown-up simulator state never recovers.
+    """
+
+    def __init__(self, env, failure_reward: float = 0.0):
+        super().__init__(env)
+        self.failure_reward = float(failure_reward)
+
+    def reset(self, key):
+        state = self.env.reset(key)
+        return state.replace(info=dict(state.info, nonfinite=jnp.zeros((), bool)))
+
+    def step(self, state, action):
+        nxt = self.env.step(state, action)
+        bad = nonfinite(nxt.obs, nxt.reward)
+        if "nonfinite" in nxt.info:
+            bad = bad | nxt.info["nonfinite"]
+        reward = jnp.where(jnp.isfinite(nxt.reward), nxt.reward, self.failure_reward)
+        reward = reward.astype(jnp.asarray(nxt.reward).dtype)
+        info = dict(nxt.info, nonfinite=bad, terminal=nxt.info["terminal"] | bad,
+                    success=nxt.info["success"] & ~bad)
+        return nxt.replace(reward=reward, done=nxt.done | bad, info=info)
 
 
 class EpisodeWrapper(Wrapper):

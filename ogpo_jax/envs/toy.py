@@ -159,3 +159,47 @@ class ChunkBandit:
         h = chunk.shape[-2]
         disc = gamma ** jnp.arange(h)
         return -(jnp.square(chunk[..., 0] - obs[..., :1]) * disc).sum(-1)
+
+
+class BlowUpSim(struct.PyTreeNode):
+    t: jax.Array          # int32 steps taken
+    doomed: jax.Array     # bool: this episode's "simulation" blows up at `at_step`
+    x: jax.Array          # () float: the state that goes non-finite
+
+
+class BlowUp:
+    """Debug task whose simulation blows up: tests the non-finite guards end to end.
+
+    Each episode lasts `length` steps and succeeds at its last step (reward -1 per step, +5 on
+    success, terminal), unless it is *doomed* (probability `p_blowup`, drawn at reset): then its
+    state, observation and reward turn NaN at step `at_step` and stay NaN, like a diverged
+    physics state. The task does not flag this itself (`NonFiniteWrapper` must catch it from the
+    observation). obs = (t / length, x) with x = 0 while finite.
+    """
+
+    action_size = 1
+    observation_size = 2
+
+    def __init__(self, length: int = 12, at_step: int = 6, p_blowup: float = 0.5):
+        if not 1 <= at_step <= length:
+            raise ValueError(f"BlowUp: at_step={at_step} must be in [1, length={length}]")
+        self.length, self.at_step, self.p_blowup = int(length), int(at_step), float(p_blowup)
+
+    def _state(self, sim, reward, success, done):
+        obs = jnp.stack([sim.t / self.length, sim.x]).astype(jnp.float32)
+        info = {"success": success, "terminal": done}
+        return EnvState(sim=sim, obs=obs, reward=reward, done=done, info=info)
+
+    def reset(self, key):
+        doomed = jax.random.uniform(key) < self.p_blowup
+        sim = BlowUpSim(t=jnp.zeros((), jnp.int32), doomed=doomed, x=jnp.zeros((), jnp.float32))
+        no = jnp.zeros((), bool)
+        return self._state(sim, jnp.zeros((), jnp.float32), no, no)
+
+    def step(self, state, action):
+        t = state.sim.t + 1
+        x = jnp.where(state.sim.doomed & (t >= self.at_step), jnp.nan, state.sim.x)
+        success = (t >= self.length) & jnp.isfinite(x)
+        reward = jnp.where(success, 4.0, -1.0) + 0.0 * x            # NaN once x is
+        sim = BlowUpSim(t=t, doomed=state.sim.doomed, x=x)
+        return self._state(sim, reward.astype(jnp.float32), success, success)

@@ -72,6 +72,7 @@ def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seed
             ls = ckpt.restore(ls, resumed["step"])
             t_start = time.time() - resumed["seconds"]
             log(f"  resumed at {resumed['env_steps']:.0f} env steps from {checkpoint_dir}")
+            ls, _ = loop.drop_nonfinite_rows(ls, log)
     interval = loop.make_interval(env, tcfg, tcfg.log_every_iterations, vmap_seeds=True)
     metric_names = loop.update_metric_names(ls, vmap_seeds=True)
     evaluate = make_evaluator(env, chunk_shape[0], episode_length, tcfg.eval_episodes, vmap_seeds=True)
@@ -132,6 +133,12 @@ def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seed
             beat_t, beat_steps, beat_eps, beat_succ = now, env_steps.mean(), 0.0, 0.0
         rollout["env_steps"].append(float(env_steps.mean()))
         rollout["success"].append(rollout_success.tolist())
+        broken = np.asarray(metrics["nonfinite_episodes"]).sum(-1)
+        rollout.setdefault("nonfinite_episodes", [[0] * len(seeds)] * (len(rollout["success"]) - 1))
+        rollout["nonfinite_episodes"].append(broken.tolist())
+        if broken.any():
+            log(f"  {broken.astype(int).tolist()} episode(s) per seed ended by a non-finite simulation state "
+                f"before {int(env_steps.mean())} env steps (not stored, counted as failures)")
         # the loop discards non-finite updates itself (train.nonfinite); 'stop' ends the comparison
         for i, seed in enumerate(seeds):
             bad = loop.nonfinite_report({"nonfinite_mask": metrics["nonfinite_mask"][i]}, metric_names)
@@ -166,6 +173,7 @@ def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seed
         "final": {f"success_{m}": v for m, v in final.items()},
         "grad_steps": int(np.asarray(ls.agent.step).mean()),
         "env_steps": float(env_steps.mean()),
+        "nonfinite_episodes": float(np.sum(rollout.get("nonfinite_episodes", 0))),
         "compile_and_first_interval_s": compile_s,
         "seconds": time.time() - t_start,
         "device": describe_device(),

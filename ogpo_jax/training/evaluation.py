@@ -1,5 +1,8 @@
 """Policy evaluation: run `num_episodes` episodes in parallel to completion, report success.
 
+An episode the environment ended as non-finite (`info['nonfinite']`: the simulation blew up, see
+`ogpo_jax.envs.core.NonFiniteWrapper`) counts as a failure; `nonfinite` reports how many there were.
+
 `policy(params, obs, key) -> chunks (B, H, da)` is any jittable policy; `params` is whatever it
 needs (actor params, a whole TrainState). The env must be chunked and must NOT auto-reset: a
 finished episode stays frozen (ChunkWrapper marks its steps invalid) until all are done.
@@ -16,7 +19,8 @@ from ogpo_jax.envs.core import ChunkWrapper, VmapWrapper
 
 
 def make_evaluator(env, horizon: int, episode_length: int, num_episodes: int, vmap_seeds: bool = False):
-    """-> jitted `evaluate(policy, params, key) -> dict(success, return, length)` (policy static).
+    """-> jitted `evaluate(policy, params, key) -> dict(success, return, length, nonfinite)` (policy
+    static); success, return and length are means over the episodes, nonfinite a count.
 
     `vmap_seeds=True`: `params` and `key` carry a leading seed axis and every result has shape (S,).
     """
@@ -30,18 +34,21 @@ def make_evaluator(env, horizon: int, episode_length: int, num_episodes: int, vm
         state = chunked.reset(k_reset)
 
         def body(carry, k):
-            s, ret, length, success = carry
+            s, ret, length, success, broken = carry
             alive = ~s.done
             nxt = chunked.step(s, policy(params, s.obs, k))
             ret = ret + nxt.reward
             length = length + nxt.info["valid"].sum(-1)
             success = success | (nxt.info["success"] & alive)
-            return (nxt, ret, length, success), None
+            broken = broken | (nxt.info.get("nonfinite", jnp.zeros_like(alive)) & alive)
+            return (nxt, ret, length, success, broken), None
 
         zeros = jnp.zeros((num_episodes,))
-        init = (state, zeros, zeros, jnp.zeros((num_episodes,), bool))
-        (_, ret, length, success), _ = jax.lax.scan(body, init, jax.random.split(k_act, num_chunks))
-        return {"success": success.mean(), "return": ret.mean(), "length": length.mean()}
+        no = jnp.zeros((num_episodes,), bool)
+        init = (state, zeros, zeros, no, no)
+        (_, ret, length, success, broken), _ = jax.lax.scan(body, init, jax.random.split(k_act, num_chunks))
+        return {"success": (success & ~broken).mean(), "return": ret.mean(), "length": length.mean(),
+                "nonfinite": broken.sum()}
 
     def evaluate_seeds(policy, params, keys):
         return jax.vmap(functools.partial(evaluate, policy))(params, keys)

@@ -104,17 +104,18 @@ def _blocks(x, n: int):
     return x.reshape((n, x.shape[0] // n) + x.shape[1:])
 
 
-def _store(replay, success, staging, rows, done, succ_flags):
-    """Insert one chunk transition per env into the replay ring and the success staging."""
+def _store(replay, success, staging, rows, done, succ_flags, keep):
+    """Insert one chunk transition per env into the replay ring and the success staging; rows with
+    `keep` False (non-finite ones) are written nowhere."""
     n = num_blocks(replay)
     if n == 1:
-        replay = rb.insert(replay, rows)
-        staging, success = rb.stage_and_flush(staging, success, rows, done, succ_flags)
+        replay = rb.insert(replay, rows, keep)
+        staging, success = rb.stage_and_flush(staging, success, rows, done, succ_flags, keep)
         return replay, success, staging
     rows_b = jax.tree_util.tree_map(lambda x: _blocks(x, n), rows)
-    replay = jax.vmap(rb.insert)(replay, rows_b)
+    replay = jax.vmap(rb.insert)(replay, rows_b, _blocks(keep, n))
     staging, success = jax.vmap(rb.stage_and_flush)(staging, success, rows_b, _blocks(done, n),
-                                                    _blocks(succ_flags, n))
+                                                    _blocks(succ_flags, n), _blocks(keep, n))
     return replay, success, staging
 
 
@@ -194,7 +195,11 @@ def make_interval(env, train_cfg, num_iterations: int, vmap_seeds: bool = False,
                 # (the state at the limit is never acted from, so its value is never learned).
                 "terminal": info["terminal"] | (info["truncated"] & train_cfg.truncation_is_terminal),
             }
-            replay, success, staging = _store(ls.replay, ls.success, ls.staging, rows, nxt.done, info["success"])
+            # A non-finite transition (a blown-up simulation, NaN actions) would poison every
+            # batch that samples it for as long as it stays in the ring: never store one.
+            finite = rb.finite_rows(rows)
+            replay, success, staging = _store(ls.replay, ls.success, ls.staging, rows, nxt.done, info["success"],
+                                              finite)
             steps = info["valid"].sum(-1)
             env_steps = ls.env_steps + steps.sum().astype(jnp.int32)
             ep_ret = ls.episode_return + nxt.reward
@@ -212,6 +217,8 @@ def make_interval(env, train_cfg, num_iterations: int, vmap_seeds: bool = False,
                 "updated": can_update.astype(jnp.float32),
                 "nonfinite_updates": n_bad,
                 "nonfinite_mask": mask,
+                "nonfinite_transitions": (~finite).sum().astype(jnp.float32),
+                "nonfinite_episodes": (done * info.get("nonfinite", jnp.zeros_like(nxt.done))).sum(),
                 "episodes": done.sum(),
                 "episode_success_sum": (done * info["success"]).sum(),
                 "episode_return_sum": (done * ep_ret).sum(),
@@ -264,6 +271,46 @@ def make_interval(env, train_cfg, num_iterations: int, vmap_seeds: bool = False,
     return sharded
 
 
+def _over_leading_axes(fn, depth: int):
+    for _ in range(depth):
+        fn = jax.vmap(fn)
+    return fn
+
+
+def _nonfinite_counts(ls: LoopState) -> dict:
+    d = ls.replay.size.ndim           # 0: one ring; 1: per-device blocks or seeds; 2: both
+    return {"replay": _over_leading_axes(rb.count_nonfinite, d)(ls.replay).sum(),
+            "success": _over_leading_axes(rb.count_nonfinite, d)(ls.success).sum(),
+            "staging": _over_leading_axes(rb.count_nonfinite_staging, d)(ls.staging).sum()}
+
+
+def _drop_nonfinite(ls: LoopState) -> LoopState:
+    d = ls.replay.size.ndim
+    replay, _ = _over_leading_axes(rb.drop_nonfinite, d)(ls.replay)
+    success, _ = _over_leading_axes(rb.drop_nonfinite, d)(ls.success)
+    staging, _ = _over_leading_axes(rb.drop_nonfinite_staging, d)(ls.staging)
+    return ls.replace(replay=replay, success=success, staging=staging)
+
+
+def drop_nonfinite_rows(ls: LoopState, log=print) -> tuple:
+    """-> (loop state, {'replay', 'success', 'staging': rows dropped}): a restored state with its
+    non-finite stored transitions removed (`rb.drop_nonfinite`), placed like the input.
+
+    The loop never stores such rows; a checkpoint written before it guarded against them can hold
+    some (a NaN simulation step), and every update that sampled one would be non-finite. A state
+    without them is returned as it is (nothing is recompiled or copied).
+    """
+    counts = {k: int(v) for k, v in jax.device_get(jax.jit(_nonfinite_counts)(ls)).items()}
+    if not any(counts.values()):
+        return ls, counts
+    out = jax.jit(_drop_nonfinite)(ls)
+    out = jax.tree_util.tree_map(
+        lambda x, ref: jax.device_put(x, ref.sharding) if isinstance(ref, jax.Array) else x, out, ls)
+    log(f"[finetune] dropped {sum(counts.values())} non-finite stored transitions from the restored state "
+        f"(replay {counts['replay']}, success buffer {counts['success']}, success staging {counts['staging']})")
+    return out, counts
+
+
 def update_metric_names(ls: LoopState, vmap_seeds: bool = False) -> list:
     """Sorted names of the per-update metrics: the order of the `nonfinite_mask` metric."""
     def names(ls):
@@ -306,6 +353,9 @@ def summarize_interval(metrics) -> dict:
     out["updates_in_interval"] = float(n_upd)
     if "nonfinite_updates" in m:
         out["nonfinite_updates"] = float(m["nonfinite_updates"].sum())
+    for k in ("nonfinite_episodes", "nonfinite_transitions"):     # sums over the interval
+        if k in m:
+            out[f"env/{k}"] = float(m[k].sum())
     return out
 
 

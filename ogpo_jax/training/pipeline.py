@@ -356,6 +356,7 @@ def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shap
     if resumed:
         ls = _distinct_buffers(ckpt.restore(ls))
         log(f"[finetune] resumed from checkpoint at {ckpt.latest_step()} env steps")
+        ls, _ = loop.drop_nonfinite_rows(ls, log)
     eval_keys = [seed_stage_keys(s)[4] for s in seeds]
     if vmapped:
         evaluate = make_evaluator(env, chunk_shape[0], episode_length, tcfg.eval_episodes, vmap_seeds=True)
@@ -367,16 +368,29 @@ def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shap
     }
 
     def run_eval(ls, tags, final=False):
-        """-> per seed {eval/success_<policy>: value}; tags: per-seed fold_in of the eval key."""
+        """-> per seed {eval/success_<policy>: value, eval/nonfinite_<policy>: episodes the
+        simulation blew up in (counted as failures)}; tags: per-seed fold_in of the eval key."""
         # intermediate evaluations skip the actor that does not collect data (one policy less of
         # full-length episodes; that matters for MJX tasks on CPU)
         names = list(policies) if final else ["ode", "sde"]
         keys = [jax.random.fold_in(k, t) for k, t in zip(eval_keys, tags)]
-        if not vmapped:
-            return [{f"eval/success_{n}": float(evaluate(policies[n], ls.agent, keys[0])["success"]) for n in names}]
-        stacked = jax.numpy.stack(keys)
-        res = {n: np.asarray(evaluate(policies[n], ls.agent, stacked)["success"]) for n in names}
-        return [{f"eval/success_{n}": float(res[n][i]) for n in names} for i in range(num_seeds)]
+        if vmapped:
+            stacked = jax.numpy.stack(keys)
+            res = {n: jax.device_get(evaluate(policies[n], ls.agent, stacked)) for n in names}
+        else:
+            res = {n: jax.tree_util.tree_map(lambda x: np.asarray(x)[None],
+                                             jax.device_get(evaluate(policies[n], ls.agent, keys[0])))
+                   for n in names}
+        out = []
+        for i in range(num_seeds):
+            r = {f"eval/success_{n}": float(res[n]["success"][i]) for n in names}
+            r.update({f"eval/nonfinite_{n}": float(res[n]["nonfinite"][i]) for n in names})
+            bad = {n: int(res[n]["nonfinite"][i]) for n in names if res[n]["nonfinite"][i] > 0}
+            if bad:
+                log(f"[eval] non-finite simulation (counted as failed) in {bad} evaluation episodes"
+                    + (f" (seed {seeds[i]})" if vmapped else ""))
+            out.append(r)
+        return out
 
     interval = loop.make_interval(env, tcfg, tcfg.log_every_iterations, vmap_seeds=vmapped,
                                   mesh=mesh if mesh.size > 1 else None, donate=True)
@@ -449,6 +463,12 @@ def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shap
                     + f", after {int(grad_steps[i])} good updates; training stopped. The last good state is "
                     f"checkpointed at env step {int(env_steps.min())} in {ckpt.directory}. Set "
                     "train.nonfinite='skip' to discard such updates and go on.")
+            for i, r in enumerate(records):
+                if r.get("env/nonfinite_episodes", 0) > 0 or r.get("env/nonfinite_transitions", 0) > 0:
+                    log(f"[finetune] {int(r.get('env/nonfinite_episodes', 0))} episode(s) ended by a non-finite "
+                        f"simulation state before env step {int(env_steps[i])}"
+                        + (f" (seed {seeds[i]})" if vmapped else "")
+                        + f"; {int(r.get('env/nonfinite_transitions', 0))} non-finite transition(s) not stored")
             if tcfg.nonfinite == "skip" and not warned_skip and any(b is not None for b in bad):
                 i = next(j for j, b in enumerate(bad) if b is not None)
                 log(f"[finetune] warning: discarded update(s) with non-finite {', '.join(bad[i][1])} near env step "
@@ -494,11 +514,27 @@ def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shap
             "final_success_ode": final[i]["eval/success_ode"],
             "final_success_sde": final[i]["eval/success_sde"],
             f"final_success_ode_{other}": final[i][f"eval/success_ode_{other}"],
+            "final_nonfinite_episodes": {n: final[i][f"eval/nonfinite_{n}"] for n in policies},
+            "train_nonfinite_episodes": _logged_sum(log_dirs[i], "env/nonfinite_episodes") if main else None,
             "env_steps": int(env_steps[i]),
             "grad_steps": int(grad_steps[i]),
             "finetune_seconds": time.time() - t_start,
         })
     return outs
+
+
+def _logged_sum(log_dir: str, key: str) -> float:
+    """Sum of `key` over a run's metrics.jsonl (every interval since the start, across resumes)."""
+    path = os.path.join(log_dir, "metrics.jsonl")
+    total = 0.0
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    total += float(json.loads(line).get(key, 0.0))
+                except (json.JSONDecodeError, TypeError, ValueError):
+                    continue
+    return total
 
 
 # ----------------------------------------------------------------------------- reloading runs

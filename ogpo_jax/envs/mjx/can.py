@@ -12,7 +12,9 @@ follows robomimic's `PickPlaceCan` semantics where they matter for learning:
   `robot0_eef_quat` (4, xyzw like robosuite), `robot0_gripper_qpos` (2), and `object` (14) = can
   position, can quaternion (xyzw), can position and quaternion in the end-effector frame;
 * reward -1 per step, +5 and terminate once the can is inside the target bin below the rim;
-  robomimic's 400-step horizon is applied by `EpisodeWrapper` (see `ogpo_jax.envs.make`).
+  robomimic's 400-step horizon is applied by `EpisodeWrapper` (see `ogpo_jax.envs.make`);
+* a step whose physics state (qpos, qvel) or observation is non-finite ends the episode as a
+  failure (`info['nonfinite']`, terminal, reward -1).
 
 Physics (`assets/can.xml`): arm links are visual-only capsules; the hand, the two friction pads and
 the can collide through an explicit contact-pair list, the can collider is a convex octagonal
@@ -34,6 +36,7 @@ with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.St
     from mujoco import mjx  # mujoco-mjx prints "Failed to import warp" when warp is absent
 
 from ogpo_jax.data import demos
+from ogpo_jax.envs import core
 from ogpo_jax.envs.core import EnvState
 from ogpo_jax.envs.mjx import compile_options
 
@@ -180,7 +183,7 @@ class Can:
         data = mjx.make_data(self.mjx_model)
         data = data.replace(qpos=qpos, ctrl=jnp.concatenate([arm, fingers]))
         data = mjx.forward(self.mjx_model, data)
-        info = {"success": jnp.zeros((), bool), "terminal": jnp.zeros((), bool)}
+        info = {"success": jnp.zeros((), bool), "terminal": jnp.zeros((), bool), "nonfinite": jnp.zeros((), bool)}
         return EnvState(sim=data, obs=self._obs(data), reward=jnp.zeros((), jnp.float32),
                         done=jnp.zeros((), bool), info=info)
 
@@ -210,7 +213,11 @@ class Can:
         data = data.replace(ctrl=ctrl)
         data = jax.lax.fori_loop(0, p.n_substeps, lambda _, d: mjx.step(self.mjx_model, d), data)
         can_pos, _ = self.can_pose(data)
-        success = self.in_target(can_pos)
+        obs = self._obs(data)
+        # A blown-up physics state (NaN/inf) never recovers: end the episode as a failure (no
+        # bootstrap, the reward of a failed step); the auto-reset starts a fresh one.
+        broken = core.nonfinite(data.qpos, data.qvel, obs)
+        success = self.in_target(can_pos) & ~broken
         reward = jnp.where(success, p.success_bonus, -1.0).astype(jnp.float32)
-        info = {"success": success, "terminal": success}
-        return EnvState(sim=data, obs=self._obs(data), reward=reward, done=success, info=info)
+        info = {"success": success, "terminal": success | broken, "nonfinite": broken}
+        return EnvState(sim=data, obs=obs, reward=reward, done=success | broken, info=info)

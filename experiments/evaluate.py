@@ -59,10 +59,12 @@ def main(argv):
         out = jax.device_get(evaluate(policies[mode], params, key))
         succ = float(out["success"])
         stderr = float(np.sqrt(succ * (1 - succ) / _EPISODES.value))
+        broken = int(out["nonfinite"])
         result[mode] = {"success": succ, "stderr": stderr, "return": float(out["return"]),
-                        "length": float(out["length"]), "seconds": time.time() - t0}
+                        "length": float(out["length"]), "nonfinite_episodes": broken, "seconds": time.time() - t0}
         print(f"[eval] {mode:>9s}: success {succ:.3f} +- {stderr:.3f}, return {float(out['return']):.1f}, "
-              f"length {float(out['length']):.0f} ({time.time() - t0:.1f}s incl. compile)")
+              f"length {float(out['length']):.0f} ({time.time() - t0:.1f}s incl. compile)"
+              + (f"; {broken} episode(s) ended by a non-finite simulation state (failures)" if broken else ""))
     tag = _SOURCE.value
     if _FAILURES.value:
         if config.env.name != "can":

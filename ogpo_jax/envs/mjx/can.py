@@ -17,8 +17,10 @@ follows robomimic's `PickPlaceCan` semantics where they matter for learning:
   failure (`info['nonfinite']`, terminal, reward -1).
 
 Physics (`assets/can.xml`): arm links are visual-only capsules; the hand, the two friction pads and
-the can collide through an explicit contact-pair list, the can collider is a convex octagonal
-prism, elliptic friction cones hold the grasp (no welds). Newton solver with few iterations.
+the can collide through an explicit contact-pair list, the can collider is a capsule plus a flat
+box base, elliptic friction cones hold the grasp (no welds). Newton solver with few iterations,
+with MJX's elliptic-cone Hessian made consistent at the cone apex (`solver_patch`): unpatched, a
+contact with a near-zero tangential residual (a can lying against a bin wall) turns the state NaN.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.St
 from ogpo_jax.data import demos
 from ogpo_jax.envs import core
 from ogpo_jax.envs.core import EnvState
-from ogpo_jax.envs.mjx import compile_options
+from ogpo_jax.envs.mjx import compile_options, solver_patch
 
 ASSET_PATH = os.path.join(os.path.dirname(__file__), "assets", "can.xml")
 OBS_KEYS = (("robot0_eef_pos", 3), ("robot0_eef_quat", 4), ("robot0_gripper_qpos", 2), ("object", 14))
@@ -111,6 +113,7 @@ class Can:
     observation_size = sum(n for _, n in OBS_KEYS)
 
     def __init__(self, params: CanParams = CanParams()):
+        solver_patch.apply()
         self.params = params
         model = mujoco.MjModel.from_xml_path(ASSET_PATH)
         model.opt.timestep = params.timestep

@@ -8,16 +8,18 @@ Rolls out the policy (the training rollout's sampler by default: `algo.rollout_m
 `--num_envs` auto-resetting environments, exactly as the training loop does but without updates,
 until `--env_steps` environment steps are taken, and counts the episodes the task ended as
 non-finite (`info['nonfinite']`, see `ogpo_jax.envs.core.NonFiniteWrapper`). Prints a progress
-line with the rate and ETA; writes a JSON with the counts and the rate per million env steps
-and, for MJX tasks, an .npz with the physics state (qpos, qvel, ctrl, qacc_warmstart, time) and
-the action chunk right before each of the last `--captures` blow-ups, so a blow-up can be
-replayed step by step (`ogpo_jax.envs.mjx.debug`).
+line with the rate and ETA (SIGTERM / Ctrl-C stops early and keeps the counts); writes a JSON
+with the counts and the rate per million env steps and, for MJX tasks, an .npz with the physics
+state (qpos, qvel, ctrl, qacc_warmstart, time) and the action chunk right before each of the last
+`--captures` blow-ups, so a blow-up can be replayed step by step (`tests/test_can_blowup.py`
+replays one).
 
 --workdir: a train.py run directory (its config.json), or any directory with a `bc/actor`
 checkpoint when --config is given. --source: 'latest' (newest finetune checkpoint, else BC),
 'bc', or a finetune checkpoint env step.
 """
 import os
+import signal
 import sys
 import time
 
@@ -109,7 +111,7 @@ def main(argv):
     params = jax.device_put(params, device)
     carry = jax.device_put(init(jax.random.PRNGKey(_SEED.value)), device)
     totals = {"env_steps": 0, "episodes": 0, "successes": 0, "nonfinite": 0}
-    t_compile, saved = None, 0
+    t_compile, saved, calls = None, 0, 0
 
     def write(done: bool):
         result = {"source": what, "mode": mode, "env": config.env.name,
@@ -128,13 +130,17 @@ def main(argv):
         pipeline.write_json(out, result)
         return result
 
-    while totals["env_steps"] < _ENV_STEPS.value:
+    stop = []
+    for sig in (signal.SIGTERM, signal.SIGINT):      # stop early, keeping the counts so far
+        signal.signal(sig, lambda signum, _: stop.append(signal.Signals(signum).name))
+    while totals["env_steps"] < _ENV_STEPS.value and not stop:
         t1 = time.time()
         carry, stats = rollout(params, carry)
         stats = jax.device_get(stats)
         for k in totals:
             totals[k] += int(stats[k])
-        if totals["nonfinite"] > saved:          # keep every blow-up found so far on disk
+        calls += 1
+        if totals["nonfinite"] > saved or calls % 10 == 0:   # every blow-up found so far is on disk
             write(False)
             saved = totals["nonfinite"]
         if t_compile is None:
@@ -148,7 +154,9 @@ def main(argv):
         print(f"[health] {totals['env_steps']:>9d} env steps, {totals['episodes']} episodes "
               f"(success {totals['successes'] / max(totals['episodes'], 1):.3f}), non-finite episodes "
               f"{totals['nonfinite']}; {rate:.0f} env steps/s, ETA {eta / 60:.1f} min", flush=True)
-    result = write(True)
+    if stop:
+        print(f"[health] {stop[0]}: stopped early at {totals['env_steps']} env steps")
+    result = write(not stop)
     print(f"[health] {totals['nonfinite']} non-finite episodes in {totals['env_steps']} env steps "
           f"({result['nonfinite_per_million_env_steps']:.2f} per million; {totals['episodes']} episodes, success "
           f"{totals['successes'] / max(totals['episodes'], 1):.3f}) -> {out}")

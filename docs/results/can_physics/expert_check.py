@@ -2,7 +2,7 @@
 # env vars CONE (pyramidal|elliptic), IMPRATIO, SOLVER (cg), ITER, PADFRIC (can-pad pair friction).
 # Written to choose how to remove the MJX blow-ups (RESULTS.md, "Can physics"); not part of the package.
 import os, sys, time
-sys.path.insert(0, '/work/main')
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', '..')))
 import jax, numpy as np, mujoco
 from mujoco import mjx
 from ogpo_jax import envs

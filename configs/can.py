@@ -51,8 +51,8 @@ def get_config(preset: str = "") -> ConfigDict:
         a.ppo_batch_size = 32
         a.group_size = 8
         a.success_batch_size = 64
-        # What made Can:quick improve on BC (RESULTS.md, session 5; 0.45 -> 0.80 ODE by 51k env
-        # steps): 8x more updates per env step (32 per iteration of 128 env steps = 0.25 grad
+        # What makes Can:quick improve on BC (RESULTS.md, "Can (MJX) at configs/can.py:quick"):
+        # 8x more updates per env step (32 per iteration of 128 env steps = 0.25 grad
         # steps per env step), the critic alone for the first 1500 updates, a faster actor lr
         # than the paper's 4.5e-5 with a short warm-up, and a weak success-buffer BC term
         # (lambda 0.1): success-buffer BC on its own *lowered* Can success (0.45 -> 0.27).

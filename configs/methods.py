@@ -51,7 +51,7 @@ METHODS = {
                 {"ppo_coeff": 0.0}),
 }
 
-# The headline comparison on Can (issue 5): OGPO, OGPO+, OGPO-CA, BPTT, GRPO-std, min targets.
+# The headline comparison on Can: OGPO, OGPO+, OGPO-CA, BPTT, GRPO-std, min targets.
 HEADLINE = ("ogpo", "ogpo_plus", "ogpo_ca", "bptt", "grpo_std", "min_targets")
 
 

@@ -78,6 +78,10 @@ def collect_demos_to_file(config, env, expert, episode_length: int, path: str, k
     if expert is None:
         raise ValueError(f"env.name={config.env.name!r} has no scripted expert; set demos.path")
     t0 = time.time()
+    # One compiled call (compile + all episodes): say what is running so a silent stage of
+    # minutes on a CPU is not mistaken for a hang.
+    log(f"[demos] rolling out {config.demos.num_demos} scripted-expert episodes of up to {episode_length} "
+        f"steps in parallel (one compiled call; prints when done)")
     rollouts = jax.device_get(collect_demos(env, expert, config.demos.num_demos, episode_length, key))
     obs_layout = getattr(env, "obs_keys", None)
     stats = {

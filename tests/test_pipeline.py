@@ -30,7 +30,7 @@ def _config(seed, **train):
 def test_toy_end_to_end_reaches_090(tmp_path, seed):
     """The issue's bar at `configs/toy.py:quick` (150k env steps): BC <= 0.5, finetuned ODE >= 0.9.
     Measured on the 2-core CPU (RESULTS.md): seed 0 0.344 -> 0.914, seed 1 0.312 -> 0.930.
-    Seed 1 is `slow` since session 6 (~8 min of the 20-min CI budget); the 3-seed comparisons in
+    Seed 1 is `slow` (it costs ~8 min of the 20-min CI budget); the 3-seed comparisons in
     RESULTS.md cover more seeds of the same preset."""
     workdir = str(tmp_path / f"seed{seed}")
     summary = pipeline.run(_config(seed), workdir, log=_quiet_log)

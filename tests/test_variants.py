@@ -1,4 +1,4 @@
-"""OGPO stabilizers and ablations (issue 5): each against a hand-computed example, and each method
+"""OGPO stabilizers and ablations: each against a hand-computed example, and each method
 preset trains a few updates without NaNs and changes the update the way its definition says."""
 import dataclasses
 import math

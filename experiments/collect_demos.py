@@ -18,7 +18,7 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from ogpo_jax import envs  # noqa: E402
-from ogpo_jax.training import pipeline  # noqa: E402
+from ogpo_jax.training import compile_cache, pipeline  # noqa: E402
 from ogpo_jax.training.config import validate  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/can.py", "Task config (env, demos.num_demos, seed).")
@@ -28,6 +28,7 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --out fi
 
 def main(argv):
     del argv
+    compile_cache.enable(print)
     config = _CONFIG.value
     validate(config)
     if os.path.exists(_OUT.value) and not _OVERWRITE.value:

@@ -24,7 +24,7 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from configs import methods as methods_lib  # noqa: E402
-from ogpo_jax.training import compare, pipeline  # noqa: E402
+from ogpo_jax.training import compare, compile_cache, pipeline  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/toy.py:quick", "Task config, optionally with ':preset'.")
 _METHODS = flags.DEFINE_string("methods", "ogpo,ogpo_plus,ogpo_ca",
@@ -42,6 +42,7 @@ _TITLE = flags.DEFINE_string("title", "", "Title of the plots and table.")
 
 def main(argv):
     del argv
+    compile_cache.enable(print)
     logging.set_verbosity(logging.WARNING)
     config = _CONFIG.value
     outdir = _OUTDIR.value or os.path.join("runs", f"compare_{config.env.name}")

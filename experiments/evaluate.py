@@ -25,8 +25,8 @@ import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from ogpo_jax import envs  # noqa: E402
-from ogpo_jax.training import pipeline  # noqa: E402
-from ogpo_jax.training.evaluation import make_evaluator  # noqa: E402
+from ogpo_jax.training import compile_cache, pipeline  # noqa: E402
+from ogpo_jax.training.evaluation import evaluate_policies, make_evaluator  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by train.py.", required=True)
 _SOURCE = flags.DEFINE_string("source", "latest", "'latest', 'bc', or a finetune checkpoint env step.")
@@ -39,6 +39,7 @@ _FAILURES = flags.DEFINE_bool("failures", False, "Can: failure-mode breakdown of
 
 def main(argv):
     del argv
+    compile_cache.enable(print)
     logging.set_verbosity(logging.WARNING)
     if _EPISODES.value < 1:
         raise SystemExit(f"--episodes must be >= 1, got {_EPISODES.value}")
@@ -49,14 +50,15 @@ def main(argv):
         raise SystemExit(f"--modes: {unknown} not available for {what}; choose from {sorted(policies)}")
     env, _, episode_length = envs.make(config.env.name, **config.env.kwargs.to_dict())
     horizon = config.env.chunk_horizon
-    evaluate = make_evaluator(env, horizon, episode_length, _EPISODES.value)
+    evaluate = make_evaluator(env, horizon, episode_length, _EPISODES.value, log=print)
     print(f"[eval] {what}: {_EPISODES.value} episodes per sampler")
     key = jax.random.PRNGKey(_SEED.value)
     result = {"source": what, "episodes": _EPISODES.value, "seed": _SEED.value}
+    chosen = {m: policies[m] for m in _MODES.value}      # one compiled program for all of them
     for mode in _MODES.value:
         t0 = time.time()
         # the same key for every sampler: all are scored on the same initial states (as in training)
-        out = jax.device_get(evaluate(policies[mode], params, key))
+        out = jax.device_get(evaluate_policies(evaluate, chosen, params, key, [mode])[mode])
         succ = float(out["success"])
         stderr = float(np.sqrt(succ * (1 - succ) / _EPISODES.value))
         broken = int(out["nonfinite"])

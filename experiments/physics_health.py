@@ -34,7 +34,7 @@ from ml_collections import config_flags  # noqa: E402
 from ogpo_jax import envs  # noqa: E402
 from ogpo_jax.data import replay as rb  # noqa: E402
 from ogpo_jax.envs import core as env_core  # noqa: E402
-from ogpo_jax.training import loop, pipeline  # noqa: E402
+from ogpo_jax.training import compile_cache, loop, pipeline  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config (default: the run's config.json).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory with the policy.", required=True)
@@ -89,6 +89,7 @@ def make_rollout(env, policy, horizon: int, num_envs: int, num_chunks: int, capa
 
 def main(argv):
     del argv
+    compile_cache.enable(print)
     logging.set_verbosity(logging.WARNING)
     config = _CONFIG.value if _CONFIG.value is not None else pipeline.load_run_config(_WORKDIR.value)
     params, policies, what = pipeline.restore_policy(config, _WORKDIR.value, _SOURCE.value)

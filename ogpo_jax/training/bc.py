@@ -15,6 +15,7 @@ import optax
 
 from ogpo_jax.algorithms import ogpo
 from ogpo_jax.gcp import flow
+from ogpo_jax.training import progress
 
 
 def make_bc_block(config: ogpo.OGPOConfig, chunk_shape, dataset: dict, batch_size: int, lr: float, steps: int):
@@ -55,7 +56,10 @@ def _actor_policy(config, chunk_shape, mode, params, obs, key):
 
 
 def train_bc(config, chunk_shape, obs_dim, dataset, evaluate, bc_cfg, key, log_fn=print):
-    """Run clipped BC. Returns (actor_params, history list of dicts)."""
+    """Run clipped BC. Returns (actor_params, history list of dicts).
+
+    `evaluate(params, key) -> {'success': ...}` scores the `bc_cfg.eval_mode` sampler after every
+    block of `bc_cfg.eval_every` steps (the early stop looks at it)."""
     k_init, key = jax.random.split(key)
     dim = chunk_shape[0] * chunk_shape[1]
     params = ogpo.actor_module(config, dim).init(
@@ -63,16 +67,29 @@ def train_bc(config, chunk_shape, obs_dim, dataset, evaluate, bc_cfg, key, log_f
     block, tx = make_bc_block(config, chunk_shape, dataset, bc_cfg.batch_size, bc_cfg.lr, bc_cfg.eval_every)
     opt_state = tx.init(params)
     stop_mode = bc_cfg.eval_mode
-    policy = actor_policy(config, chunk_shape, stop_mode)
+    n_data = int(jax.tree_util.tree_leaves(dataset)[0].shape[0])
+    log_fn(f"[bc] {n_data} chunk windows, batch {bc_cfg.batch_size}, up to {bc_cfg.max_steps} steps; "
+           f"{stop_mode} evaluation every {bc_cfg.eval_every} steps"
+           + (f", stop at success >= {bc_cfg.stop_success}" if bc_cfg.clipped else ""))
+    progress.compile_program(block, (params, opt_state, key), f"BC training block ({bc_cfg.eval_every} steps)", log_fn)
     history, step, start = [], 0, time.time()
+    train_s = 0.0                     # gradient steps only: the rate excludes evaluation
     while step < bc_cfg.max_steps:
         key, k_block, k_eval = jax.random.split(key, 3)
+        t0 = time.time()
         params, opt_state, loss = block(params, opt_state, k_block)
+        loss = float(loss)
+        train_s += time.time() - t0
         step += bc_cfg.eval_every
-        success = float(evaluate(policy, params, k_eval)["success"])
-        history.append({"bc_step": step, "bc_loss": float(loss), f"bc_success_{stop_mode}": success,
+        t0 = time.time()
+        success = float(evaluate(params, k_eval)["success"])
+        eval_s = time.time() - t0
+        history.append({"bc_step": step, "bc_loss": loss, f"bc_success_{stop_mode}": success,
                         "wall_seconds": time.time() - start})
-        log_fn(f"[bc] step {step:>7d}  loss {float(loss):.4f}  {stop_mode} success {success:.3f}")
+        elapsed = time.time() - start
+        log_fn(f"[bc] step {step:>7d}  loss {loss:.4f}  {stop_mode} success {success:.3f}  "
+               f"({step / max(train_s, 1e-9):.0f} steps/s, eval {eval_s:.1f}s; {progress.duration(elapsed)} so far, "
+               f"at most {progress.duration(elapsed / step * (bc_cfg.max_steps - step))} more)")
         if bc_cfg.clipped and success >= bc_cfg.stop_success:
             log_fn(f"[bc] clipped early stop: {stop_mode} success {success:.3f} >= {bc_cfg.stop_success}")
             break

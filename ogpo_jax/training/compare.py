@@ -23,7 +23,7 @@ import numpy as np
 from ogpo_jax.algorithms import ogpo
 from ogpo_jax.training import loop, pipeline
 from ogpo_jax.training.config import validate
-from ogpo_jax.training.evaluation import make_evaluator
+from ogpo_jax.training.evaluation import evaluate_policies, make_evaluator
 
 
 def init_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seeds):
@@ -75,13 +75,16 @@ def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seed
             ls, _ = loop.drop_nonfinite_rows(ls, log)
     interval = loop.make_interval(env, tcfg, tcfg.log_every_iterations, vmap_seeds=True)
     metric_names = loop.update_metric_names(ls, vmap_seeds=True)
-    evaluate = make_evaluator(env, chunk_shape[0], episode_length, tcfg.eval_episodes, vmap_seeds=True)
-    # one policy object per sampler: the evaluator is compiled per (static) policy
-    policies = {m: functools.partial(pipeline.agent_policy, m, algo_cfg.act_with) for m in set(eval_modes) | set(final_modes)}
+    evaluate = make_evaluator(env, chunk_shape[0], episode_length, tcfg.eval_episodes, vmap_seeds=True, log=log,
+                              what=f"evaluator, {len(seeds)} seeds")
+    # one policy object per sampler, all in one compiled evaluator program (evaluate_policies)
+    policies = {m: functools.partial(pipeline.agent_policy, m, algo_cfg.act_with)
+                for m in sorted(set(eval_modes) | set(final_modes))}
 
     def run_eval(ls, modes, tag):
         keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_keys, tag)
-        return {m: np.asarray(evaluate(policies[m], ls.agent, keys)["success"]).tolist() for m in modes}
+        res = evaluate_policies(evaluate, policies, ls.agent, keys, list(modes))
+        return {m: np.asarray(res[m]["success"]).tolist() for m in modes}
 
     curve = {"env_steps": [], "env_steps_per_seed": [], "wall_seconds": [], "grad_steps": []}
     curve.update({f"success_{m}": [] for m in eval_modes})

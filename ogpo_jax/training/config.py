@@ -14,6 +14,8 @@ from ogpo_jax.algorithms.config import OGPOConfig
 
 SECTIONS = ("seed", "num_seeds", "env", "demos", "bc", "algo", "train", "log", "distributed")
 NONFINITE = ("stop", "skip")
+MATMUL_PRECISIONS = ("", "default", "high", "highest", "bfloat16", "tensorfloat32", "float32")
+SIZED_FOR = ("any", "cpu", "gpu")
 # sections whose keys are free (task-specific keyword arguments)
 _FREE = ("env.kwargs",)
 
@@ -103,6 +105,9 @@ def validate(config) -> OGPOConfig:
     _require(t.success_capacity >= algo.success_batch_size, "train.success_capacity", t.success_capacity,
              f">= algo.success_batch_size ({algo.success_batch_size})")
     _require(t.nonfinite in NONFINITE, "train.nonfinite", t.nonfinite, f"one of {NONFINITE}")
+    _require(t.matmul_precision in MATMUL_PRECISIONS, "train.matmul_precision", t.matmul_precision,
+             f"one of {MATMUL_PRECISIONS}")
+    _require(t.sized_for in SIZED_FOR, "train.sized_for", t.sized_for, f"one of {SIZED_FOR}")
     _require(dist.num_devices >= 0, "distributed.num_devices", dist.num_devices, ">= 0 (0 = all devices)")
     _require(dist.num_processes >= 0, "distributed.num_processes", dist.num_processes, ">= 0 (0 = from the environment)")
     _require(dist.process_id >= -1, "distributed.process_id", dist.process_id, ">= -1 (-1 = from the environment)")

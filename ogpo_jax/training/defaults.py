@@ -51,6 +51,8 @@ def get_config(preset: str = "") -> ConfigDict:
     c.train.checkpoint_every_env_steps = 100_000
     c.train.max_checkpoints = 2
     c.train.nonfinite = "stop"           # non-finite loss/grad/Q: 'stop' (checkpoint last good state) | 'skip'
+    c.train.matmul_precision = ""        # '' = JAX's default; 'highest' = full fp32 matmuls (jax.default_matmul_precision)
+    c.train.sized_for = "any"            # 'gpu': a CPU start prints a cost estimate and points to a CPU preset
 
     c.distributed = ConfigDict()
     c.distributed.enabled = False        # multi-host: call jax.distributed.initialize

@@ -5,7 +5,13 @@ An episode the environment ended as non-finite (`info['nonfinite']`: the simulat
 
 `policy(params, obs, key) -> chunks (B, H, da)` is any jittable policy; `params` is whatever it
 needs (actor params, a whole TrainState). The env must be chunked and must NOT auto-reset: a
-finished episode stays frozen (ChunkWrapper marks its steps invalid) until all are done.
+finished episode stays frozen (ChunkWrapper marks its steps invalid) until all are done, and the
+rollout stops as soon as every episode has ended.
+
+Several samplers of the same params (ODE, SDE, Best-of-N, ...) share ONE compiled program:
+`PolicySwitch(policies)` picks the sampler with a traced index (`lax.switch`), so the simulator
+inside the evaluator, which dominates its compile time for MJX tasks, is compiled once.
+`evaluate_policies` runs a dict of samplers through such a program.
 """
 from __future__ import annotations
 
@@ -16,42 +22,102 @@ import jax.numpy as jnp
 
 from ogpo_jax.envs import core as env_core
 from ogpo_jax.envs.core import ChunkWrapper, VmapWrapper
+from ogpo_jax.training import progress
 
 
-def make_evaluator(env, horizon: int, episode_length: int, num_episodes: int, vmap_seeds: bool = False):
-    """-> jitted `evaluate(policy, params, key) -> dict(success, return, length, nonfinite)` (policy
-    static); success, return and length are means over the episodes, nonfinite a count.
+class PolicySwitch:
+    """Static, hashable set of policies chosen by a traced index: `switch(params, obs, key, index)`.
+
+    Equal (and hashing equal) when its policies are the same objects, so an evaluator compiled for
+    one switch is reused by every call with the same policies.
+    """
+
+    def __init__(self, policies, names=None):
+        self.policies = tuple(policies)
+        self.names = tuple(names) if names is not None else tuple(f"policy {i}" for i in range(len(self.policies)))
+        if not self.policies or len(self.names) != len(self.policies):
+            raise ValueError(f"PolicySwitch needs one name per policy and at least one policy, got "
+                             f"{len(self.policies)} policies and names {self.names}")
+
+    def __call__(self, params, obs, key, index):
+        if len(self.policies) == 1:
+            return self.policies[0](params, obs, key)
+        return jax.lax.switch(index, self.policies, params, obs, key)
+
+    def __hash__(self):
+        return hash((self.policies, self.names))
+
+    def __eq__(self, other):
+        return isinstance(other, PolicySwitch) and (self.policies, self.names) == (other.policies, other.names)
+
+
+def make_evaluator(env, horizon: int, episode_length: int, num_episodes: int, vmap_seeds: bool = False,
+                   log=None, what: str = "evaluator"):
+    """-> jitted `evaluate(policy, params, key, index=0) -> dict(success, return, length, nonfinite)`
+    (policy static); success, return and length are means over the episodes, nonfinite a count.
+    `policy` is a policy function or a `PolicySwitch`, whose sampler `index` (traced) selects.
 
     `vmap_seeds=True`: `params` and `key` carry a leading seed axis and every result has shape (S,).
+    `log`: announce and time the compile of each new policy (`progress.compile_program`).
     """
     if num_episodes < 1:
         raise ValueError(f"eval episodes must be >= 1, got {num_episodes}")
     chunked = VmapWrapper(ChunkWrapper(env, horizon), num_episodes)
     num_chunks = -(-episode_length // horizon)
 
-    def evaluate(policy, params, key):
+    def evaluate(policy, params, key, index):
         k_reset, k_act = jax.random.split(key)
         state = chunked.reset(k_reset)
+        keys = jax.random.split(k_act, num_chunks)
+        act = policy if isinstance(policy, PolicySwitch) else (lambda p, o, k, _i: policy(p, o, k))
 
-        def body(carry, k):
-            s, ret, length, success, broken = carry
+        def body(carry):
+            i, s, ret, length, success, broken = carry
             alive = ~s.done
-            nxt = chunked.step(s, policy(params, s.obs, k))
+            nxt = chunked.step(s, act(params, s.obs, keys[i], index))
             ret = ret + nxt.reward
             length = length + nxt.info["valid"].sum(-1)
             success = success | (nxt.info["success"] & alive)
             broken = broken | (nxt.info.get("nonfinite", jnp.zeros_like(alive)) & alive)
-            return (nxt, ret, length, success, broken), None
+            return i + 1, nxt, ret, length, success, broken
+
+        def running(carry):
+            i, s = carry[:2]
+            return (i < num_chunks) & ~jnp.all(s.done)
 
         zeros = jnp.zeros((num_episodes,))
         no = jnp.zeros((num_episodes,), bool)
-        init = (state, zeros, zeros, no, no)
-        (_, ret, length, success, broken), _ = jax.lax.scan(body, init, jax.random.split(k_act, num_chunks))
+        init = (jnp.zeros((), jnp.int32), state, zeros, zeros, no, no)
+        _, _, ret, length, success, broken = jax.lax.while_loop(running, body, init)
         return {"success": (success & ~broken).mean(), "return": ret.mean(), "length": length.mean(),
                 "nonfinite": broken.sum()}
 
-    def evaluate_seeds(policy, params, keys):
-        return jax.vmap(functools.partial(evaluate, policy))(params, keys)
+    def evaluate_seeds(policy, params, keys, index):
+        return jax.vmap(functools.partial(evaluate, policy), in_axes=(0, 0, None))(params, keys, index)
 
-    return functools.partial(jax.jit, static_argnums=0, compiler_options=env_core.compiler_options(env))(
-        evaluate_seeds if vmap_seeds else evaluate)
+    jitted = jax.jit(evaluate_seeds if vmap_seeds else evaluate, static_argnums=0,
+                     compiler_options=env_core.compiler_options(env))
+
+    seen = set()
+
+    def call(policy, params, key, index=0):
+        index = jnp.asarray(index, jnp.int32)
+        if log is not None and policy not in seen:
+            seen.add(policy)
+            samplers = f"; {', '.join(policy.names)}" if isinstance(policy, PolicySwitch) else ""
+            progress.compile_program(jitted, (policy, params, key, index),
+                                     f"{what} ({num_episodes} episodes{samplers})", log)
+        return jitted(policy, params, key, index)
+
+    call.jitted = jitted
+    call.num_episodes = num_episodes
+    return call
+
+
+def evaluate_policies(evaluate, policies: dict, params, key, names=None) -> dict:
+    """{name: evaluate result} for the samplers `names` (default: all) of `policies`, every one
+    through the same compiled program (a `PolicySwitch` over all of `policies`: calls with the same
+    policy objects reuse it)."""
+    switch = PolicySwitch(policies.values(), names=policies)
+    order = list(policies)
+    return {n: evaluate(switch, params, key, order.index(n)) for n in (names or order)}

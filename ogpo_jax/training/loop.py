@@ -259,14 +259,18 @@ def make_interval(env, train_cfg, num_iterations: int, vmap_seeds: bool = False,
     from ogpo_jax.training import distributed
     compiled = {}
 
-    def sharded(ls):
+    def jitted(ls):
         if "fn" not in compiled:
             shardings = distributed.loop_shardings(mesh, ls, seed_axis=vmap_seeds)
             compiled["fn"] = jax.jit(fn, in_shardings=(shardings,),
                                      out_shardings=(shardings, distributed.replicated(mesh)),
                                      compiler_options=options, donate_argnums=donate_argnums)
-        return compiled["fn"](ls)
+        return compiled["fn"]
 
+    def sharded(ls):
+        return jitted(ls)(ls)
+
+    sharded.lower = lambda ls: jitted(ls).lower(ls)
     sharded._cache_size = lambda: compiled["fn"]._cache_size() if "fn" in compiled else 0
     return sharded
 

@@ -30,7 +30,8 @@ from ogpo_jax.training import bc as bc_lib
 from ogpo_jax.training import distributed, loop, memory
 from ogpo_jax.training.checkpoint import Checkpointer
 from ogpo_jax.training.config import check_divisible, validate
-from ogpo_jax.training.evaluation import make_evaluator
+from ogpo_jax.training import progress
+from ogpo_jax.training.evaluation import evaluate_policies, make_evaluator
 from ogpo_jax.training.logging import Logger
 from ogpo_jax.training.plots import plot_run
 
@@ -78,11 +79,9 @@ def collect_demos_to_file(config, env, expert, episode_length: int, path: str, k
     if expert is None:
         raise ValueError(f"env.name={config.env.name!r} has no scripted expert; set demos.path")
     t0 = time.time()
-    # One compiled call (compile + all episodes): say what is running so a silent stage of
-    # minutes on a CPU is not mistaken for a hang.
     log(f"[demos] rolling out {config.demos.num_demos} scripted-expert episodes of up to {episode_length} "
-        f"steps in parallel (one compiled call; prints when done)")
-    rollouts = jax.device_get(collect_demos(env, expert, config.demos.num_demos, episode_length, key))
+        f"steps in parallel")
+    rollouts = collect_demos(env, expert, config.demos.num_demos, episode_length, key, log=log)
     obs_layout = getattr(env, "obs_keys", None)
     stats = {
         "num_demos": int(config.demos.num_demos),
@@ -133,8 +132,12 @@ def prepare(config, workdir: str, log=print) -> Prepared:
         raise ValueError(f"{demo_path}: demos have obs/action dims {episodes[0]['obs'].shape[1]}/"
                          f"{episodes[0]['actions'].shape[1]}, env {config.env.name!r} has {obs_dim}/{env.action_size}")
 
-    bc_eval = make_evaluator(env, horizon, episode_length, config.bc.eval_episodes)
-    final_eval = make_evaluator(env, horizon, episode_length, config.train.eval_episodes)
+    # One evaluator program per episode count: the BC early stop and the BC / finetune
+    # evaluations share it when bc.eval_episodes == train.eval_episodes.
+    final_eval = make_evaluator(env, horizon, episode_length, config.train.eval_episodes, log=log)
+    bc_eval = (final_eval if config.bc.eval_episodes == config.train.eval_episodes else
+               make_evaluator(env, horizon, episode_length, config.bc.eval_episodes, log=log))
+    bc_policies = {m: bc_lib.actor_policy(algo_cfg, chunk_shape, m) for m in ("ode", "sde")}
 
     # ---------------------------------------------------------------- stage 2: clipped BC
     bc_dir = os.path.join(workdir, "bc")
@@ -148,11 +151,19 @@ def prepare(config, workdir: str, log=print) -> Prepared:
     else:
         t0 = time.time()
         dataset = demo_io.chunk_windows(episodes, horizon)
-        bc_params, history = bc_lib.train_bc(algo_cfg, chunk_shape, obs_dim, dataset, bc_eval, config.bc, k_bc, log)
+        stop_mode = config.bc.eval_mode
+
+        def bc_evaluate(params, key):
+            return evaluate_policies(bc_eval, bc_policies, params, key, [stop_mode])[stop_mode]
+
+        bc_params, history = bc_lib.train_bc(algo_cfg, chunk_shape, obs_dim, dataset, bc_evaluate, config.bc, k_bc,
+                                             log)
         bc_info = {"history": history, "bc_seconds": time.time() - t0, "bc_steps": history[-1]["bc_step"]}
+        t1 = time.time()
+        res = evaluate_policies(final_eval, bc_policies, bc_params, k_eval)
         for mode in ("ode", "sde"):
-            policy = bc_lib.actor_policy(algo_cfg, chunk_shape, mode)
-            bc_info[f"bc_success_{mode}"] = float(final_eval(policy, bc_params, k_eval)["success"])
+            bc_info[f"bc_success_{mode}"] = float(res[mode]["success"])
+        bc_info["bc_final_eval_seconds"] = time.time() - t1
         bc_ckpt.save(bc_info["bc_steps"], bc_params)
         write_json(bc_json, bc_info)
         log(f"[bc] done in {bc_info['bc_seconds']:.1f}s: ODE {bc_info['bc_success_ode']:.3f}, "
@@ -163,7 +174,7 @@ def prepare(config, workdir: str, log=print) -> Prepared:
                     k_agent=k_agent, k_loop=k_loop, k_eval=k_eval)
 
 
-def run(config, workdir: str, log=print) -> dict:
+def run(config, workdir: str, log=print, stop_at: float | None = None) -> dict:
     """Run (or resume) the whole pipeline for `config` in `workdir`; returns the summary dict.
 
     `config.num_seeds = S > 1`: the demos and the BC actor are made once (seed `config.seed`) and
@@ -171,8 +182,17 @@ def run(config, workdir: str, log=print) -> dict:
     `workdir/seed_<seed>/` (metrics.jsonl, tb/, learning_curve.png, summary.json) and
     `workdir/summary.json` holds every seed's summary and their mean.
     Multi-host: only process 0 prints and writes files; the others wait for its demos and BC.
+    `stop_at` (a `time.time()` value): end finetuning at the first log interval past it (a
+    wall-clock budget; `benchmarks/device_suite.py`), checkpointed and evaluated as at the end.
+    `train.matmul_precision` applies to every program the run compiles.
     """
     validate(config)
+    precision = config.train.matmul_precision or None
+    with jax.default_matmul_precision(precision):
+        return _run(config, workdir, log, stop_at)
+
+
+def _run(config, workdir, log, stop_at):
     # the device-memory budget, before anything is written or allocated
     env, _, episode_length = envs.make(config.env.name, **config.env.kwargs.to_dict())
     memory.check_fits(config, env.observation_size, env.action_size, episode_length)
@@ -180,9 +200,11 @@ def run(config, workdir: str, log=print) -> dict:
     if not main:
         log = _silent
     start = time.time()
+    n_compiles = len(progress.COMPILES)
     os.makedirs(workdir, exist_ok=True)
     if main:
         write_json(os.path.join(workdir, "config.json"), config.to_dict())
+        warn_if_oversized(config, log)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
         if main:
@@ -196,7 +218,7 @@ def run(config, workdir: str, log=print) -> dict:
 
     # ---------------------------------------------------------------- stage 3: OGPO finetune
     finetune = finetune_stage(config, p.algo_cfg, p.env, p.episode_length, p.chunk_shape, p.obs_dim, p.bc_params,
-                              p.final_eval, p.k_agent, p.k_loop, p.k_eval, workdir, log)
+                              p.final_eval, p.k_agent, p.k_loop, p.k_eval, workdir, log, stop_at=stop_at)
     demos_json = os.path.join(workdir, "demos.json")
     demo_stats = _read_json(demos_json) if os.path.exists(demos_json) else {}
     head = {
@@ -206,6 +228,8 @@ def run(config, workdir: str, log=print) -> dict:
         "bc_success_ode": bc_info["bc_success_ode"],
         "bc_success_sde": bc_info["bc_success_sde"],
         "bc_steps": bc_info["bc_steps"],
+        # this process's compiles, in order (a resumed run lists only what it compiled again)
+        "compiles": progress.COMPILES[n_compiles:],
     }
     if config.num_seeds == 1:
         summary = {**head, **finetune[0], "wall_seconds": time.time() - start, "config": config.to_dict()}
@@ -230,6 +254,28 @@ def run(config, workdir: str, log=print) -> dict:
         f"(SDE {summary['final_success_sde']:.3f}) in {summary['env_steps']} env steps"
         + (f", mean of {config.num_seeds} seeds" if config.num_seeds > 1 else "") + "; summary.json written")
     return summary
+
+
+# Can control steps per second of MJX on a 2-core CPU at batches >= 64
+# (benchmarks/results/env_throughput.md); the figure the warning below estimates with.
+CPU_CAN_CONTROL_STEPS_PER_S = 400
+
+
+def warn_if_oversized(config, log=print) -> str | None:
+    """One line when a preset sized for an accelerator (`train.sized_for='gpu'`) starts on a CPU,
+    with a lower bound on its wall time there and the CPU preset to use instead."""
+    if config.train.sized_for != "gpu" or jax.default_backend() != "cpu":
+        return None
+    sim_s = config.train.total_env_steps / CPU_CAN_CONTROL_STEPS_PER_S
+    iters = config.train.total_env_steps / (config.train.num_envs * config.env.chunk_horizon)
+    updates = int(iters * config.train.updates_per_iteration)
+    msg = (f"[train] note: this preset is sized for one GPU and JAX runs on the CPU here. Its "
+           f"{config.train.total_env_steps:,} env steps alone take >= {progress.duration(sim_s)} of simulation on a "
+           f"2-core CPU (~{CPU_CAN_CONTROL_STEPS_PER_S} control steps/s), plus {updates:,} updates of "
+           f"{len(config.algo.actor_hidden_dims)}x{config.algo.actor_hidden_dims[0]} networks, demos and BC. "
+           f"For a CPU-sized run use the ':quick' preset (e.g. --config=configs/{config.env.name}.py:quick).")
+    log(msg)
+    return msg
 
 
 def _silent(*_args, **_kwargs):
@@ -334,9 +380,10 @@ def _distinct_buffers(tree):
 
 
 def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shape, obs_dim, bc_params,
-                   evaluate, k_agent, k_loop, k_eval, workdir, log) -> list:
+                   evaluate, k_agent, k_loop, k_eval, workdir, log, stop_at: float | None = None) -> list:
     """Stage 3: OGPO finetuning (resumed from the latest checkpoint in workdir/finetune/checkpoints).
-    Returns one summary dict per seed."""
+    Returns one summary dict per seed. `stop_at` (a `time.time()` value): stop after the first
+    interval that ends past it, checkpoint and evaluate as at the end (a wall-clock budget)."""
     del k_agent, k_loop                       # per seed from seed_stage_keys (seed 0 = stage_keys)
     tcfg = config.train
     main = distributed.is_main_process()
@@ -363,7 +410,8 @@ def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shap
         ls, _ = loop.drop_nonfinite_rows(ls, log)
     eval_keys = [seed_stage_keys(s)[4] for s in seeds]
     if vmapped:
-        evaluate = make_evaluator(env, chunk_shape[0], episode_length, tcfg.eval_episodes, vmap_seeds=True)
+        evaluate = make_evaluator(env, chunk_shape[0], episode_length, tcfg.eval_episodes, vmap_seeds=True, log=log,
+                                  what=f"evaluator, {num_seeds} seeds")
     other = "current" if algo_cfg.act_with == "ema" else "ema"
     policies = {
         "ode": functools.partial(agent_policy, "ode", algo_cfg.act_with),
@@ -378,13 +426,15 @@ def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shap
         # full-length episodes; that matters for MJX tasks on CPU)
         names = list(policies) if final else ["ode", "sde"]
         keys = [jax.random.fold_in(k, t) for k, t in zip(eval_keys, tags)]
-        if vmapped:
-            stacked = jax.numpy.stack(keys)
-            res = {n: jax.device_get(evaluate(policies[n], ls.agent, stacked)) for n in names}
-        else:
-            res = {n: jax.tree_util.tree_map(lambda x: np.asarray(x)[None],
-                                             jax.device_get(evaluate(policies[n], ls.agent, keys[0])))
-                   for n in names}
+        t0 = time.time()
+        res = jax.device_get(evaluate_policies(evaluate, policies, ls.agent, jax.numpy.stack(keys) if vmapped
+                                               else keys[0], names))
+        if not vmapped:
+            res = jax.tree_util.tree_map(lambda x: np.asarray(x)[None], res)
+        log(f"[eval] {'final, ' if final else ''}{int(np.max(env_steps))} env steps: "
+            + ", ".join(f"{n} {float(np.mean(res[n]['success'])):.3f}" for n in names)
+            + f" over {tcfg.eval_episodes} episodes" + (f" x {num_seeds} seeds" if vmapped else "")
+            + f" ({time.time() - t0:.1f}s)")
         out = []
         for i in range(num_seeds):
             r = {f"eval/success_{n}": float(res[n]["success"][i]) for n in names}
@@ -425,8 +475,18 @@ def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shap
             if lg is not None:
                 lg.close()
 
+    cut = False                 # stopped at `stop_at` (a wall-clock budget) before total_env_steps
     try:
+        if env_steps.min() < tcfg.total_env_steps:
+            iters = tcfg.log_every_iterations
+            compile_s = progress.compile_program(
+                interval, (ls,), f"training interval ({iters} iterations of {tcfg.num_envs} envs x "
+                f"{chunk_shape[0]} steps + {tcfg.updates_per_iteration} updates)", log)
         while env_steps.min() < tcfg.total_env_steps:
+            if stop_at is not None and time.time() >= stop_at:
+                cut = True
+                log(f"[finetune] wall-clock budget reached at {int(env_steps.min())} env steps; stopping here")
+                break
             t0 = time.time()
             prev_steps = env_steps
             prev_updates = grad_steps
@@ -447,7 +507,8 @@ def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shap
                     "wall_seconds": time.time() - t_start,
                 })
                 if first:
-                    r["compile_and_first_interval_s"] = dt
+                    r["compile_s"] = compile_s
+                    r["compile_and_first_interval_s"] = compile_s + dt
             if not first and interval._cache_size() > 1 and not warned_recompile:
                 log(f"[finetune] warning: the training interval was compiled again at env step {env_steps.max()} "
                     "(inputs changed type, sharding or committed-ness); report this as a bug")
@@ -523,6 +584,11 @@ def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shap
             "env_steps": int(env_steps[i]),
             "grad_steps": int(grad_steps[i]),
             "finetune_seconds": time.time() - t_start,
+            "stopped_at_budget": cut,
+            # compiled variants of the run's jitted programs: 1 training interval; evaluator
+            # programs 2 when BC shares the evaluator (its samplers, then the agent's samplers)
+            "compiled_programs": {"training_interval": int(interval._cache_size()),
+                                  "evaluator": int(evaluate.jitted._cache_size())},
         })
     return outs
 

@@ -47,6 +47,26 @@ OBS_KEYS = (("robot0_eef_pos", 3), ("robot0_eef_quat", 4), ("robot0_gripper_qpos
 ARM_DOF = 7
 HOME_QPOS = (0.0, 0.2, 0.0, -2.6, 0.0, 2.94, 0.785)
 CAN_HALF_HEIGHT = 0.06
+IMPLS = ("jax", "warp")
+
+
+def check_impl(impl: str) -> None:
+    """Fail early, naming the field, where the MJX backend `impl` cannot run here.
+
+    'warp' runs MJX on MuJoCo Warp (mujoco-mjx's vendored `mujoco_warp`), which needs the
+    `warp-lang` package and an NVIDIA GPU; 'jax' runs everywhere JAX does.
+    """
+    if impl not in IMPLS:
+        raise ValueError(f"env.kwargs.impl={impl!r}: the MJX backend must be one of {IMPLS}")
+    if impl == "warp":
+        import importlib.util
+        if importlib.util.find_spec("warp") is None:
+            raise ImportError(
+                "env.kwargs.impl='warp' needs the warp-lang package (pip install warp-lang) and an NVIDIA GPU; "
+                "it is not installed. Use env.kwargs.impl='jax' (the default; CPU, GPU and TPU).")
+        if jax.default_backend() != "gpu":
+            raise ValueError(f"env.kwargs.impl='warp' runs on NVIDIA GPUs only; the JAX backend here is "
+                             f"{jax.default_backend()!r}. Use env.kwargs.impl='jax'.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,8 +86,11 @@ class CanParams:
     success_max_z: float = 0.1       # can centre below this height (bin rim 0.08 + margin)
     success_bonus: float = 5.0
     max_steps: int = 400             # robomimic horizon (applied by EpisodeWrapper)
+    impl: str = "jax"                # MJX backend: 'jax' (CPU, GPU, TPU) | 'warp' (MuJoCo Warp, NVIDIA only)
 
     def __post_init__(self):
+        if self.impl not in IMPLS:
+            raise ValueError(f"env.kwargs.impl={self.impl!r}: the MJX backend must be one of {IMPLS}")
         if self.timestep <= 0 or self.n_substeps < 1:
             raise ValueError(f"CanParams: timestep={self.timestep} must be > 0 and n_substeps={self.n_substeps} >= 1")
         if self.max_steps < 1:
@@ -113,12 +136,13 @@ class Can:
     observation_size = sum(n for _, n in OBS_KEYS)
 
     def __init__(self, params: CanParams = CanParams()):
+        check_impl(params.impl)
         solver_patch.apply()
         self.params = params
         model = mujoco.MjModel.from_xml_path(ASSET_PATH)
         model.opt.timestep = params.timestep
         self.mj_model = model
-        self.mjx_model = mjx.put_model(model, impl="jax")
+        self.mjx_model = mjx.put_model(model, impl=params.impl)
         self._site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "grip")
         self._hand = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "hand")
         self._can = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "can")
@@ -183,7 +207,7 @@ class Can:
         can = jnp.array([x, y, CAN_HALF_HEIGHT + 1e-4, jnp.cos(yaw / 2), 0.0, 0.0, jnp.sin(yaw / 2)])
         fingers = jnp.full((2,), p.finger_open)
         qpos = jnp.concatenate([arm, fingers, can])
-        data = mjx.make_data(self.mjx_model)
+        data = mjx.make_data(self.mjx_model, impl=self.params.impl)
         data = data.replace(qpos=qpos, ctrl=jnp.concatenate([arm, fingers]))
         data = mjx.forward(self.mjx_model, data)
         info = {"success": jnp.zeros((), bool), "terminal": jnp.zeros((), bool), "nonfinite": jnp.zeros((), bool)}

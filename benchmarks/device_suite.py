@@ -128,8 +128,9 @@ def update_scales(cpu: bool) -> dict:
                            batch_size=16, ppo_batch_size=8, group_size=4, success_batch_size=16)
         return {"cpu_small": dict(obs_dim=obs_dim, chunk_shape=chunk, config=small)}
     preset = OGPOConfig.from_dict(can.get_config("").algo)
-    return {"paper": dict(obs_dim=obs_dim, chunk_shape=chunk, config=OGPOConfig()),
-            "gpu_preset": dict(obs_dim=obs_dim, chunk_shape=chunk, config=preset)}
+    # the preset first: it is what the e2e run pays for, and the budget may stop the section
+    return {"gpu_preset": dict(obs_dim=obs_dim, chunk_shape=chunk, config=preset),
+            "paper": dict(obs_dim=obs_dim, chunk_shape=chunk, config=OGPOConfig())}
 
 
 def bench_updates(cpu: bool, repeats: int, deadline: float, log) -> list:

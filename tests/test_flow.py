@@ -47,6 +47,15 @@ def test_chain_log_prob_matches_numpy(normalize, schedule):
             total /= dim
         expected[b] = total
     np.testing.assert_allclose(lp, expected, rtol=2e-4, atol=2e-4)
+    # the sampler's own log-probs (its step means, no second pass) are the same quantity, and
+    # asking for them changes neither the chain nor the actions
+    chain2, actions2, lp_sampler = flow.sample_sde(apply_fn, params, obs, jax.random.PRNGKey(2), spec, dim,
+                                                   log_prob=True)
+    chain1, actions1 = flow.sample_sde(apply_fn, params, obs, jax.random.PRNGKey(2), spec, dim)
+    np.testing.assert_array_equal(np.asarray(chain2), np.asarray(chain1))
+    np.testing.assert_array_equal(np.asarray(actions2), np.asarray(actions1))
+    np.testing.assert_allclose(np.asarray(lp_sampler), expected, rtol=2e-4, atol=2e-4)
+    np.testing.assert_allclose(np.asarray(lp_sampler), lp, rtol=1e-5, atol=1e-5)
 
 
 def test_sde_with_zero_noise_matches_ode():

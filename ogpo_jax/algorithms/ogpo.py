@@ -248,7 +248,9 @@ def actor_step(state: TrainState, batch, bc_batch, key):
         return _objective_step(state, objective, bc_batch, k_bc, {})
 
     obs_rep = jnp.repeat(obs, group, axis=0)                             # (B*G, obs_dim)
-    chains, final = flow.sample_sde(apply_fn, state.actor_ema, obs_rep, k_chain, spec, dim)
+    # the EMA actor's log-probs of its own chains come from the sampler's step means (no second pass)
+    chains, final, old_log_prob = flow.sample_sde(apply_fn, state.actor_ema, obs_rep, k_chain, spec, dim,
+                                                  log_prob=True)
     q = critic_values(state, state.critic_target, obs_rep, final)        # (M, B*G)
     q = q.reshape(cfg.num_critics, num_states, group)
     extra = {"actor/q_mean": q.mean(), "actor/q_head_std": q.std(axis=0).mean()}
@@ -304,7 +306,6 @@ def actor_step(state: TrainState, batch, bc_batch, key):
                                                         1.0 - cfg.clip_epsilon, 1.0 + cfg.clip_epsilon)
         return _objective_step(state, objective, bc_batch, k_bc, extra)
 
-    old_log_prob = flow.chain_log_prob(apply_fn, state.actor_ema, obs_rep, chains, spec)
     chains, old_log_prob = jax.lax.stop_gradient((chains, old_log_prob))
     grad_fn = jax.value_and_grad(actor_loss, has_aux=True)
     (loss, metrics), grads = grad_fn(state.actor, state, obs_rep, chains, old_log_prob, adv, bc_batch,

@@ -117,10 +117,26 @@ def _step_mean(v, x, t, sigma, spec: FlowSpec):
     return mu
 
 
-def sample_sde(apply_fn: ApplyFn, params, obs, key, spec: FlowSpec, action_dim: int):
+def _gaussian_log_density(x, mu, sigma) -> jax.Array:
+    """Per-element log N(x; mu, sigma^2)."""
+    return -0.5 * jnp.square((x - mu) / sigma) - jnp.log(sigma) - 0.5 * math.log(2 * math.pi)
+
+
+def _normalize_log_prob(lp, spec: FlowSpec, dim: int):
+    if spec.normalize_horizon:
+        lp = lp / (spec.num_steps + 1)
+    if spec.normalize_action_dim:
+        lp = lp / dim
+    return lp
+
+
+def sample_sde(apply_fn: ApplyFn, params, obs, key, spec: FlowSpec, action_dim: int, log_prob: bool = False):
     """Stochastic sampler that returns the whole denoising chain.
 
     obs (B, obs_dim) -> (chain (B, K+1, D) unclipped, actions (B, D) clipped to [-1, 1]).
+    `log_prob=True` also returns the chain's log-probability under `params` (B,), from the step
+    means the sampler computes anyway: equal to `chain_log_prob(apply_fn, params, obs, chain, spec)`
+    up to float rounding, without its second pass through the network.
     """
     k0, k_steps = jax.random.split(key)
     x0 = jax.random.normal(k0, (obs.shape[0], action_dim), obs.dtype)
@@ -133,11 +149,16 @@ def sample_sde(apply_fn: ApplyFn, params, obs, key, spec: FlowSpec, action_dim: 
         if spec.sample_clip_stds > 0:
             bound = spec.sample_clip_stds * sigma
             x_next = jnp.clip(x_next, mu - bound, mu + bound)
-        return x_next, x_next
+        step_lp = _gaussian_log_density(x_next, mu, sigma).sum(-1) if log_prob else None
+        return x_next, (x_next, step_lp)
 
-    x_final, xs = jax.lax.scan(step, x0, (spec.times(), spec.sigmas(), step_keys))
+    x_final, (xs, step_lps) = jax.lax.scan(step, x0, (spec.times(), spec.sigmas(), step_keys))
     chain = jnp.concatenate([x0[:, None], jnp.swapaxes(xs, 0, 1)], axis=1)
-    return chain, jnp.clip(x_final, -1.0, 1.0)
+    actions = jnp.clip(x_final, -1.0, 1.0)
+    if not log_prob:
+        return chain, actions
+    lp = step_lps.sum(0) + _gaussian_log_density(x0, 0.0, 1.0).sum(-1)
+    return chain, actions, _normalize_log_prob(lp, spec, action_dim)
 
 
 def chain_log_prob(apply_fn: ApplyFn, params, obs, chain, spec: FlowSpec) -> jax.Array:
@@ -158,11 +179,6 @@ def chain_log_prob(apply_fn: ApplyFn, params, obs, chain, spec: FlowSpec) -> jax
     sigma = jnp.tile(spec.sigmas(), batch)[:, None]
     obs_rep = jnp.repeat(obs, num_steps, axis=0)
     mu = _step_mean(apply_fn(params, obs_rep, x, t), x, t[:, None], sigma, spec)
-    step_lp = -0.5 * jnp.square((x_next - mu) / sigma) - jnp.log(sigma) - 0.5 * math.log(2 * math.pi)
-    lp = step_lp.sum(-1).reshape(batch, num_steps).sum(-1)
-    lp = lp + (-0.5 * jnp.square(chain[:, 0]) - 0.5 * math.log(2 * math.pi)).sum(-1)
-    if spec.normalize_horizon:
-        lp = lp / (num_steps + 1)
-    if spec.normalize_action_dim:
-        lp = lp / dim
-    return lp
+    lp = _gaussian_log_density(x_next, mu, sigma).sum(-1).reshape(batch, num_steps).sum(-1)
+    lp = lp + _gaussian_log_density(chain[:, 0], 0.0, 1.0).sum(-1)
+    return _normalize_log_prob(lp, spec, dim)

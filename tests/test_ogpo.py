@@ -104,6 +104,18 @@ def test_best_of_n_picks_the_highest_min_q_candidate():
     np.testing.assert_allclose(chosen[0], cands[int(jnp.argmax(q))])
 
 
+def test_critic_values_of_chosen_heads_equal_those_rows_of_all_heads():
+    state = ogpo.init(jax.random.PRNGKey(0), OBS, CHUNK, CFG)
+    obs = jax.random.normal(jax.random.PRNGKey(1), (6, OBS))
+    chunks = jax.random.uniform(jax.random.PRNGKey(2), (6, *CHUNK), minval=-1, maxval=1)
+    heads = jnp.array([3, 1])
+    full = ogpo.critic_values(state, state.critic, obs, chunks)
+    some = ogpo.critic_values(state, state.critic, obs, chunks, heads)
+    assert full.shape == (CFG.num_critics, 6) and some.shape == (2, 6)
+    np.testing.assert_allclose(some, full[heads], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(some[0], some[1])           # distinct heads, not one head twice
+
+
 @pytest.mark.parametrize("field,value,match", [
     ("flow_steps", 0, "algo.flow_steps"),
     ("group_size", 1, "algo.group_size"),

@@ -55,8 +55,8 @@ def actor_module(config: OGPOConfig, action_dim: int) -> VelocityField:
     return VelocityField(action_dim, config.actor_hidden_dims, config.time_emb_dim)
 
 
-def critic_module(config: OGPOConfig) -> CriticEnsemble:
-    return CriticEnsemble(config.num_critics, config.critic_hidden_dims, config.critic_layer_norm)
+def critic_module(config: OGPOConfig, num_heads: int | None = None) -> CriticEnsemble:
+    return CriticEnsemble(num_heads or config.num_critics, config.critic_hidden_dims, config.critic_layer_norm)
 
 
 def value_module(config: OGPOConfig) -> ValueNet:
@@ -68,10 +68,17 @@ def actor_apply_fn(state: TrainState):
     return lambda params, obs, x, t: module.apply({"params": params}, obs, x, t)
 
 
-def critic_values(state: TrainState, params, obs, actions) -> jax.Array:
-    """Per-head Q: obs (B, obs_dim), actions (B, H, da) or (B, D) -> (M, B)."""
+def critic_values(state: TrainState, params, obs, actions, heads=None) -> jax.Array:
+    """Per-head Q: obs (B, obs_dim), actions (B, H, da) or (B, D) -> (M, B).
+
+    `heads` (an int array of head indices, length m) evaluates only those heads -> (m, B): the
+    ensemble's params are gathered first, so unselected heads cost nothing.
+    """
     flat = actions.reshape(actions.shape[0], -1)
-    return critic_module(state.config).apply({"params": params}, obs, flat)
+    if heads is None:
+        return critic_module(state.config).apply({"params": params}, obs, flat)
+    params = jax.tree_util.tree_map(lambda p: p[heads], params)
+    return critic_module(state.config, heads.shape[0]).apply({"params": params}, obs, flat)
 
 
 def actor_optimizer(config: OGPOConfig):
@@ -176,7 +183,7 @@ def act(state: TrainState, obs, key, mode: str = "sde", actor: str | None = None
     obs_rep = jnp.repeat(obs, n, axis=0)
     cands = sample_actions(cfg, state.chunk_shape, params, obs_rep, k_sample, "sde")
     heads = jax.random.choice(k_heads, cfg.num_critics, (cfg.best_of_n_heads,), replace=False)
-    q = critic_values(state, state.critic_target, obs_rep, cands)[heads].min(0).reshape(batch, n)
+    q = critic_values(state, state.critic_target, obs_rep, cands, heads).min(0).reshape(batch, n)
     best = jnp.argmax(q, axis=-1)
     return cands.reshape(batch, n, *state.chunk_shape)[jnp.arange(batch), best]
 

@@ -7,8 +7,9 @@
 Sections, run in this order, each within its share of `--budget_s` (what a section does not use
 passes to the next):
   env     Can (MJX) control and physics steps/s at each batch of `--batches` (default 256, 1024,
-          4096, 8192), with the compile time of the reset and step programs; a batch that fails
-          (out of memory) is recorded and the larger ones skipped.
+          4096, 8192) under `env_throughput.benchmark_actions` (a moving arm), with the compile
+          time of the reset and step programs; a batch that fails (out of memory) is recorded and
+          the larger ones skipped.
   update  ms per actor, critic and fused OGPO update at paper scale (DESIGN §4: 4x512, 10 heads,
           256 states x 32 chains, K = 10) and at the GPU preset's scale (configs/can.py), each in
           full fp32 (`highest`) and at the matmul precision the preset runs with (JAX's default,
@@ -40,9 +41,9 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from env_throughput import benchmark_actions  # noqa: E402
 from update_step import bench_scale, machine, write_results  # noqa: E402
 
 SECTIONS = ("env", "update", "e2e")
@@ -91,14 +92,14 @@ def bench_env(batches, repeats: int, deadline: float, log) -> list:
             keys = jax.random.split(jax.random.PRNGKey(0), batch)
             reset_c = progress.compile_program(reset, (keys,), f"Can reset, batch {batch}", log)
             state = reset(keys)
-            action = jnp.zeros((batch, env.action_size), jnp.float32)
-            step_c = progress.compile_program(step, (state, action), f"Can step, batch {batch}", log)
-            state = step(state, action)               # warm call
+            actions = benchmark_actions(jax.random.PRNGKey(1), repeats + 1, batch, env.action_size)
+            step_c = progress.compile_program(step, (state, actions[0]), f"Can step, batch {batch}", log)
+            state = step(state, actions[0])           # warm call
             jax.block_until_ready(state.obs)
             times = []
-            for _ in range(repeats):
+            for i in range(repeats):
                 t0 = time.perf_counter()
-                state = step(state, action)
+                state = step(state, actions[i + 1])
                 jax.block_until_ready(state.obs)
                 times.append(time.perf_counter() - t0)
             dt = float(np.median(times))

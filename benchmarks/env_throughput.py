@@ -1,19 +1,27 @@
-"""Can task throughput: MJX control steps/s and physics steps/s by batch size, next to C MuJoCo.
+"""Can task throughput: MJX control steps/s and physics steps/s by batch size, next to C MuJoCo
+and (optionally) robosuite's PickPlaceCan measured in the same run.
 
     python benchmarks/env_throughput.py                         # batches 1,16,64,256,1024,4096
-    python benchmarks/env_throughput.py --batches=1,64,256 --repeats=5
+    python benchmarks/env_throughput.py --batches=64,256 --repeats=5 --robosuite_python=/tmp/rs/bin/python
 
 MJX: `jit(vmap(Can.step))` on the default backend (compiled with `Can.compiler_options`; batches
-above `Can.max_vmap_batch` run as `lax.map` over vmapped sub-batches, as in training), zero
-actions from reset states, timed after compilation and blocking on the result. C MuJoCo: the same
-MJCF stepped with `mujoco.mj_step` in one thread (`n_substeps` physics steps per control step,
-the differential-IK controller excluded, so it is an upper bound for a C-side env). Writes
-`benchmarks/results/env_throughput{_tag}.{json,md}` naming the machine.
+above `Can.max_vmap_batch` run as `lax.map` over vmapped sub-batches, as in training), from reset
+states with `benchmark_actions` (0.3 x standard normal, clipped: the arm moves, so the solver
+works as in a rollout; zero actions leave it at rest and flatter the simulator), timed after
+compilation and blocking on the result. C MuJoCo: the same MJCF stepped with `mujoco.mj_step` in
+one thread (`n_substeps` physics steps per control step, the differential-IK controller excluded,
+so it is an upper bound for a C-side env). robosuite: `benchmarks/robosuite_can.py` run by the
+interpreter `--robosuite_python` names (robosuite needs its own environment, see that script),
+one process, the same action distribution; the table then gives MJX's speed as a multiple of it.
+Machines like the 2-core CI box change speed from hour to hour, so only ratios measured in one
+run compare. Writes `benchmarks/results/env_throughput{_tag}.{json,md}` naming the machine.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import time
 
@@ -29,20 +37,25 @@ from ogpo_jax.envs.core import batched  # noqa: E402
 from ogpo_jax.envs.mjx.can import HOME_QPOS, Can, CanParams  # noqa: E402
 
 
+def benchmark_actions(key, num: int, batch: int, action_size: int) -> jax.Array:
+    """`num` batches of actions (num, batch, action_size): 0.3 x standard normal, clipped to [-1, 1]."""
+    return jnp.clip(0.3 * jax.random.normal(key, (num, batch, action_size)), -1.0, 1.0)
+
+
 def bench_mjx(env: Can, batch: int, repeats: int) -> dict:
     jit = lambda f: jax.jit(f, compiler_options=env.compiler_options)  # noqa: E731
     reset = jit(lambda keys: batched(env.reset, env, keys))
     step = jit(lambda s, a: batched(env.step, env, s, a))
+    actions = benchmark_actions(jax.random.PRNGKey(1), repeats + 1, batch, env.action_size)
     t0 = time.perf_counter()
     state = reset(jax.random.split(jax.random.PRNGKey(0), batch))
     jax.block_until_ready(state.obs)
-    action = jnp.zeros((batch, env.action_size), jnp.float32)
-    state = step(state, action)
+    state = step(state, actions[0])
     jax.block_until_ready(state.obs)
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    for _ in range(repeats):
-        state = step(state, action)
+    for i in range(repeats):
+        state = step(state, actions[i + 1])
     jax.block_until_ready(state.obs)
     dt = (time.perf_counter() - t0) / repeats
     n = env.params.n_substeps
@@ -63,6 +76,18 @@ def bench_c(env: Can, seconds: float = 3.0) -> dict:
     return {"control_steps_per_s": 1 / dt, "physics_steps_per_s": env.params.n_substeps / dt}
 
 
+def bench_robosuite(python: str, steps: int) -> dict:
+    """Run `robosuite_can.py` with another interpreter (robosuite's own environment); its JSON line."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "robosuite_can.py")
+    if not os.path.exists(python):
+        raise FileNotFoundError(f"--robosuite_python={python!r} does not exist (see benchmarks/robosuite_can.py)")
+    proc = subprocess.run([python, script, f"--steps={steps}"], capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"robosuite_can.py with {python} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
 def to_markdown(result) -> str:
     m = result["machine"]
     p = result["params"]
@@ -70,20 +95,32 @@ def to_markdown(result) -> str:
         f"# Can env throughput ({result['date']})", "",
         f"Machine: {m['device']} ({m['backend']}), {m['cpu_count']} CPU cores, {m['processor']}, "
         f"Python {m['python']}, jax {m['jax']}, mujoco {result['mujoco']}.",
-        f"Physics: timestep {p['timestep']} s x {p['n_substeps']} substeps = {p['control_dt']} s control step (20 Hz).",
+        f"Physics: timestep {p['timestep']} s x {p['n_substeps']} substeps = {p['control_dt']} s control step (20 Hz)"
+        + (f"; Newton solver {p['solver_iterations']} iterations, {p['ls_iterations']} line-search iterations, "
+           f"tolerance {p['solver_tolerance']:g}." if "ls_iterations" in p else "."),
         f"Command: `{result['command']}`", "",
         "| simulator | batch (vmapped sub-batch) | control steps/s | physics steps/s | ms per batched step | compile s |",
         "|---|---|---|---|---|---|",
     ]
+    rs = result.get("robosuite")
+    if rs:
+        lines[-2] = lines[-2].rstrip("|") + "| x robosuite |"
+        lines[-1] += "---|"
+    tail = " |" if rs else ""
     c = result["c_mujoco"]
-    lines.append(f"| C MuJoCo mj_step, 1 thread | 1 | {c['control_steps_per_s']:.0f} | {c['physics_steps_per_s']:.0f} | - | - |")
+    lines.append(f"| C MuJoCo mj_step, 1 thread | 1 | {c['control_steps_per_s']:.0f} | {c['physics_steps_per_s']:.0f} | - | -"
+                 + (f" | {c['control_steps_per_s'] / rs['control_steps_per_s']:.1f} |" if rs else " |"))
+    if rs:
+        lines.append(f"| robosuite {rs['robosuite']} PickPlaceCan (mujoco {rs['mujoco']}, {rs['substeps']} substeps), "
+                     f"1 process | 1 | {rs['control_steps_per_s']:.0f} | {rs['physics_steps_per_s']:.0f} | - | - | 1.0 |")
     for r in result["mjx"]:
         if "error" in r:
-            lines.append(f"| MJX | {r['batch']} | {r['error']} | | | |")
+            lines.append(f"| MJX | {r['batch']} | {r['error']} | | | |" + tail)
         else:
             sub = f" ({r['vmap_batch']})" if r.get("vmap_batch", r["batch"]) != r["batch"] else ""
+            ratio = f" {r['control_steps_per_s'] / rs['control_steps_per_s']:.1f} |" if rs else ""
             lines.append(f"| MJX | {r['batch']}{sub} | {r['control_steps_per_s']:.0f} | {r['physics_steps_per_s']:.0f} | "
-                         f"{r['ms_per_batch_step']:.1f} | {r['compile_s']:.0f} |")
+                         f"{r['ms_per_batch_step']:.1f} | {r['compile_s']:.0f} |" + ratio)
     return "\n".join(lines) + "\n"
 
 
@@ -93,15 +130,26 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--n_substeps", type=int, default=CanParams.n_substeps)
     parser.add_argument("--timestep", type=float, default=CanParams.timestep)
+    parser.add_argument("--ls_iterations", type=int, default=CanParams.ls_iterations)
+    parser.add_argument("--solver_tolerance", type=float, default=CanParams.solver_tolerance)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     parser.add_argument("--tag", default="")
+    parser.add_argument("--robosuite_python", default="",
+                        help="interpreter of an environment with robosuite: adds its PickPlaceCan row and ratios")
+    parser.add_argument("--robosuite_steps", type=int, default=800)
     args = parser.parse_args(argv)
-    env = Can(CanParams(timestep=args.timestep, n_substeps=args.n_substeps))
+    env = Can(CanParams(timestep=args.timestep, n_substeps=args.n_substeps, ls_iterations=args.ls_iterations,
+                        solver_tolerance=args.solver_tolerance))
     result = {"benchmark": "env_throughput", "machine": machine(), "date": time.strftime("%Y-%m-%d"),
               "mujoco": mujoco.__version__, "command": "python " + " ".join(sys.argv),
               "params": {"timestep": args.timestep, "n_substeps": args.n_substeps,
-                         "control_dt": env.params.control_dt},
+                         "control_dt": env.params.control_dt, "solver_iterations": env.params.solver_iterations,
+                         "ls_iterations": args.ls_iterations, "solver_tolerance": args.solver_tolerance},
               "c_mujoco": bench_c(env), "mjx": []}
+    if args.robosuite_python:
+        # first, before the MJX compiles heat the machine, and again at the end (the mean of the two)
+        runs = [bench_robosuite(args.robosuite_python, args.robosuite_steps)]
+        print(runs[0], flush=True)
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, "env_throughput" + (f"_{args.tag}" if args.tag else ""))
     for b in [int(x) for x in args.batches.split(",")]:
@@ -111,6 +159,13 @@ def main(argv=None):
             result["mjx"].append({"batch": b, "error": f"{type(e).__name__}: {str(e)[:80]}"})
         print(result["mjx"][-1], flush=True)
         # rewritten after every batch size: a run stopped at a large batch keeps its table
+        write_results(stem, result, to_markdown(result))
+    if args.robosuite_python:
+        runs.append(bench_robosuite(args.robosuite_python, args.robosuite_steps))
+        rates = [r["control_steps_per_s"] for r in runs]
+        result["robosuite"] = dict(runs[-1], control_steps_per_s=float(sum(rates) / len(rates)),
+                                   physics_steps_per_s=float(sum(r["physics_steps_per_s"] for r in runs) / len(runs)),
+                                   runs=rates)
         write_results(stem, result, to_markdown(result))
     print(to_markdown(result))
 

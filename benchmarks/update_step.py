@@ -86,6 +86,8 @@ def time_fn(fn, args, repeats):
 def bench_scale(name, obs_dim, chunk_shape, config, repeats):
     key = jax.random.PRNGKey(0)
     state = ogpo.init(key, obs_dim, chunk_shape, config)
+    # past the critic-only warm-up, so the fused update times the actor step it runs from then on
+    state = state.replace(step=jnp.asarray(config.critic_warmup_updates, state.step.dtype))
     batch = fake_batch(jax.random.PRNGKey(1), config.batch_size, obs_dim, chunk_shape)
     success = fake_batch(jax.random.PRNGKey(2), config.success_batch_size, obs_dim, chunk_shape)
     k = jax.random.PRNGKey(3)

@@ -1,4 +1,5 @@
-"""The MJX backend is a field of the MJX tasks (`env.kwargs.impl`), with named errors."""
+"""The MJX backend (`env.kwargs.impl`) and the solver budget (`solver_iterations`, `ls_iterations`,
+`solver_tolerance`) are fields of the MJX tasks, with named errors."""
 import importlib.util
 
 import pytest
@@ -23,3 +24,18 @@ def test_backend_is_a_config_field_that_overrides():
     c.env.kwargs.impl = "warp"
     with pytest.raises((ImportError, ValueError), match=r"env\.kwargs\.impl='warp'"):
         envs.make(c.env.name, **c.env.kwargs.to_dict())
+
+
+def test_solver_budget_is_a_field_that_reaches_the_mjx_model():
+    default = envs.make("can")[0].unwrapped
+    assert (default.mj_model.opt.ls_iterations, default.mj_model.opt.tolerance) == (4, pytest.approx(1e-5))
+    env = envs.make("can", solver_iterations=6, ls_iterations=8, solver_tolerance=1e-8)[0].unwrapped
+    for opt in (env.mj_model.opt, env.mjx_model.opt):
+        assert int(opt.iterations) == 6 and int(opt.ls_iterations) == 8
+        assert float(opt.tolerance) == pytest.approx(1e-8)
+
+
+@pytest.mark.parametrize("field,value", [("ls_iterations", 0), ("solver_iterations", 0), ("solver_tolerance", 0.0)])
+def test_bad_solver_budget_is_named(field, value):
+    with pytest.raises(ValueError, match=rf"{field}={value}"):
+        envs.make("can", **{field: value})

@@ -12,6 +12,8 @@ import sys
 import numpy as np
 import pytest
 
+from test_pipeline import BAR_EVAL_EPISODES, assert_reaches
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "distributed_worker.py")
 
@@ -92,11 +94,13 @@ def test_toy_quick_on_4_devices_reaches_090(tmp_path):
     env = _env()
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
     cmd = [sys.executable, os.path.join(ROOT, "experiments", "train.py"), "--config=configs/toy.py:quick",
-           f"--workdir={tmp_path / 'run'}", "--config.distributed.num_devices=4", "--config.log.progress=False"]
+           f"--workdir={tmp_path / 'run'}", "--config.distributed.num_devices=4", "--config.log.progress=False",
+           f"--config.train.eval_episodes={BAR_EVAL_EPISODES}"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.load(open(tmp_path / "run" / "summary.json"))
-    assert summary["bc_success_ode"] <= 0.5 and summary["final_success_ode"] >= 0.9, summary
+    assert summary["bc_success_ode"] <= 0.5, summary
+    assert_reaches(summary)
 
 
 @pytest.mark.slow

@@ -49,6 +49,9 @@ METHODS = {
              {"extraction": "ofpo", "adv_strategy": "vanilla"}),
     "sb_only": ("success-buffer BC alone (no PPO term, no critic in the actor step)",
                 {"ppo_coeff": 0.0}),
+    # --- other algorithms (algorithms/base.py registry)
+    "sb_bc": ("algorithm sb_bc: success-buffer BC alone, no critic at all (SDE rollouts)",
+              {"name": "sb_bc", "rollout_mode": "sde"}),
 }
 
 # The headline comparison on Can: OGPO, OGPO+, OGPO-CA, BPTT, GRPO-std, min targets.

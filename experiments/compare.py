@@ -24,7 +24,7 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from configs import methods as methods_lib  # noqa: E402
-from ogpo_jax.training import compare, compile_cache, pipeline  # noqa: E402
+from ogpo_jax.training import compare, compile_cache, pipeline, rundir  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/toy.py:quick", "Task config, optionally with ':preset'.")
 _METHODS = flags.DEFINE_string("methods", "ogpo,ogpo_plus,ogpo_ca",
@@ -70,14 +70,14 @@ def main(argv):
 
     base = _BC_WORKDIR.value or os.path.join(outdir, "base")
     if _BC_WORKDIR.value:
-        run_cfg = pipeline.load_run_config(base)
+        run_cfg = rundir.load_run_config(base)
         for section in ("env", "demos", "bc"):
             if run_cfg[section].to_dict() != config[section].to_dict():
                 raise ValueError(f"--bc_workdir {base}: its config.{section} differs from --config's; "
                                  "the BC actor would not match the task")
     prep = pipeline.prepare(config, base)
     bc = {k: prep.bc_info[k] for k in ("bc_success_ode", "bc_success_sde", "bc_steps")}
-    pipeline.write_json(bc_info_path, bc)
+    rundir.write_json(bc_info_path, bc)
     seeds = [config.seed + i for i in range(_SEEDS.value)]
     print(f"[compare] {config.env.name}: {len(names)} method(s) x {len(seeds)} seeds {seeds}; BC ODE "
           f"{bc['bc_success_ode']:.3f} SDE {bc['bc_success_sde']:.3f}; device {compare.describe_device()}")
@@ -91,7 +91,7 @@ def main(argv):
         partial_path = os.path.join(outdir, "methods", f"{n}.partial")
 
         def save_partial(partial, n=n, partial_path=partial_path):
-            pipeline.write_json(partial_path, dict(partial, method=n, task=config.env.name))
+            rundir.write_json(partial_path, dict(partial, method=n, task=config.env.name))
 
         ckpt_dir = os.path.join(outdir, "methods", f"{n}.ckpt")
         result = compare.run_seeds(methods_lib.apply(config, n), prep.env, prep.episode_length, prep.chunk_shape,
@@ -99,7 +99,7 @@ def main(argv):
                                    on_eval=save_partial, checkpoint_dir=ckpt_dir)
         result.update({"method": n, "description": methods_lib.METHODS[n][0], "task": config.env.name,
                        "total_env_steps": config.train.total_env_steps})
-        pipeline.write_json(path, result)
+        rundir.write_json(path, result)
         if os.path.exists(partial_path):
             os.remove(partial_path)
         shutil.rmtree(ckpt_dir, ignore_errors=True)

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from ogpo_jax import envs  # noqa: E402
-from ogpo_jax.training import compile_cache, pipeline  # noqa: E402
+from ogpo_jax.training import compile_cache, rundir  # noqa: E402
 from ogpo_jax.training.evaluation import evaluate_policies, make_evaluator  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by train.py.", required=True)
@@ -43,8 +43,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     if _EPISODES.value < 1:
         raise SystemExit(f"--episodes must be >= 1, got {_EPISODES.value}")
-    config = pipeline.load_run_config(_WORKDIR.value)
-    params, policies, what = pipeline.restore_policy(config, _WORKDIR.value, _SOURCE.value)
+    config = rundir.load_run_config(_WORKDIR.value)
+    params, policies, what = rundir.restore_policy(config, _WORKDIR.value, _SOURCE.value)
     unknown = [m for m in _MODES.value if m not in policies]
     if unknown:
         raise SystemExit(f"--modes: {unknown} not available for {what}; choose from {sorted(policies)}")

@@ -34,7 +34,7 @@ from ml_collections import config_flags  # noqa: E402
 from ogpo_jax import envs  # noqa: E402
 from ogpo_jax.data import replay as rb  # noqa: E402
 from ogpo_jax.envs import core as env_core  # noqa: E402
-from ogpo_jax.training import compile_cache, loop, pipeline  # noqa: E402
+from ogpo_jax.training import compile_cache, loop, rundir  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config (default: the run's config.json).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory with the policy.", required=True)
@@ -91,8 +91,8 @@ def main(argv):
     del argv
     compile_cache.enable(print)
     logging.set_verbosity(logging.WARNING)
-    config = _CONFIG.value if _CONFIG.value is not None else pipeline.load_run_config(_WORKDIR.value)
-    params, policies, what = pipeline.restore_policy(config, _WORKDIR.value, _SOURCE.value)
+    config = _CONFIG.value if _CONFIG.value is not None else rundir.load_run_config(_WORKDIR.value)
+    params, policies, what = rundir.restore_policy(config, _WORKDIR.value, _SOURCE.value)
     mode = _MODE.value or config.algo.rollout_mode
     if mode not in policies:
         raise SystemExit(f"--mode={mode!r} is not available for {what}; choose from {sorted(policies)}")
@@ -128,7 +128,7 @@ def main(argv):
             npz = os.path.splitext(out)[0] + "_captures.npz"
             np.savez(npz, **{k: np.asarray(v[:kept]) for k, v in captures.data.items()})
             result["captures"] = npz
-        pipeline.write_json(out, result)
+        rundir.write_json(out, result)
         return result
 
     stop = []

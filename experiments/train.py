@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from ogpo_jax.training import compile_cache, distributed, pipeline  # noqa: E402
+from ogpo_jax.training import compile_cache, distributed, finetune, pipeline  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/toy.py", "Config file, optionally with ':preset'.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<env>_seed<seed>).")
@@ -38,7 +38,7 @@ def main(argv):
               + (f"{cache} (JAX_COMPILATION_CACHE_DIR= turns it off)" if cache else "off"))
     try:
         pipeline.run(config, workdir)
-    except pipeline.NonFiniteError as e:
+    except finetune.NonFiniteError as e:
         print(f"[train] {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as e:

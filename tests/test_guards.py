@@ -12,7 +12,7 @@ from configs import toy
 from ogpo_jax import envs
 from ogpo_jax.algorithms import ogpo
 from ogpo_jax.data.demos import DatasetError
-from ogpo_jax.training import loop, memory, pipeline
+from ogpo_jax.training import finetune, loop, memory, pipeline, rundir
 from ogpo_jax.training.checkpoint import CheckpointError, Checkpointer
 from ogpo_jax.training.config import validate
 
@@ -120,10 +120,10 @@ def test_non_hdf5_demo_file_is_named(tmp_path):
 def test_malformed_run_config_json_is_named(tmp_path):
     (tmp_path / "config.json").write_text("{ not json")
     with pytest.raises(ValueError, match="config.json: not valid JSON"):
-        pipeline.load_run_config(str(tmp_path))
+        rundir.load_run_config(str(tmp_path))
     (tmp_path / "config.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="not a run config"):
-        pipeline.load_run_config(str(tmp_path))
+        rundir.load_run_config(str(tmp_path))
 
 
 def test_damaged_and_foreign_checkpoints_are_named(tmp_path):
@@ -250,7 +250,7 @@ def test_pipeline_stops_on_nan_with_a_checkpoint_of_the_last_good_state(tmp_path
 
     monkeypatch.setattr(loop.ogpo, "update", poisoned)
     workdir = str(tmp_path / "run")
-    with pytest.raises(pipeline.NonFiniteError, match=r"non-finite critic/q_mean in the OGPO update at env step \d+"):
+    with pytest.raises(finetune.NonFiniteError, match=r"non-finite critic/q_mean in the OGPO update at env step \d+"):
         pipeline.run(c, workdir, log=lambda *_: None)
     ck = Checkpointer(os.path.join(workdir, "finetune", "checkpoints"))
     step = ck.latest_step()

@@ -16,7 +16,7 @@ from ogpo_jax import envs
 from ogpo_jax.algorithms import ogpo
 from ogpo_jax.data import replay as rb
 from ogpo_jax.envs.core import AutoResetWrapper, ChunkWrapper, VmapWrapper
-from ogpo_jax.training import loop, pipeline
+from ogpo_jax.training import finetune, loop, pipeline
 from ogpo_jax.training.checkpoint import Checkpointer
 from ogpo_jax.training.config import validate
 from ogpo_jax.training.evaluation import make_evaluator
@@ -175,7 +175,7 @@ def test_a_checkpoint_with_nonfinite_rows_resumes_and_trains_on(tmp_path):
     # poison the checkpoint the way a blown-up simulation did before the loop guarded against it:
     # NaN observations in the replay ring, the success staging and the success ring
     p = pipeline.prepare(c, workdir, log=lambda *_: None)
-    template = pipeline.init_finetune_state(c, p.algo_cfg, p.env, p.episode_length, p.chunk_shape,
+    template = finetune.init_finetune_state(c, p.algo_cfg, p.env, p.episode_length, p.chunk_shape,
                                             p.obs_dim, p.bc_params)
     ck = Checkpointer(os.path.join(workdir, "finetune", "checkpoints"))
     step = ck.latest_step()

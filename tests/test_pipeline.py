@@ -62,7 +62,7 @@ def test_toy_end_to_end_reaches_090(tmp_path, seed):
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_ppo_alone_improves_bc(tmp_path, seed):
-    """The PPO path on its own: success-buffer BC off (lambda = 0), the issue's "+0.15 over BC".
+    """The PPO path on its own: success-buffer BC off (lambda = 0), at least +0.15 over BC.
 
     With the toy's fast EMA (tau 0.05) pure PPO collapses to 0 success (DESIGN §7, RESULTS.md),
     so this uses the paper's slow EMA (tau 0.005), actor lr 1e-4, vanilla group-mean advantages
@@ -82,7 +82,7 @@ def test_ppo_alone_improves_bc(tmp_path, seed):
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [2, 3, 4])
 def test_toy_more_seeds_reach_090(tmp_path, seed):
-    """More seeds of the issue's bar at `configs/toy.py:quick`."""
+    """More seeds of the same bar at `configs/toy.py:quick`."""
     summary = pipeline.run(_config(seed), str(tmp_path / f"seed{seed}"), log=_quiet_log)
     assert summary["bc_success_ode"] <= 0.5, summary
     assert_reaches(summary)

@@ -14,7 +14,7 @@ import pytest
 
 from configs import toy
 from ogpo_jax import envs
-from ogpo_jax.training import pipeline
+from ogpo_jax.training import pipeline, rundir
 from ogpo_jax.training.checkpoint import Checkpointer
 from ogpo_jax.training.evaluation import make_evaluator
 
@@ -107,12 +107,12 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, prepared):
     assert os.path.getsize(os.path.join(split, "learning_curve.png")) > 10_000
 
     # reloading the run for experiments/evaluate.py: the finetuned agent and the BC actor
-    config = pipeline.load_run_config(split)
+    config = rundir.load_run_config(split)
     assert config.algo.actor_hidden_dims == (32, 32)
-    agent, policies, what = pipeline.restore_policy(config, split, "latest")
+    agent, policies, what = rundir.restore_policy(config, split, "latest")
     assert set(policies) == {"ode", "sde", "best_of_n"} and str(second["env_steps"]) in what
     assert int(agent.step) == second["grad_steps"]
-    bc_params, bc_policies, what = pipeline.restore_policy(config, split, "bc")
+    bc_params, bc_policies, what = rundir.restore_policy(config, split, "bc")
     assert set(bc_policies) == {"ode", "sde"} and "BC" in what
     env, _, length = envs.make(config.env.name)
     evaluate = make_evaluator(env, config.env.chunk_horizon, length, 64)
@@ -121,9 +121,9 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, prepared):
     assert abs(ode - second["final_success_ode"]) < 0.3      # same policy, other episodes
     evaluate(bc_policies["sde"], bc_params, key)
     with pytest.raises(FileNotFoundError, match="checkpoint step 17"):
-        pipeline.restore_policy(config, split, "17")
+        rundir.restore_policy(config, split, "17")
     with pytest.raises(FileNotFoundError, match="config.json"):
-        pipeline.load_run_config(str(tmp_path / "nothing"))
+        rundir.load_run_config(str(tmp_path / "nothing"))
 
 
 @pytest.mark.xdist_group("resume")
@@ -153,7 +153,7 @@ def test_num_seeds_equals_single_seed_runs(tmp_path, prepared):
                 if k in rb:
                     assert ra[k] == pytest.approx(rb[k], rel=2e-3, abs=1e-4), (seed, k, ra["env_steps"])
     # the stacked checkpoint: evaluate.py restores the first seed; resuming needs the same layout
-    agent, _, what = pipeline.restore_policy(pipeline.load_run_config(multi), multi, "latest")
+    agent, _, what = rundir.restore_policy(rundir.load_run_config(multi), multi, "latest")
     assert "seed 0 of 2" in what and int(agent.step) == summary["per_seed"][0]["grad_steps"]
     cfg.num_seeds = 1
     with pytest.raises(ValueError, match=r"written with 1 device\(s\) and 2 seed\(s\).*--config.num_seeds=2"):

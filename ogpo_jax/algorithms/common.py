@@ -56,8 +56,3 @@ def nstep_target(rewards, valid, terminal, next_value, gamma: float):
     ret = (rewards * valid * discounts).sum(-1)
     n = valid.sum(-1)
     return ret + (gamma**n) * (1.0 - terminal.astype(rewards.dtype)) * next_value
-
-
-def masked_mean(x, mask):
-    mask = mask.astype(x.dtype)
-    return (x * mask).sum() / jnp.maximum(mask.sum(), 1.0)

@@ -10,9 +10,11 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
-from ogpo_jax.gcp.flow import FlowSpec
+from ogpo_jax.algorithms import base
+from ogpo_jax.algorithms.advantages import STRATEGIES as ADV_STRATEGIES
+from ogpo_jax.gcp.flow import NOISE_SCHEDULES, FlowSpec
 
-ADV_STRATEGIES = ("vanilla", "conservative", "penultimate")
+_FLOW = FlowSpec()          # the generative process's defaults are FlowSpec's
 BASELINES = ("group_mean", "value")
 TARGET_AGGREGATIONS = ("mean", "min")
 EXTRACTIONS = ("ppo", "bptt", "awr_fm", "aw_ogpo", "ofpo")
@@ -23,6 +25,9 @@ Q_VR_REDUCTIONS = ("mean", "median", "trimmed_mean")
 
 @dataclasses.dataclass(frozen=True)
 class OGPOConfig:
+    # registered algorithm that trains with this config (`algorithms/base.py`): 'ogpo' or 'sb_bc'
+    # (success-buffer BC alone, which reads the actor's fields and ignores the critic's)
+    name: str = "ogpo"
     # --- networks
     actor_hidden_dims: tuple = (512, 512, 512, 512)
     time_emb_dim: int = 32
@@ -30,14 +35,14 @@ class OGPOConfig:
     num_critics: int = 10
     critic_layer_norm: bool = True
     # --- generative process (gcp/flow.py)
-    flow_steps: int = 10
-    noise_std: float = 0.05
-    noise_schedule: str = "tapered"
-    score_correction: bool = True
-    clip_intermediate: bool = True
-    sample_clip_stds: float = 3.0
-    normalize_horizon: bool = True
-    normalize_action_dim: bool = True
+    flow_steps: int = _FLOW.num_steps
+    noise_std: float = _FLOW.noise_std
+    noise_schedule: str = _FLOW.noise_schedule
+    score_correction: bool = _FLOW.score_correction
+    clip_intermediate: bool = _FLOW.clip_intermediate
+    sample_clip_stds: float = _FLOW.sample_clip_stds
+    normalize_horizon: bool = _FLOW.normalize_horizon
+    normalize_action_dim: bool = _FLOW.normalize_action_dim
     # --- critic
     discount: float = 0.99
     critic_tau: float = 0.05
@@ -102,6 +107,7 @@ class OGPOConfig:
     chi2_q_std_target: float = 1.0        # beta = beta_base * ensemble std / q_std_target
 
     def __post_init__(self):
+        _check(self, "name", self.name in base.names(), f"one of {list(base.names())}")
         object.__setattr__(self, "actor_hidden_dims", tuple(int(w) for w in self.actor_hidden_dims))
         object.__setattr__(self, "critic_hidden_dims", tuple(int(w) for w in self.critic_hidden_dims))
         _check(self, "actor_hidden_dims", len(self.actor_hidden_dims) >= 1 and min(self.actor_hidden_dims) >= 1,
@@ -112,7 +118,7 @@ class OGPOConfig:
         _check(self, "num_critics", self.num_critics >= 1, ">= 1")
         _check(self, "flow_steps", self.flow_steps >= 1, ">= 1")
         _check(self, "noise_std", self.noise_std > 0, "> 0 (chain log-probs need noise)")
-        _check(self, "noise_schedule", self.noise_schedule in ("tapered", "constant"), "'tapered' or 'constant'")
+        _check(self, "noise_schedule", self.noise_schedule in NOISE_SCHEDULES, f"one of {NOISE_SCHEDULES}")
         _check(self, "sample_clip_stds", self.sample_clip_stds >= 0, ">= 0")
         _check(self, "discount", 0.0 <= self.discount <= 1.0, "in [0, 1]")
         for name in ("critic_tau", "actor_tau", "chi2_tau_slow"):

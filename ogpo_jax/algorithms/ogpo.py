@@ -20,11 +20,17 @@ import optax
 from flax import struct
 
 from ogpo_jax.algorithms import common, extraction
+from ogpo_jax.algorithms.actor import actor_apply, actor_module, actor_optimizer, sample_actions  # noqa: F401
 from ogpo_jax.algorithms.advantages import awr_weights, chi2_advantage, chi2_upper_clip, compute_advantage
 from ogpo_jax.algorithms.advantages import postprocess as postprocess_advantage
-from ogpo_jax.algorithms.config import OGPOConfig
+from ogpo_jax.algorithms.base import Algorithm
+from ogpo_jax.algorithms.config import ROLLOUT_MODES, OGPOConfig
 from ogpo_jax.gcp import flow
-from ogpo_jax.networks import CriticEnsemble, ValueNet, VelocityField
+from ogpo_jax.networks import CriticEnsemble, ValueNet
+
+
+NAME = "ogpo"
+ACT_MODES = ROLLOUT_MODES
 
 
 class TrainState(struct.PyTreeNode):
@@ -51,10 +57,6 @@ class TrainState(struct.PyTreeNode):
 
 # ----------------------------------------------------------------------------- networks
 
-def actor_module(config: OGPOConfig, action_dim: int) -> VelocityField:
-    return VelocityField(action_dim, config.actor_hidden_dims, config.time_emb_dim)
-
-
 def critic_module(config: OGPOConfig, num_heads: int | None = None) -> CriticEnsemble:
     return CriticEnsemble(num_heads or config.num_critics, config.critic_hidden_dims, config.critic_layer_norm)
 
@@ -64,8 +66,7 @@ def value_module(config: OGPOConfig) -> ValueNet:
 
 
 def actor_apply_fn(state: TrainState):
-    module = actor_module(state.config, state.action_dim)
-    return lambda params, obs, x, t: module.apply({"params": params}, obs, x, t)
+    return actor_apply(state.config, state.action_dim)
 
 
 def critic_values(state: TrainState, params, obs, actions, heads=None) -> jax.Array:
@@ -79,12 +80,6 @@ def critic_values(state: TrainState, params, obs, actions, heads=None) -> jax.Ar
         return critic_module(state.config).apply({"params": params}, obs, flat)
     params = jax.tree_util.tree_map(lambda p: p[heads], params)
     return critic_module(state.config, heads.shape[0]).apply({"params": params}, obs, flat)
-
-
-def actor_optimizer(config: OGPOConfig):
-    schedule = common.cyclic_cosine_schedule(
-        config.actor_lr, config.actor_lr_floor, config.actor_lr_warmup, config.actor_lr_period)
-    return common.adamw(schedule, config.actor_weight_decay, config.grad_clip, config.adam_eps), schedule
 
 
 def critic_optimizer(config: OGPOConfig):
@@ -101,9 +96,16 @@ def as_config(config) -> OGPOConfig:
     raise TypeError(f"config must be an OGPOConfig or a mapping, got {type(config).__name__}")
 
 
+def check_config(config: OGPOConfig) -> None:
+    """OGPO runs every setting `OGPOConfig` accepts (it validates itself); only the name must match."""
+    if config.name != NAME:
+        raise ValueError(f"algo.name must be {NAME!r} for ogpo.init, got {config.name!r}")
+
+
 def init(key, obs_dim: int, chunk_shape, config=None, actor_params=None) -> TrainState:
     """Fresh OGPO state. `actor_params` (e.g. a BC checkpoint) initialise actor and EMA actor."""
     config = as_config(config)
+    check_config(config)
     horizon, act_dim = (int(c) for c in chunk_shape)
     if obs_dim < 1 or horizon < 1 or act_dim < 1:
         raise ValueError(f"obs_dim and chunk_shape must be positive, got {obs_dim}, {chunk_shape}")
@@ -144,23 +146,6 @@ def _params_for(state: TrainState, actor: str | None):
     if actor not in ("ema", "current"):
         raise ValueError(f"actor must be 'ema' or 'current', got {actor!r}")
     return state.actor_ema if actor == "ema" else state.actor
-
-
-def sample_actions(config: OGPOConfig, chunk_shape, actor_params, obs, key, mode: str = "sde"):
-    """Chunks from actor params alone (no critic): obs (B, obs_dim) -> (B, H, da).
-
-    mode 'ode': deterministic Euler (evaluation); 'sde': one stochastic chain (RL sampler).
-    """
-    dim = chunk_shape[0] * chunk_shape[1]
-    module = actor_module(config, dim)
-    apply_fn = lambda params, o, x, t: module.apply({"params": params}, o, x, t)
-    if mode == "ode":
-        actions = flow.sample_ode(apply_fn, actor_params, obs, key, config.flow_spec, dim)
-    elif mode == "sde":
-        _, actions = flow.sample_sde(apply_fn, actor_params, obs, key, config.flow_spec, dim)
-    else:
-        raise ValueError(f"mode must be 'ode' or 'sde' for actor-only sampling, got {mode!r}")
-    return actions.reshape(obs.shape[0], *chunk_shape)
 
 
 def act(state: TrainState, obs, key, mode: str = "sde", actor: str | None = None) -> jax.Array:
@@ -449,3 +434,7 @@ def update(state: TrainState, batch, success_batch=None):
         metrics["critic/success_loss"] = succ_metrics["critic/loss"]
     critic_target = common.polyak(state.critic_target, state.critic, cfg.critic_tau)
     return state.replace(critic_target=critic_target, step=state.step + 1), metrics
+
+
+ALGORITHM = Algorithm(name=NAME, description="OGPO: chunked critic ensemble + PPO over the whole denoising chain",
+                      init=init, update=update, act=act, act_modes=ACT_MODES, check_config=check_config)

@@ -27,6 +27,9 @@ import jax.numpy as jnp
 ApplyFn = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
 
 
+NOISE_SCHEDULES = ("tapered", "constant")
+
+
 @dataclasses.dataclass(frozen=True)
 class FlowSpec:
     """Static settings of the generative process (hashable, so usable as a jit static arg)."""
@@ -45,9 +48,8 @@ class FlowSpec:
             raise ValueError(f"FlowSpec.num_steps must be >= 1, got {self.num_steps}")
         if self.noise_std < 0:
             raise ValueError(f"FlowSpec.noise_std must be >= 0, got {self.noise_std}")
-        if self.noise_schedule not in ("tapered", "constant"):
-            raise ValueError(
-                f"FlowSpec.noise_schedule must be 'tapered' or 'constant', got {self.noise_schedule!r}")
+        if self.noise_schedule not in NOISE_SCHEDULES:
+            raise ValueError(f"FlowSpec.noise_schedule must be one of {NOISE_SCHEDULES}, got {self.noise_schedule!r}")
 
     def times(self) -> jax.Array:
         """t_i = i / K for i = 0 .. K-1: the times at which the velocity is evaluated."""

@@ -13,16 +13,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ogpo_jax.algorithms import ogpo
+from ogpo_jax.algorithms.actor import actor_apply, init_actor_params, sample_actions
+from ogpo_jax.algorithms.config import OGPOConfig
 from ogpo_jax.gcp import flow
 from ogpo_jax.training import progress
 
 
-def make_bc_block(config: ogpo.OGPOConfig, chunk_shape, dataset: dict, batch_size: int, lr: float, steps: int):
+def make_bc_block(config: OGPOConfig, chunk_shape, dataset: dict, batch_size: int, lr: float, steps: int):
     """-> jitted `block(params, opt_state, key) -> (params, opt_state, mean_loss)` of `steps` steps."""
-    dim = chunk_shape[0] * chunk_shape[1]
-    module = ogpo.actor_module(config, dim)
-    apply_fn = lambda p, o, x, t: module.apply({"params": p}, o, x, t)
+    apply_fn = actor_apply(config, chunk_shape[0] * chunk_shape[1])
     tx = optax.adam(lr)
     data = jax.tree_util.tree_map(jnp.asarray, dataset)
     n = data["obs"].shape[0]
@@ -52,7 +51,7 @@ def actor_policy(config, chunk_shape, mode):
 
 
 def _actor_policy(config, chunk_shape, mode, params, obs, key):
-    return ogpo.sample_actions(config, chunk_shape, params, obs, key, mode)
+    return sample_actions(config, chunk_shape, params, obs, key, mode)
 
 
 def train_bc(config, chunk_shape, obs_dim, dataset, evaluate, bc_cfg, key, log_fn=print):
@@ -62,8 +61,7 @@ def train_bc(config, chunk_shape, obs_dim, dataset, evaluate, bc_cfg, key, log_f
     block of `bc_cfg.eval_every` steps (the early stop looks at it)."""
     k_init, key = jax.random.split(key)
     dim = chunk_shape[0] * chunk_shape[1]
-    params = ogpo.actor_module(config, dim).init(
-        k_init, jnp.zeros((1, obs_dim)), jnp.zeros((1, dim)), jnp.zeros((1,)))["params"]
+    params = init_actor_params(config, k_init, obs_dim, dim)
     block, tx = make_bc_block(config, chunk_shape, dataset, bc_cfg.batch_size, bc_cfg.lr, bc_cfg.eval_every)
     opt_state = tx.init(params)
     stop_mode = bc_cfg.eval_mode

@@ -20,20 +20,21 @@ import time
 import jax
 import numpy as np
 
-from ogpo_jax.algorithms import ogpo
-from ogpo_jax.training import loop, pipeline
+from ogpo_jax.algorithms import base as algorithms
+from ogpo_jax.training import loop, rundir
 from ogpo_jax.training.config import validate
-from ogpo_jax.training.evaluation import evaluate_policies, make_evaluator
+from ogpo_jax.training.evaluation import agent_policy, evaluate_policies, make_evaluator
 
 
 def init_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seeds):
     """-> (stacked LoopState with a leading seed axis, stacked eval keys)."""
     algo_cfg = validate(config)
+    algo = algorithms.get(algo_cfg.name)
     states, eval_keys = [], []
     for s in seeds:
         # the keys `train.py --config.seed=s` uses: seed s here reproduces that run (same BC actor)
-        _, _, k_agent, k_loop, k_eval = pipeline.seed_stage_keys(int(s))
-        agent = ogpo.init(k_agent, obs_dim, chunk_shape, algo_cfg, actor_params=bc_params)
+        _, _, k_agent, k_loop, k_eval = rundir.seed_stage_keys(int(s))
+        agent = algo.init(k_agent, obs_dim, chunk_shape, algo_cfg, actor_params=bc_params)
         states.append(loop.init_loop(k_loop, env, agent, obs_dim, config.train, episode_length))
         eval_keys.append(k_eval)
     return loop.stack_seeds(states), np.stack([np.asarray(k) for k in eval_keys])
@@ -78,7 +79,7 @@ def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seed
     evaluate = make_evaluator(env, chunk_shape[0], episode_length, tcfg.eval_episodes, vmap_seeds=True, log=log,
                               what=f"evaluator, {len(seeds)} seeds")
     # one policy object per sampler, all in one compiled evaluator program (evaluate_policies)
-    policies = {m: functools.partial(pipeline.agent_policy, m, algo_cfg.act_with)
+    policies = {m: functools.partial(agent_policy, m, algo_cfg.act_with)
                 for m in sorted(set(eval_modes) | set(final_modes))}
 
     def run_eval(ls, modes, tag):
@@ -161,7 +162,7 @@ def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seed
             if ckpt is not None:
                 step = int(ls.iteration.max())
                 ckpt.save(step, ls)
-                pipeline.write_json(progress_path, {
+                rundir.write_json(progress_path, {
                     "step": step, "seeds": seeds, "curve": curve, "rollout": rollout,
                     "env_steps": float(env_steps.mean()), "env_steps_per_seed": env_steps.tolist(),
                     "next_eval": float(next_eval), "compile_s": compile_s, "seconds": time.time() - t_start})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 
+from ogpo_jax.algorithms import base as algorithms
 from ogpo_jax.algorithms.config import OGPOConfig
 
 SECTIONS = ("seed", "num_seeds", "env", "demos", "bc", "algo", "train", "log", "distributed")
@@ -80,6 +81,7 @@ def validate(config) -> OGPOConfig:
             _require(hasattr(config[name], "keys"), name, config[name], "a section")
             _check_against(config[name], reference[name], name)
     algo = OGPOConfig.from_dict(config.algo)
+    algorithms.get(algo.name).check_config(algo)
     e, d, b, t, dist = config.env, config.demos, config.bc, config.train, config.distributed
     _require(config.seed >= 0, "seed", config.seed, ">= 0")
     _require(config.num_seeds >= 1, "num_seeds", config.num_seeds, ">= 1")

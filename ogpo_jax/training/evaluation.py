@@ -20,6 +20,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from ogpo_jax.algorithms import base as algorithms
 from ogpo_jax.envs import core as env_core
 from ogpo_jax.envs.core import ChunkWrapper, VmapWrapper
 from ogpo_jax.training import progress
@@ -121,3 +122,9 @@ def evaluate_policies(evaluate, policies: dict, params, key, names=None) -> dict
     switch = PolicySwitch(policies.values(), names=policies)
     order = list(policies)
     return {n: evaluate(switch, params, key, order.index(n)) for n in (names or order)}
+
+
+def agent_policy(mode, actor, agent, obs, key):
+    """Jittable policy of an algorithm's whole state for the evaluator (bind mode and actor with
+    partial)."""
+    return algorithms.of(agent).act(agent, obs, key, mode=mode, actor=actor)

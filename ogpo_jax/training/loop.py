@@ -1,8 +1,8 @@
-"""The OGPO act / store / update loop as one compiled `lax.scan` per logging interval.
+"""The act / store / update loop as one compiled `lax.scan` per logging interval.
 
 One *iteration* (DESIGN §4, "update unit"): every env acts one chunk (num_envs x H env steps, fewer
 where episodes end inside a chunk), the chunk transitions go into the replay ring and the success
-staging area, then `updates_per_iteration` OGPO updates run (once `start_training` env steps have
+staging area, then `updates_per_iteration` updates of the agent's algorithm run (once `start_training` env steps have
 been collected). `make_interval(...)` returns a jitted function that runs `num_iterations`
 iterations and returns per-iteration metrics; Python only runs between intervals.
 """
@@ -14,14 +14,14 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from ogpo_jax.algorithms import ogpo
+from ogpo_jax.algorithms import base as algorithms
 from ogpo_jax.data import replay as rb
 from ogpo_jax.envs import core as env_core
 from ogpo_jax.envs.core import AutoResetWrapper, ChunkWrapper, VmapWrapper
 
 
 class LoopState(struct.PyTreeNode):
-    agent: ogpo.TrainState
+    agent: object                 # the algorithm's state (algorithms/base.py), e.g. ogpo.TrainState
     replay: rb.ReplayBuffer
     success: rb.ReplayBuffer
     staging: rb.SuccessStaging
@@ -38,7 +38,7 @@ def training_env(env, horizon: int, num_envs: int):
     return VmapWrapper(AutoResetWrapper(ChunkWrapper(env, horizon)), num_envs)
 
 
-def init_loop(key, env, agent: ogpo.TrainState, obs_dim: int, train_cfg, episode_length: int,
+def init_loop(key, env, agent, obs_dim: int, train_cfg, episode_length: int,
               num_shards: int = 1) -> LoopState:
     """The loop state before the first iteration.
 
@@ -120,7 +120,8 @@ def _store(replay, success, staging, rows, done, succ_flags, keep):
 
 
 def _updates(agent, replay, success, key, num_updates: int, halted=False, halt_on_nonfinite: bool = True):
-    """`num_updates` OGPO updates on fresh replay batches; success batch once the buffer is full enough.
+    """`num_updates` updates of the agent's algorithm on fresh replay batches; success batch once
+    the buffer is full enough.
 
     Non-finite guard: an update whose metrics (losses, gradient norms, Q-values, ...) are not all
     finite is discarded (the agent stays as it was). With `halt_on_nonfinite` every later update is
@@ -129,6 +130,7 @@ def _updates(agent, replay, success, key, num_updates: int, halted=False, halt_o
     in the sorted order of the metric names).
     """
     cfg = agent.config
+    algo_update = algorithms.of(agent).update
 
     def one(carry, k):
         agent, halted = carry
@@ -140,7 +142,7 @@ def _updates(agent, replay, success, key, num_updates: int, halted=False, halt_o
         fallback = {k: batch[k][: cfg.success_batch_size] if cfg.success_batch_size <= cfg.batch_size
                     else batch[k][jnp.arange(cfg.success_batch_size) % cfg.batch_size] for k in succ}
         succ = jax.tree_util.tree_map(lambda a, b: jnp.where(ready, a, b), succ, fallback)
-        new, metrics = ogpo.update(agent, batch, succ)
+        new, metrics = algo_update(agent, batch, succ)
         bad = jnp.stack([~jnp.all(jnp.isfinite(metrics[name])) for name in sorted(metrics)])
         keep = ~bad.any() & ~halted
         agent = jax.tree_util.tree_map(lambda a, b: jnp.where(keep, a, b), new, agent)
@@ -178,6 +180,7 @@ def make_interval(env, train_cfg, num_iterations: int, vmap_seeds: bool = False,
         agent0 = ls.agent
         benv = training_env(env, agent0.chunk_shape[0], train_cfg.num_envs)
         cfg = agent0.config
+        algo = algorithms.of(agent0)
         upd = functools.partial(_updates, num_updates=num_updates, halt_on_nonfinite=halt)
         shapes = jax.eval_shape(upd, agent0, ls.replay, ls.success, ls.key)
         zeros = lambda tree: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), tree)  # noqa: E731
@@ -185,7 +188,7 @@ def make_interval(env, train_cfg, num_iterations: int, vmap_seeds: bool = False,
         def iteration(ls: LoopState, halted):
             key, k_act, k_upd = jax.random.split(ls.key, 3)
             obs = ls.env_state.obs
-            actions = ogpo.act(ls.agent, obs, k_act, mode=cfg.rollout_mode)
+            actions = algo.act(ls.agent, obs, k_act, mode=cfg.rollout_mode)
             nxt = benv.step(ls.env_state, actions)
             info = nxt.info
             rows = {

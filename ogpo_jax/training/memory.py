@@ -14,12 +14,12 @@ import os
 import jax
 
 from ogpo_jax.algorithms.config import OGPOConfig
+from ogpo_jax.data import replay as rb
 
 
 def transition_bytes(obs_dim: int, horizon: int, action_dim: int) -> int:
-    """Bytes of one chunk transition row (see `data.replay.transition_spec`)."""
-    f32, b = 4, 1
-    return 2 * obs_dim * f32 + horizon * action_dim * f32 + horizon * (f32 + b) + 2 * b
+    """Bytes of one chunk transition row (`data.replay.transition_spec`)."""
+    return rb.buffer_nbytes(rb.transition_spec(obs_dim, (horizon, action_dim)), 1)
 
 
 def _mlp_params(sizes) -> int:

@@ -67,14 +67,16 @@ def plot_run(workdir: str, path: str | None = None, title: str | None = None) ->
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     ax.set_title(title or os.path.basename(os.path.normpath(workdir)))
+    # the algorithm's own health metrics: those it logs (sb_bc has neither critic nor PPO)
     for key, label in (("critic/td_error", "critic TD error"), ("actor/clip_frac", "PPO clip fraction"),
-                       ("actor/adv_nonzero_frac", "nonzero advantage fraction")):
+                       ("actor/adv_nonzero_frac", "nonzero advantage fraction"), ("actor/bc_loss", "BC loss")):
         pts = [(r["env_steps"], r[key]) for r in records if key in r]
-        if pts:
+        if pts and (key != "actor/bc_loss" or not ax2.lines):
             ax2.plot(*zip(*pts), lw=1, label=label)
     ax2.set_xlabel("env steps")
     ax2.grid(alpha=0.3)
-    ax2.legend(fontsize=8)
+    if ax2.lines:
+        ax2.legend(fontsize=8)
     ax2.set_title("update health")
     fig.tight_layout()
     tmp = path + ".tmp.png"
@@ -82,3 +84,11 @@ def plot_run(workdir: str, path: str | None = None, title: str | None = None) ->
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+def try_plot_run(workdir: str, log=print) -> None:
+    """`plot_run`, with a plotting problem logged instead of raised: it must never stop training."""
+    try:
+        plot_run(workdir)
+    except Exception as e:
+        log(f"[plot] learning curve not drawn: {type(e).__name__}: {e}")

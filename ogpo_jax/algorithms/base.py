@@ -1,0 +1,61 @@
+"""The `Algorithm` interface the training driver runs, and the registry that names algorithms.
+
+An algorithm is a handful of pure, jittable functions over its own state (a flax
+`struct.PyTreeNode`):
+
+    state = algo.init(key, obs_dim, chunk_shape, config, actor_params=None)
+    state, metrics = algo.update(state, batch, success_batch)   # metrics: {name: scalar}
+    chunks = algo.act(state, obs, key, mode, actor=None)       # obs (B, obs_dim) -> (B, H, da)
+
+The state carries what the driver reads: `step` (updates done, int32), `config` (static, an
+`OGPOConfig` whose `name` is the algorithm's registry name) and `chunk_shape` (static, (H, da)).
+`batch` holds replay chunk transitions and `success_batch` chunks from successful episodes
+(`training/loop.py` samples both; DESIGN §4). `act(..., actor=...)` picks which actor params act
+('ema' or 'current'; default `config.act_with`): the driver evaluates both.
+
+The driver finds an algorithm by `config.algo.name` (`get(name)` or `of(state)`), so the loop,
+`train.py`, `compare.py` and `evaluate.py` never import one by hand. Adding one: write a module
+with `init`, `update`, `act`, `check_config`, build an `Algorithm` at its bottom and add it to
+`_MODULES` below.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, NamedTuple
+
+
+class Algorithm(NamedTuple):
+    name: str
+    description: str
+    init: Callable[..., Any]          # (key, obs_dim, chunk_shape, config, actor_params=None) -> state
+    update: Callable[..., Any]        # (state, batch, success_batch) -> (state, metrics)
+    act: Callable[..., Any]           # (state, obs, key, mode='sde', actor=None) -> chunks
+    act_modes: tuple                  # samplers `act` takes, e.g. ('ode', 'sde', 'best_of_n')
+    # (config: OGPOConfig) -> None, a named ValueError on settings the algorithm cannot run
+    check_config: Callable[[Any], None]
+
+
+# registry name -> module defining `ALGORITHM` (imported on first use: no import cycles with the
+# modules that use the registry)
+_MODULES = {
+    "ogpo": "ogpo_jax.algorithms.ogpo",
+    "sb_bc": "ogpo_jax.algorithms.sb_bc",
+}
+
+
+def names() -> tuple:
+    return tuple(_MODULES)
+
+
+def get(name: str) -> Algorithm:
+    """The registered algorithm `name` (`config.algo.name`)."""
+    if name not in _MODULES:
+        raise ValueError(f"algo.name must be one of {sorted(_MODULES)}, got {name!r}")
+    algo = importlib.import_module(_MODULES[name]).ALGORITHM
+    assert algo.name == name, (algo.name, name)
+    return algo
+
+
+def of(state) -> Algorithm:
+    """The algorithm a state belongs to (its static config names it)."""
+    return get(state.config.name)

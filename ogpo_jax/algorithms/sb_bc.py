@@ -1,0 +1,109 @@
+"""Success-buffer BC alone: flow-matching BC of the actor on chunks of the agent's own
+successful episodes (filtered self-imitation), an EMA actor that collects data, no critic.
+
+The OGPO+ regularizer without the PPO term, as an algorithm of its own: the smallest thing the
+driver can finetune, and the baseline every critic-based method must beat.
+
+    state = init(key, obs_dim, chunk_shape, config, actor_params)
+    state, metrics = update(state, batch, success_batch)    # success_batch None: BC on `batch`
+    chunk = act(state, obs, key, mode)                      # mode: 'ode' | 'sde'
+
+Config fields it reads (`OGPOConfig`): the actor's network, flow and optimizer fields, `bc_coeff`
+(the loss weight), `actor_tau`, `act_with`, `rollout_mode`, `success_batch_size`, `batch_size`
+(the loop's replay batch, unused here). Critic and PPO fields are ignored.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from ogpo_jax.algorithms import common
+from ogpo_jax.algorithms.actor import actor_apply, actor_optimizer, init_actor_params, sample_actions
+from ogpo_jax.algorithms.base import Algorithm
+from ogpo_jax.algorithms.config import OGPOConfig
+from ogpo_jax.gcp import flow
+
+NAME = "sb_bc"
+ACT_MODES = ("ode", "sde")
+
+
+class SBBCState(struct.PyTreeNode):
+    actor: Any                 # velocity-field params
+    actor_ema: Any             # EMA of the actor: collects data when act_with='ema'
+    actor_opt: Any
+    step: jax.Array            # updates done (int32)
+    key: jax.Array             # PRNG key consumed by `update`
+    config: OGPOConfig = struct.field(pytree_node=False)
+    chunk_shape: tuple = struct.field(pytree_node=False)   # (H, da)
+
+
+def check_config(config: OGPOConfig) -> None:
+    if config.rollout_mode not in ACT_MODES:
+        raise ValueError(f"algo.rollout_mode must be one of {ACT_MODES} for algo.name='sb_bc' (Best-of-N "
+                         f"needs a critic), got {config.rollout_mode!r}")
+    if config.bc_coeff <= 0:
+        raise ValueError(f"algo.bc_coeff must be > 0 for algo.name='sb_bc' (it is the only loss), "
+                         f"got {config.bc_coeff!r}")
+
+
+def init(key, obs_dim: int, chunk_shape, config: OGPOConfig, actor_params=None) -> SBBCState:
+    """Fresh state; `actor_params` (a BC checkpoint) initialise actor and EMA actor."""
+    horizon, act_dim = (int(c) for c in chunk_shape)
+    if obs_dim < 1 or horizon < 1 or act_dim < 1:
+        raise ValueError(f"obs_dim and chunk_shape must be positive, got {obs_dim}, {chunk_shape}")
+    k_actor, k_state = jax.random.split(key)
+    if actor_params is None:
+        actor_params = init_actor_params(config, k_actor, obs_dim, horizon * act_dim)
+    tx, _ = actor_optimizer(config)
+    return SBBCState(actor=actor_params, actor_ema=actor_params, actor_opt=tx.init(actor_params),
+                     step=jnp.zeros((), jnp.int32), key=k_state, config=config,
+                     chunk_shape=(horizon, act_dim))
+
+
+def update(state: SBBCState, batch, success_batch=None):
+    """One gradient step of bc_coeff * flow-matching BC on the success batch, then the EMA."""
+    cfg = state.config
+    key, k_bc = jax.random.split(state.key)
+    data = success_batch if success_batch is not None else batch
+    apply_fn = actor_apply(cfg, state.chunk_shape[0] * state.chunk_shape[1])
+
+    def loss_fn(params):
+        bc = flow.bc_loss(apply_fn, params, data["obs"], data["actions"], data["valid"], k_bc)
+        return cfg.bc_coeff * bc, bc
+
+    (loss, bc), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.actor)
+    tx, schedule = actor_optimizer(cfg)
+    updates, actor_opt = tx.update(grads, state.actor_opt, state.actor)
+    actor = optax.apply_updates(state.actor, updates)
+    actor_ema = common.polyak(state.actor_ema, actor, cfg.actor_tau)
+    metrics = {
+        "actor/loss": loss,
+        "actor/bc_loss": bc,
+        "actor/grad_norm": common.tree_norm(grads),
+        "actor/lr": schedule(state.step),
+        "actor/ema_distance": common.tree_norm(jax.tree_util.tree_map(jnp.subtract, actor, actor_ema)),
+    }
+    return state.replace(actor=actor, actor_ema=actor_ema, actor_opt=actor_opt, step=state.step + 1,
+                         key=key), metrics
+
+
+def act(state: SBBCState, obs, key, mode: str = "sde", actor: str | None = None) -> jax.Array:
+    """Chunks of the EMA or current actor: obs (B, obs_dim) -> (B, H, da); (obs_dim,) -> (H, da)."""
+    if obs.ndim == 1:
+        return act(state, obs[None], key, mode, actor)[0]
+    if mode not in ACT_MODES:
+        raise ValueError(f"mode must be one of {ACT_MODES} for sb_bc (no critic to rank candidates), "
+                         f"got {mode!r}")
+    actor = actor or state.config.act_with
+    if actor not in ("ema", "current"):
+        raise ValueError(f"actor must be 'ema' or 'current', got {actor!r}")
+    params = state.actor_ema if actor == "ema" else state.actor
+    return sample_actions(state.config, state.chunk_shape, params, obs, key, mode)
+
+
+ALGORITHM = Algorithm(name=NAME, description="success-buffer flow-matching BC alone (no critic)",
+                      init=init, update=update, act=act, act_modes=ACT_MODES, check_config=check_config)

@@ -248,7 +248,7 @@ def test_pipeline_stops_on_nan_with_a_checkpoint_of_the_last_good_state(tmp_path
         metrics["critic/q_mean"] = jnp.where(state.step >= 30, jnp.nan, metrics["critic/q_mean"])
         return new, metrics
 
-    monkeypatch.setattr(loop.ogpo, "update", poisoned)
+    monkeypatch.setattr(ogpo, "ALGORITHM", ogpo.ALGORITHM._replace(update=poisoned))
     workdir = str(tmp_path / "run")
     with pytest.raises(finetune.NonFiniteError, match=r"non-finite critic/q_mean in the OGPO update at env step \d+"):
         pipeline.run(c, workdir, log=lambda *_: None)

@@ -219,19 +219,19 @@ def test_aw_ogpo_nn_ignores_negative_advantage_chains():
 def test_chi2_slow_reference_and_target_blend():
     cfg = dataclasses.replace(CFG, adv_strategy="vanilla", chi2_enabled=True, chi2_tau_slow=0.1)
     state = ogpo.init(jax.random.PRNGKey(0), OBS, CHUNK, cfg)
-    assert _diff(state.aux["actor_slow"], state.actor) == 0
+    assert _diff(state.actor_slow, state.actor) == 0
     new, m = ogpo.actor_step(state, _batch(jax.random.PRNGKey(1)), _batch(jax.random.PRNGKey(2), 8),
                              jax.random.PRNGKey(3))
     # actor == slow reference at the first step: ratio 1, blend weight sigmoid(0) = 0.5
     assert float(m["chi2/ratio_mean"]) == pytest.approx(1.0, abs=1e-5)
-    assert float(new.aux["chi2_target_w"]) == pytest.approx(0.5, abs=1e-5)
-    want = jax.tree_util.tree_map(lambda s, a: 0.9 * s + 0.1 * a, state.aux["actor_slow"], new.actor)
-    _tree_close(new.aux["actor_slow"], want, rtol=1e-6, atol=1e-7)
+    assert float(new.chi2_target_w) == pytest.approx(0.5, abs=1e-5)
+    want = jax.tree_util.tree_map(lambda s, a: 0.9 * s + 0.1 * a, state.actor_slow, new.actor)
+    _tree_close(new.actor_slow, want, rtol=1e-6, atol=1e-7)
     # the critic target blends mean and min of the heads with that weight
     batch, key = _batch(jax.random.PRNGKey(4)), jax.random.PRNGKey(5)
     t_blend = ogpo.td_target(new, batch, key)
-    t_mean = ogpo.td_target(new.replace(aux=dict(new.aux, chi2_target_w=jnp.zeros(()))), batch, key)
-    t_min = ogpo.td_target(new.replace(aux=dict(new.aux, chi2_target_w=jnp.ones(()))), batch, key)
+    t_mean = ogpo.td_target(new.replace(chi2_target_w=jnp.zeros(())), batch, key)
+    t_min = ogpo.td_target(new.replace(chi2_target_w=jnp.ones(())), batch, key)
     np.testing.assert_allclose(t_blend, 0.5 * (t_mean + t_min), rtol=1e-5, atol=1e-5)
     assert float((t_mean - t_min).min()) >= 0
 

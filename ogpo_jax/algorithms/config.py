@@ -1,7 +1,7 @@
 """`OGPOConfig`: every OGPO hyperparameter (DESIGN §4) as one frozen, validated dataclass.
 
-The dataclass is hashable, so it rides along as static data in `TrainState` and jit caches key on
-its values. Build it from an `ml_collections.ConfigDict` (`configs/base.py`'s `algo` section) with
+The dataclass is hashable, so it rides along as static data in every algorithm's state (e.g.
+`ogpo.OGPOState`) and jit caches key on its values. Build it from an `ml_collections.ConfigDict` (`configs/base.py`'s `algo` section) with
 `OGPOConfig.from_dict`, which rejects unknown keys by name.
 """
 from __future__ import annotations

@@ -2,17 +2,22 @@
 
 Public API (pure, jittable, vmappable over seeds):
 
-    state = init(key, obs_dim, chunk_shape, config)          # -> TrainState
+    state = init(key, obs_dim, chunk_shape, config)          # -> OGPOState
     state, metrics = update(state, batch, success_batch)     # one actor + one critic step
     chunk = act(state, obs, key, mode)                       # mode: 'ode' | 'sde' | 'best_of_n'
 
 `batch` is a dict of chunk transitions: obs (B, obs_dim), actions (B, H, da), rewards (B, H),
 valid (B, H), next_obs (B, obs_dim), terminal (B,). `success_batch` holds obs, actions, valid from
 successful episodes (OGPO+ flow-matching BC); pass None to regularize on `batch` instead.
+
+`update` = `actor_step` (skipped during the critic-only warm-up) + `critic_step` + the critics'
+Polyak average. `actor_step` reads top-down: `sample_group` (G chains per state from the EMA actor,
+valued once by the target critics) -> `group_advantages` (baseline, strategy, chi-square) ->
+`OBJECTIVES[config.extraction]` -> `_gradient_step` (+ lambda * success-buffer BC, then the EMA).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +38,7 @@ NAME = "ogpo"
 ACT_MODES = ROLLOUT_MODES
 
 
-class TrainState(struct.PyTreeNode):
+class OGPOState(struct.PyTreeNode):
     actor: Any                 # velocity-field params (theta)
     actor_ema: Any             # EMA target actor (theta-bar): collects data, is the PPO "old" policy
     critic: Any                # critic ensemble params, heads stacked on axis 0
@@ -42,13 +47,14 @@ class TrainState(struct.PyTreeNode):
     critic_opt: Any
     step: jax.Array            # number of updates done (int32)
     key: jax.Array             # PRNG key consumed by `update`
-    # State of the optional stabilizers/ablations, present only when enabled (so checkpoints of
-    # plain OGPO keep their structure): chi2 -> 'actor_slow' (slow EMA reference actor) and
-    # 'chi2_target_w' (mean/min blend weight of the critic target from the last actor step);
-    # baseline='value' -> 'value', 'value_opt'.
-    aux: Any
     config: OGPOConfig = struct.field(pytree_node=False)
     chunk_shape: tuple = struct.field(pytree_node=False)   # (H, da)
+    # Optional stabilizer state, None (no leaves) unless its setting is on, so a checkpoint holds
+    # only what its config uses.
+    actor_slow: Any = None     # chi2_enabled: slow EMA reference actor of the chi-square ratio
+    chi2_target_w: Any = None  # chi2_enabled: mean/min blend weight of the TD target, from the last actor step
+    value: Any = None          # baseline='value': V(s) params
+    value_opt: Any = None      # baseline='value': its optimizer state
 
     @property
     def action_dim(self) -> int:
@@ -65,11 +71,11 @@ def value_module(config: OGPOConfig) -> ValueNet:
     return ValueNet(config.critic_hidden_dims, config.critic_layer_norm)
 
 
-def actor_apply_fn(state: TrainState):
+def actor_apply_fn(state: OGPOState):
     return actor_apply(state.config, state.action_dim)
 
 
-def critic_values(state: TrainState, params, obs, actions, heads=None) -> jax.Array:
+def critic_values(state: OGPOState, params, obs, actions, heads=None) -> jax.Array:
     """Per-head Q: obs (B, obs_dim), actions (B, H, da) or (B, D) -> (M, B).
 
     `heads` (an int array of head indices, length m) evaluates only those heads -> (m, B): the
@@ -102,7 +108,7 @@ def check_config(config: OGPOConfig) -> None:
         raise ValueError(f"algo.name must be {NAME!r} for ogpo.init, got {config.name!r}")
 
 
-def init(key, obs_dim: int, chunk_shape, config=None, actor_params=None) -> TrainState:
+def init(key, obs_dim: int, chunk_shape, config=None, actor_params=None) -> OGPOState:
     """Fresh OGPO state. `actor_params` (e.g. a BC checkpoint) initialise actor and EMA actor."""
     config = as_config(config)
     check_config(config)
@@ -116,15 +122,13 @@ def init(key, obs_dim: int, chunk_shape, config=None, actor_params=None) -> Trai
         actor_params = actor_module(config, dim).init(k_actor, obs, jnp.zeros((1, dim)), jnp.zeros((1,)))["params"]
     critic_params = critic_module(config).init(k_critic, obs, jnp.zeros((1, dim)))["params"]
     actor_tx, _ = actor_optimizer(config)
-    aux = {}
+    optional = {}
     if config.chi2_enabled:
-        aux["actor_slow"] = actor_params
-        aux["chi2_target_w"] = jnp.zeros(())
+        optional.update(actor_slow=actor_params, chi2_target_w=jnp.zeros(()))
     if config.baseline == "value":
-        k_value = jax.random.fold_in(k_critic, 1)
-        aux["value"] = value_module(config).init(k_value, obs)["params"]
-        aux["value_opt"] = critic_optimizer(config).init(aux["value"])
-    return TrainState(
+        value = value_module(config).init(jax.random.fold_in(k_critic, 1), obs)["params"]
+        optional.update(value=value, value_opt=critic_optimizer(config).init(value))
+    return OGPOState(
         actor=actor_params,
         actor_ema=actor_params,
         critic=critic_params,
@@ -133,22 +137,22 @@ def init(key, obs_dim: int, chunk_shape, config=None, actor_params=None) -> Trai
         critic_opt=critic_optimizer(config).init(critic_params),
         step=jnp.zeros((), jnp.int32),
         key=k_state,
-        aux=aux,
         config=config,
         chunk_shape=(horizon, act_dim),
+        **optional,
     )
 
 
 # ----------------------------------------------------------------------------- acting
 
-def _params_for(state: TrainState, actor: str | None):
+def _params_for(state: OGPOState, actor: str | None):
     actor = actor or state.config.act_with
     if actor not in ("ema", "current"):
         raise ValueError(f"actor must be 'ema' or 'current', got {actor!r}")
     return state.actor_ema if actor == "ema" else state.actor
 
 
-def act(state: TrainState, obs, key, mode: str = "sde", actor: str | None = None) -> jax.Array:
+def act(state: OGPOState, obs, key, mode: str = "sde", actor: str | None = None) -> jax.Array:
     """Action chunks for a batch of observations: obs (B, obs_dim) -> (B, H, da) in [-1, 1].
 
     mode 'ode': deterministic Euler (evaluation); 'sde': one stochastic chain; 'best_of_n': N
@@ -173,171 +177,203 @@ def act(state: TrainState, obs, key, mode: str = "sde", actor: str | None = None
     return cands.reshape(batch, n, *state.chunk_shape)[jnp.arange(batch), best]
 
 
-# ----------------------------------------------------------------------------- losses
+# ----------------------------------------------------------------------------- actor step
+#
+# One actor step reads top-down: sample a group of G chains per state from the EMA actor and value
+# their final actions once (`sample_group`), turn the values into advantages (`group_advantages`),
+# build the extraction objective `config.extraction` names (`OBJECTIVES`), take one gradient step
+# on it plus lambda * success-buffer BC (`_gradient_step`).
 
-def actor_loss(params, state: TrainState, obs, chains, old_log_prob, advantage, bc_batch, key,
-               clip_high=None):
-    """Clipped PPO surrogate over whole chains + lambda * flow-matching BC. Returns (loss, metrics).
+class Group(NamedTuple):
+    """B states x G chains of the EMA actor, with the target critics' values of their actions."""
+    obs: jax.Array             # (B, obs_dim)
+    obs_rep: jax.Array         # (B*G, obs_dim), each state repeated G times
+    chains: jax.Array          # (B*G, K+1, D) whole denoising chains
+    final: jax.Array           # (B*G, D) their final actions
+    old_log_prob: jax.Array    # (B*G,) the EMA actor's log-probs of its chains (PPO's "old" policy)
+    q: jax.Array               # (M, B, G) per-head target-critic values of the final actions
 
-    obs (N, obs_dim) and chains (N, K+1, D) for N = B * G chains drawn from the EMA actor;
-    old_log_prob, advantage (N,) are constants (no gradient through sampling or the critic).
-    `clip_high` overrides the upper ratio clip 1 + eps (chi-square regularization lowers it).
-    """
+
+def actor_step(state: OGPOState, batch, bc_batch, key):
+    """One actor step (+ EMA update) on the first `ppo_batch_size` replay states. -> (state, metrics)"""
     cfg = state.config
-    high = 1.0 + cfg.clip_epsilon if clip_high is None else clip_high
-    ppo_loss, metrics = extraction.ppo_objective(
-        actor_apply_fn(state), params, obs, chains, old_log_prob, advantage, cfg.flow_spec,
-        1.0 - cfg.clip_epsilon, high)
-    return _with_bc(params, state, cfg.ppo_coeff * ppo_loss, metrics, bc_batch, key)
-
-
-def _with_bc(params, state: TrainState, loss, metrics, bc_batch, key):
-    """Add lambda * flow-matching BC on the success batch (OGPO+) to an extraction loss."""
-    cfg = state.config
-    if cfg.bc_coeff > 0:
-        bc = flow.bc_loss(actor_apply_fn(state), params, bc_batch["obs"], bc_batch["actions"],
-                          bc_batch["valid"], key)
-    else:
-        bc = jnp.zeros(())
-    metrics = dict(metrics, **{"actor/bc_loss": bc})
-    return loss + cfg.bc_coeff * bc, metrics
-
-
-def value_baseline(state: TrainState, obs) -> jax.Array:
-    """V(s) of the value-baseline ablation: obs (B, obs_dim) -> (B,)."""
-    return value_module(state.config).apply({"params": state.aux["value"]}, obs)
-
-
-def _value_step(state: TrainState, obs, target):
-    """One regression step of V(s) onto `target` (B,) (the group-mean Q of the EMA actor)."""
-    cfg = state.config
-
-    def loss_fn(params):
-        v = value_module(cfg).apply({"params": params}, obs)
-        return jnp.mean(jnp.square(v - target))
-
-    loss, grads = jax.value_and_grad(loss_fn)(state.aux["value"])
-    updates, opt = critic_optimizer(cfg).update(grads, state.aux["value_opt"], state.aux["value"])
-    aux = dict(state.aux, value=optax.apply_updates(state.aux["value"], updates), value_opt=opt)
-    return state.replace(aux=aux), {"value/loss": loss}
-
-
-def actor_step(state: TrainState, batch, bc_batch, key):
-    """One actor step (+ EMA update): PPO on B states x G chains of the EMA actor, or the
-    extraction objective `config.extraction` selects."""
-    cfg, spec, dim = state.config, state.config.flow_spec, state.action_dim
-    apply_fn = actor_apply_fn(state)
     k_chain, k_bc, k_obj = jax.random.split(key, 3)
-    if cfg.ppo_coeff == 0:
-        return _bc_only_actor_step(state, bc_batch, k_bc)
+    if cfg.ppo_coeff == 0:                      # success-buffer BC alone: no chains, no critic
+        return _gradient_step(state, None, bc_batch, k_bc, {})
     obs = batch["obs"][: cfg.ppo_batch_size]
-    num_states, group = obs.shape[0], cfg.group_size
+    if cfg.extraction == "bptt":                # differentiates Q through the sampler: no group
+        return _gradient_step(state, _bptt_objective(state, obs, k_obj), bc_batch, k_bc, {})
+    group = sample_group(state, obs, k_chain)
+    state, adv, clip_high, metrics = group_advantages(state, group, batch)
+    objective = OBJECTIVES[cfg.extraction](state, group, batch, adv, clip_high, k_obj)
+    return _gradient_step(state, objective, bc_batch, k_bc, metrics)
 
-    if cfg.extraction == "bptt":
-        critic = jax.lax.stop_gradient(state.critic)
-        q_fn = lambda o, a: critic_values(state, critic, o, a)
-        objective = lambda p: extraction.bptt_objective(apply_fn, p, obs, k_obj, spec, dim, q_fn)
-        return _objective_step(state, objective, bc_batch, k_bc, {})
 
-    obs_rep = jnp.repeat(obs, group, axis=0)                             # (B*G, obs_dim)
+def sample_group(state: OGPOState, obs, key) -> Group:
+    """G SDE chains of the EMA actor per state and their per-head target-critic values."""
+    cfg = state.config
+    obs_rep = jnp.repeat(obs, cfg.group_size, axis=0)
     # the EMA actor's log-probs of its own chains come from the sampler's step means (no second pass)
-    chains, final, old_log_prob = flow.sample_sde(apply_fn, state.actor_ema, obs_rep, k_chain, spec, dim,
-                                                  log_prob=True)
-    q = critic_values(state, state.critic_target, obs_rep, final)        # (M, B*G)
-    q = q.reshape(cfg.num_critics, num_states, group)
-    extra = {"actor/q_mean": q.mean(), "actor/q_head_std": q.std(axis=0).mean()}
+    chains, final, old_log_prob = flow.sample_sde(actor_apply_fn(state), state.actor_ema, obs_rep, key,
+                                                  cfg.flow_spec, state.action_dim, log_prob=True)
+    q = critic_values(state, state.critic_target, obs_rep, final)
+    q = q.reshape(cfg.num_critics, obs.shape[0], cfg.group_size)
+    return Group(obs, obs_rep, chains, final, old_log_prob, q)
+
+
+def group_advantages(state: OGPOState, group: Group, batch):
+    """Advantages from the group's values -> (state, adv, clip_high, metrics), adv constant.
+
+    The baseline is the group mean, or a learned V(s) (`baseline='value'`, regressed here onto the
+    group-mean Q); the advantage is `adv_strategy`'s (vanilla, conservative, penultimate, GRPO-std),
+    or the chi-square-regularized one, which also lowers the PPO upper clip (`clip_high`, else None)
+    and sets the critic-target blend weight. AWR-FM's advantages are of the B replay actions (B,);
+    every other objective's are of the B*G chains (B*G,).
+    """
+    cfg, q = state.config, group.q
+    metrics = {"actor/q_mean": q.mean(), "actor/q_head_std": q.std(axis=0).mean()}
     baseline = None
     if cfg.baseline == "value":
-        baseline = value_baseline(state, obs)
-        state, value_metrics = _value_step(state, obs, q.mean(axis=(0, 2)))
-        extra.update(value_metrics, **{"value/v_mean": baseline.mean()})
+        baseline = value_baseline(state, group.obs)
+        state, value_metrics = _value_step(state, group.obs, q.mean(axis=(0, 2)))
+        metrics.update(value_metrics, **{"value/v_mean": baseline.mean()})
     baseline = jax.lax.stop_gradient(baseline)
     clip_high = None
     # OGPO-NN clips advantages at 0; for AW-OGPO `nonneg_advantage` means positive-only weights
     clip_at_zero = cfg.nonneg_advantage and cfg.extraction != "aw_ogpo"
 
     if cfg.extraction == "awr_fm":
-        # AWR on replay actions: A = mean_m Q_m(s, a_replay) - baseline (group mean or V(s))
-        data_actions = batch["actions"][: cfg.ppo_batch_size]
-        q_data = critic_values(state, state.critic_target, obs, data_actions).mean(0)     # (B,)
+        # A = mean_m Q_m(s, a_replay) - baseline (group mean or V(s))
+        q_data = critic_values(state, state.critic_target, group.obs, _replay_actions(state, batch)).mean(0)
         b = q.mean(axis=(0, 2)) if baseline is None else baseline
         adv = jax.lax.stop_gradient(q_data - b)
-        weights = awr_weights(adv, cfg.awr_beta, cfg.awr_max_weight, cfg.nonneg_advantage)
-        objective = lambda p: extraction.weighted_fm_objective(apply_fn, p, obs, data_actions, weights, k_obj)
-        extra.update({"actor/adv_abs_mean": jnp.abs(adv).mean()})
-        return _objective_step(state, objective, bc_batch, k_bc, extra)
+        metrics.update({"actor/adv_abs_mean": jnp.abs(adv).mean()})
+        return state, adv, clip_high, metrics
 
     if cfg.chi2_enabled:
-        lp_now = flow.chain_log_prob(apply_fn, state.actor, obs_rep, chains, spec)
-        lp_slow = flow.chain_log_prob(apply_fn, state.aux["actor_slow"], obs_rep, chains, spec)
-        ratio_slow = jnp.exp(lp_now - lp_slow).reshape(num_states, group)
+        apply_fn, spec = actor_apply_fn(state), cfg.flow_spec
+        num_states, group_size = q.shape[1:]
+        lp_now = flow.chain_log_prob(apply_fn, state.actor, group.obs_rep, group.chains, spec)
+        lp_slow = flow.chain_log_prob(apply_fn, state.actor_slow, group.obs_rep, group.chains, spec)
+        ratio_slow = jnp.exp(lp_now - lp_slow).reshape(num_states, group_size)
         adv, beta, w = chi2_advantage(q, ratio_slow, cfg.chi2_beta_base, cfg.chi2_alpha, cfg.chi2_q_std_target)
         adv = postprocess_advantage(adv, q, cfg.adv_std_normalize, clip_at_zero)
         clip_high = chi2_upper_clip(cfg.clip_epsilon, cfg.chi2_r_max, beta)
-        aux = dict(state.aux, chi2_target_w=jax.nn.sigmoid(cfg.chi2_alpha * (ratio_slow.mean() - 1.0)))
-        state = state.replace(aux=aux)
-        extra.update({"chi2/ratio_mean": ratio_slow.mean(), "chi2/ratio_max": ratio_slow.max(),
-                      "chi2/beta": beta, "chi2/blend_w": w.mean()})
+        state = state.replace(chi2_target_w=jax.nn.sigmoid(cfg.chi2_alpha * (ratio_slow.mean() - 1.0)))
+        metrics.update({"chi2/ratio_mean": ratio_slow.mean(), "chi2/ratio_max": ratio_slow.max(),
+                        "chi2/beta": beta, "chi2/blend_w": w.mean()})
     else:
         adv = compute_advantage(q, cfg.adv_strategy, baseline, cfg.adv_std_normalize, clip_at_zero)
     adv = jax.lax.stop_gradient(adv.reshape(-1))
-    extra.update({"actor/adv_nonzero_frac": jnp.mean(adv != 0), "actor/adv_abs_mean": jnp.abs(adv).mean(),
-                  "actor/adv_min": adv.min()})
-
-    if cfg.extraction == "aw_ogpo":
-        weights = awr_weights(adv, cfg.awr_beta, cfg.awr_max_weight, cfg.nonneg_advantage)
-        actions = jax.lax.stop_gradient(final).reshape(-1, *state.chunk_shape)
-        objective = lambda p: extraction.weighted_fm_objective(apply_fn, p, obs_rep, actions, weights, k_obj)
-        return _objective_step(state, objective, bc_batch, k_bc, extra)
-
-    if cfg.extraction == "ofpo":
-        actions = jax.lax.stop_gradient(final)
-        t, x0 = extraction.ofpo_draws(k_obj, actions.shape[0], cfg.ofpo_mc_samples, dim)
-        old = jax.lax.stop_gradient(flow.cfm_losses(apply_fn, state.actor_ema, obs_rep, actions, t, x0))
-        objective = lambda p: extraction.ofpo_objective(apply_fn, p, obs_rep, actions, old, adv, t, x0,
-                                                        1.0 - cfg.clip_epsilon, 1.0 + cfg.clip_epsilon)
-        return _objective_step(state, objective, bc_batch, k_bc, extra)
-
-    chains, old_log_prob = jax.lax.stop_gradient((chains, old_log_prob))
-    grad_fn = jax.value_and_grad(actor_loss, has_aux=True)
-    (loss, metrics), grads = grad_fn(state.actor, state, obs_rep, chains, old_log_prob, adv, bc_batch,
-                                     k_bc, clip_high)
-    return _apply_actor_grads(state, grads, loss, metrics, extra)
+    metrics.update({"actor/adv_nonzero_frac": jnp.mean(adv != 0), "actor/adv_abs_mean": jnp.abs(adv).mean(),
+                    "actor/adv_min": adv.min()})
+    return state, adv, clip_high, metrics
 
 
-def _objective_step(state: TrainState, objective, bc_batch, key, extra):
-    """One actor gradient step on ppo_coeff * objective(params) + lambda * success-buffer BC,
-    for the extraction ablations; `objective(params) -> (loss, metrics)`."""
-    def loss_fn(params):
-        loss, metrics = objective(params)
-        return _with_bc(params, state, state.config.ppo_coeff * loss, metrics, bc_batch, key)
-
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.actor)
-    return _apply_actor_grads(state, grads, loss, metrics, extra)
+def _replay_actions(state: OGPOState, batch):
+    return batch["actions"][: state.config.ppo_batch_size]
 
 
-def _bc_only_actor_step(state: TrainState, bc_batch, key):
-    """`ppo_coeff == 0`: flow-matching BC on the success batch only; no chains, no critic."""
+# Extraction objectives: (state, group, batch, adv, clip_high, key) -> objective(params) -> (loss, metrics),
+# a loss of the actor params alone (chains, advantages and old log-probs are constants).
+
+def _ppo_objective(state: OGPOState, group: Group, batch, adv, clip_high, key):
+    """OGPO: the clipped PPO surrogate over whole chains, ratio against the EMA actor."""
+    chains, old_log_prob = jax.lax.stop_gradient((group.chains, group.old_log_prob))
+    return _ppo_surrogate(state, group.obs_rep, chains, old_log_prob, adv, clip_high)
+
+
+def _ppo_surrogate(state: OGPOState, obs, chains, old_log_prob, adv, clip_high):
+    cfg = state.config
+    high = 1.0 + cfg.clip_epsilon if clip_high is None else clip_high
+    return lambda p: extraction.ppo_objective(actor_apply_fn(state), p, obs, chains, old_log_prob, adv,
+                                              cfg.flow_spec, 1.0 - cfg.clip_epsilon, high)
+
+
+def _awr_fm_objective(state: OGPOState, group: Group, batch, adv, clip_high, key):
+    """AWR-FM: flow matching on the replay actions weighted by exp(A / beta)."""
+    cfg = state.config
+    weights = awr_weights(adv, cfg.awr_beta, cfg.awr_max_weight, cfg.nonneg_advantage)
+    actions = _replay_actions(state, batch)
+    return lambda p: extraction.weighted_fm_objective(actor_apply_fn(state), p, group.obs, actions, weights, key)
+
+
+def _aw_ogpo_objective(state: OGPOState, group: Group, batch, adv, clip_high, key):
+    """AW-OGPO: flow matching on the group's own final actions weighted by exp(A / beta)."""
+    cfg = state.config
+    weights = awr_weights(adv, cfg.awr_beta, cfg.awr_max_weight, cfg.nonneg_advantage)
+    actions = jax.lax.stop_gradient(group.final).reshape(-1, *state.chunk_shape)
+    return lambda p: extraction.weighted_fm_objective(actor_apply_fn(state), p, group.obs_rep, actions,
+                                                      weights, key)
+
+
+def _ofpo_objective(state: OGPOState, group: Group, batch, adv, clip_high, key):
+    """OFPO: the clipped surrogate with FPO++ ratios from Monte-Carlo CFM losses of the group's actions."""
+    cfg, apply_fn = state.config, actor_apply_fn(state)
+    actions = jax.lax.stop_gradient(group.final)
+    t, x0 = extraction.ofpo_draws(key, actions.shape[0], cfg.ofpo_mc_samples, state.action_dim)
+    old = jax.lax.stop_gradient(flow.cfm_losses(apply_fn, state.actor_ema, group.obs_rep, actions, t, x0))
+    return lambda p: extraction.ofpo_objective(apply_fn, p, group.obs_rep, actions, old, adv, t, x0,
+                                               1.0 - cfg.clip_epsilon, 1.0 + cfg.clip_epsilon)
+
+
+def _bptt_objective(state: OGPOState, obs, key):
+    """BPTT: -Q of the ODE sample, differentiated through the sampler (critic params held fixed)."""
+    critic = jax.lax.stop_gradient(state.critic)
+    q_fn = lambda o, a: critic_values(state, critic, o, a)
+    return lambda p: extraction.bptt_objective(actor_apply_fn(state), p, obs, key, state.config.flow_spec,
+                                               state.action_dim, q_fn)
+
+
+OBJECTIVES = {"ppo": _ppo_objective, "awr_fm": _awr_fm_objective, "aw_ogpo": _aw_ogpo_objective,
+              "ofpo": _ofpo_objective}      # + 'bptt' (`_bptt_objective`), which needs no group
+
+
+def actor_loss(params, state: OGPOState, obs, chains, old_log_prob, advantage, bc_batch, key,
+               clip_high=None):
+    """OGPO's actor loss: ppo_coeff * clipped PPO over whole chains + lambda * flow-matching BC.
+
+    obs (N, obs_dim) and chains (N, K+1, D) for N = B * G chains drawn from the EMA actor;
+    old_log_prob, advantage (N,) are constants (no gradient through sampling or the critic).
+    `clip_high` overrides the upper ratio clip 1 + eps (chi-square regularization lowers it).
+    Returns (loss, metrics).
+    """
+    objective = _ppo_surrogate(state, obs, chains, old_log_prob, advantage, clip_high)
+    return _actor_loss_fn(state, objective, bc_batch, key)(params)
+
+
+def _actor_loss_fn(state: OGPOState, objective, bc_batch, key):
+    """params -> (ppo_coeff * objective + lambda * success-buffer BC, metrics); `objective` None:
+    the BC term alone (`ppo_coeff == 0`)."""
     cfg = state.config
     apply_fn = actor_apply_fn(state)
 
+    def bc_loss(params):
+        return flow.bc_loss(apply_fn, params, bc_batch["obs"], bc_batch["actions"], bc_batch["valid"], key)
+
     def loss_fn(params):
-        bc = flow.bc_loss(apply_fn, params, bc_batch["obs"], bc_batch["actions"], bc_batch["valid"], key)
-        return cfg.bc_coeff * bc, {"actor/bc_loss": bc}
+        if objective is None:
+            bc = bc_loss(params)
+            return cfg.bc_coeff * bc, {"actor/bc_loss": bc}
+        loss, metrics = objective(params)
+        bc = bc_loss(params) if cfg.bc_coeff > 0 else jnp.zeros(())
+        return cfg.ppo_coeff * loss + cfg.bc_coeff * bc, dict(metrics, **{"actor/bc_loss": bc})
 
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.actor)
-    return _apply_actor_grads(state, grads, loss, metrics, {})
+    return loss_fn
 
 
-def _apply_actor_grads(state: TrainState, grads, loss, metrics, extra):
+def _gradient_step(state: OGPOState, objective, bc_batch, key, extra):
+    """One optimizer step of the actor on `_actor_loss_fn`, then its EMA (and the chi-square slow
+    reference). -> (state, metrics + `extra`)."""
     cfg = state.config
+    loss_fn = _actor_loss_fn(state, objective, bc_batch, key)
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.actor)
     tx, schedule = actor_optimizer(cfg)
     updates, actor_opt = tx.update(grads, state.actor_opt, state.actor)
     actor = optax.apply_updates(state.actor, updates)
     actor_ema = common.polyak(state.actor_ema, actor, cfg.actor_tau)
     if cfg.chi2_enabled:
-        aux = dict(state.aux, actor_slow=common.polyak(state.aux["actor_slow"], actor, cfg.chi2_tau_slow))
-        state = state.replace(aux=aux)
+        state = state.replace(actor_slow=common.polyak(state.actor_slow, actor, cfg.chi2_tau_slow))
     metrics.update({
         "actor/loss": loss,
         "actor/grad_norm": common.tree_norm(grads),
@@ -347,6 +383,26 @@ def _apply_actor_grads(state: TrainState, grads, loss, metrics, extra):
     })
     return state.replace(actor=actor, actor_ema=actor_ema, actor_opt=actor_opt), metrics
 
+
+def value_baseline(state: OGPOState, obs) -> jax.Array:
+    """V(s) of the value-baseline ablation: obs (B, obs_dim) -> (B,)."""
+    return value_module(state.config).apply({"params": state.value}, obs)
+
+
+def _value_step(state: OGPOState, obs, target):
+    """One regression step of V(s) onto `target` (B,) (the group-mean Q of the EMA actor)."""
+    cfg = state.config
+
+    def loss_fn(params):
+        v = value_module(cfg).apply({"params": params}, obs)
+        return jnp.mean(jnp.square(v - target))
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.value)
+    updates, opt = critic_optimizer(cfg).update(grads, state.value_opt, state.value)
+    return state.replace(value=optax.apply_updates(state.value, updates), value_opt=opt), {"value/loss": loss}
+
+
+# ----------------------------------------------------------------------------- critic step
 
 def reduce_samples(x, how: str):
     """Reduce over the last axis (Q-variance reduction over G' next-action samples)."""
@@ -359,7 +415,7 @@ def reduce_samples(x, how: str):
     return jnp.sort(x, axis=-1)[..., lo:hi].mean(-1)   # trimmed mean of the middle half
 
 
-def td_target(state: TrainState, batch, key) -> jax.Array:
+def td_target(state: OGPOState, batch, key) -> jax.Array:
     """n-step chunk TD target at a' ~ EMA actor (SDE), heads combined by `aggregate_heads`. -> (B,)
 
     With `q_vr_num_samples` = G' > 1, each head's value at s' is reduced over G' next-action
@@ -376,19 +432,19 @@ def td_target(state: TrainState, batch, key) -> jax.Array:
     return common.nstep_target(batch["rewards"], batch["valid"], batch["terminal"], next_v, cfg.discount)
 
 
-def aggregate_heads(state: TrainState, next_q) -> jax.Array:
+def aggregate_heads(state: OGPOState, next_q) -> jax.Array:
     """Combine target heads (M, B) -> (B,): mean (paper), min (pessimistic ablation), or with
     chi-square regularization the blend (1 - w) mean + w min, w from the last actor step."""
     cfg = state.config
     if cfg.target_aggregation == "min":
         return next_q.min(0)
     if cfg.chi2_enabled:
-        w = state.aux["chi2_target_w"]
+        w = state.chi2_target_w
         return (1.0 - w) * next_q.mean(0) + w * next_q.min(0)
     return next_q.mean(0)
 
 
-def critic_loss(params, state: TrainState, batch, target):
+def critic_loss(params, state: OGPOState, batch, target):
     q = critic_values(state, params, batch["obs"], batch["actions"])                # (M, B)
     loss = jnp.mean(jnp.square(q - target[None]))
     return loss, {
@@ -400,7 +456,7 @@ def critic_loss(params, state: TrainState, batch, target):
     }
 
 
-def critic_step(state: TrainState, batch, key):
+def critic_step(state: OGPOState, batch, key):
     target = jax.lax.stop_gradient(td_target(state, batch, key))
     (_, metrics), grads = jax.value_and_grad(critic_loss, has_aux=True)(state.critic, state, batch, target)
     updates, critic_opt = critic_optimizer(state.config).update(grads, state.critic_opt, state.critic)
@@ -409,7 +465,7 @@ def critic_step(state: TrainState, batch, key):
     return state.replace(critic=critic, critic_opt=critic_opt), metrics
 
 
-def update(state: TrainState, batch, success_batch=None):
+def update(state: OGPOState, batch, success_batch=None):
     """One OGPO update: actor PPO step (+ EMA), critic TD step(s), critic Polyak. Pure.
 
     During the first `config.critic_warmup_updates` updates the actor step is skipped (its metrics

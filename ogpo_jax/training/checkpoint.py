@@ -92,8 +92,8 @@ class Checkpointer:
                 raise CheckpointError(self._unreadable(step, e)) from None
             raise ValueError(
                 f"checkpoint {self.directory} step {step} has a different state layout than this version of "
-                "ogpo-jax expects (e.g. it was written before TrainState.aux existed, or with other "
-                f"algo/train settings, or on another number of devices); restore it with the version and config "
+                "ogpo-jax expects (e.g. it was written by another version of the algorithm's state, or with "
+                f"other algo/train settings, or on another number of devices); restore it with the version and config "
                 f"that wrote it. Details: {e}") from None
         except Exception as e:       # missing / truncated / corrupted files
             raise CheckpointError(self._unreadable(step, e)) from None

@@ -2,7 +2,7 @@
 
 One mesh axis, `data`. The training loop state is laid out on it as follows (`loop_shardings`):
 
-    agent (params, EMA targets, optimizer states, aux)   replicated
+    agent (params, EMA targets, optimizer states)        replicated
     env_state, episode_return, episode_length            sharded along the env axis
     replay, success, staging                             one block per device (leading axis sharded)
     key, env_steps, iteration                            replicated

@@ -4,7 +4,7 @@ An episode the environment ended as non-finite (`info['nonfinite']`: the simulat
 `ogpo_jax.envs.core.NonFiniteWrapper`) counts as a failure; `nonfinite` reports how many there were.
 
 `policy(params, obs, key) -> chunks (B, H, da)` is any jittable policy; `params` is whatever it
-needs (actor params, a whole TrainState). The env must be chunked and must NOT auto-reset: a
+needs (actor params, a whole algorithm state). The env must be chunked and must NOT auto-reset: a
 finished episode stays frozen (ChunkWrapper marks its steps invalid) until all are done, and the
 rollout stops as soon as every episode has ended.
 

@@ -21,7 +21,7 @@ from ogpo_jax.envs.core import AutoResetWrapper, ChunkWrapper, VmapWrapper
 
 
 class LoopState(struct.PyTreeNode):
-    agent: object                 # the algorithm's state (algorithms/base.py), e.g. ogpo.TrainState
+    agent: object                 # the algorithm's state (algorithms/base.py), e.g. ogpo.OGPOState
     replay: rb.ReplayBuffer
     success: rb.ReplayBuffer
     staging: rb.SuccessStaging

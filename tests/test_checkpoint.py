@@ -1,8 +1,15 @@
 """Orbax checkpoints of whole states, including the zero-size arrays an MJX Data carries."""
+import dataclasses
+import os
+import shutil
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from ogpo_jax.algorithms import ogpo
+from ogpo_jax.algorithms.config import OGPOConfig
 from ogpo_jax.training.checkpoint import Checkpointer
 
 
@@ -38,3 +45,38 @@ def test_restored_state_is_placed_like_the_template_and_does_not_recompile(tmp_p
         assert back[k].committed and back[k].sharding == tree[k].sharding, k
     step(back)
     assert step._cache_size() == 1
+
+
+OLD_LAYOUT = os.path.join(os.path.dirname(__file__), "data", "ogpo_state_aux_layout")
+_TINY = OGPOConfig(actor_hidden_dims=(8,), critic_hidden_dims=(8,), num_critics=2, time_emb_dim=4)
+
+
+@pytest.mark.parametrize("name,cfg", [
+    ("plain", _TINY),
+    ("chi2", dataclasses.replace(_TINY, chi2_enabled=True, adv_strategy="vanilla")),
+    ("value", dataclasses.replace(_TINY, baseline="value")),
+])
+def test_ogpo_checkpoints_with_the_aux_dict_layout_still_load(tmp_path, name, cfg):
+    # Written by the OGPOState layout that kept optional state in an `aux` dict: the fresh state
+    # of the same config and key, every float leaf + 0.5, saved inside {"agent", "env_steps"}.
+    shutil.copytree(os.path.join(OLD_LAYOUT, name), tmp_path / name)
+    fresh = ogpo.init(jax.random.PRNGKey(0), 3, (2, 2), cfg)
+    want = jax.tree_util.tree_map(lambda x: x + 0.5 if jnp.issubdtype(x.dtype, jnp.floating) else x, fresh)
+    ckpt = Checkpointer(str(tmp_path / name))
+    back = ckpt.restore({"agent": fresh, "env_steps": jnp.array(0, jnp.int32)})
+    ckpt.close()
+    assert isinstance(back["agent"], ogpo.OGPOState) and int(back["env_steps"]) == 7
+    assert jax.tree_util.tree_structure(back["agent"]) == jax.tree_util.tree_structure(fresh)
+    for got, exp in zip(jax.tree_util.tree_leaves(back["agent"]), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(exp))
+    assert (back["agent"].actor_slow is None) == (not cfg.chi2_enabled)
+    assert (back["agent"].value is None) == (cfg.baseline != "value")
+
+
+def test_a_checkpoint_of_another_config_fails_with_a_named_error(tmp_path):
+    shutil.copytree(os.path.join(OLD_LAYOUT, "plain"), tmp_path / "plain")
+    other = ogpo.init(jax.random.PRNGKey(0), 3, (2, 2), dataclasses.replace(_TINY, baseline="value"))
+    ckpt = Checkpointer(str(tmp_path / "plain"))
+    with pytest.raises(ValueError, match="different state layout"):
+        ckpt.restore({"agent": other, "env_steps": jnp.array(0, jnp.int32)})
+    ckpt.close()

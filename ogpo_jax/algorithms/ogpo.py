@@ -492,5 +492,25 @@ def update(state: OGPOState, batch, success_batch=None):
     return state.replace(critic_target=critic_target, step=state.step + 1), metrics
 
 
+# ----------------------------------------------------------------------------- checkpoints
+
+_OPTIONAL_FIELDS = ("actor_slow", "chi2_target_w", "value", "value_opt")
+
+
+def older_layout(state: OGPOState) -> dict:
+    """`state` in the layout of checkpoints that kept the optional fields in one `aux` dict, so the
+    checkpointer can still read them (`training/checkpoint.py`)."""
+    fields = ("actor", "actor_ema", "critic", "critic_target", "actor_opt", "critic_opt", "step", "key")
+    tree = {name: getattr(state, name) for name in fields}
+    tree["aux"] = {name: getattr(state, name) for name in _OPTIONAL_FIELDS if getattr(state, name) is not None}
+    return tree
+
+
+def from_older_layout(tree: dict, like: OGPOState) -> OGPOState:
+    """Inverse of `older_layout`: the restored tree back into an `OGPOState` shaped like `like`."""
+    fields = {name: value for name, value in tree.items() if name != "aux"}
+    return like.replace(**fields, **tree["aux"])
+
+
 ALGORITHM = Algorithm(name=NAME, description="OGPO: chunked critic ensemble + PPO over the whole denoising chain",
                       init=init, update=update, act=act, act_modes=ACT_MODES, check_config=check_config)

@@ -42,6 +42,13 @@ def _zeros_like(x):
     return jax.device_put(z, sharding) if sharding is not None else z
 
 
+def _layouts() -> dict:
+    """State types with an older checkpoint layout that still loads:
+    type -> (to_older(node) -> pytree, from_older(restored pytree, node) -> node)."""
+    from ogpo_jax.algorithms import ogpo
+    return {ogpo.OGPOState: (ogpo.older_layout, ogpo.from_older_layout)}
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint exists but cannot be read back."""
 
@@ -77,27 +84,55 @@ class Checkpointer:
         self.manager.wait_until_finished()
 
     def restore(self, like, step=None):
-        """Restore into the structure (and dtypes/shapes) of `like`."""
+        """Restore into the structure (and dtypes/shapes) of `like`.
+
+        A checkpoint written in an older layout of a state type that `_layouts` knows (e.g. an
+        `OGPOState` from before its optional fields existed) is read in that layout and converted.
+        """
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        try:
+            out = self._restore_as(like, step)
+        except ValueError as e:
+            out = self._restore_older_layout(like, step)
+            if out is None:
+                raise ValueError(
+                    f"checkpoint {self.directory} step {step} has a different state layout than this version "
+                    "of ogpo-jax expects (e.g. it was written with other algo/train settings, or on another "
+                    f"number of devices); restore it with the version and config that wrote it. Details: {e}"
+                ) from None
+        return jax.tree_util.tree_map(lambda o, x: _zeros_like(x) if _empty(x) else o, out, like)
+
+    def _restore_as(self, like, step):
+        """Raw restore into `like`'s layout; ValueError if the stored layout differs."""
         if self.as_numpy:
             abstract = jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype), _encode_abstract(like))
         else:
             abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _encode_abstract(like))
         try:
-            out = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except ValueError as e:
             if "do not match" not in str(e) and "not compatible with the stored shape" not in str(e):
                 raise CheckpointError(self._unreadable(step, e)) from None
-            raise ValueError(
-                f"checkpoint {self.directory} step {step} has a different state layout than this version of "
-                "ogpo-jax expects (e.g. it was written by another version of the algorithm's state, or with "
-                f"other algo/train settings, or on another number of devices); restore it with the version and config "
-                f"that wrote it. Details: {e}") from None
+            raise
         except Exception as e:       # missing / truncated / corrupted files
             raise CheckpointError(self._unreadable(step, e)) from None
-        return jax.tree_util.tree_map(lambda o, x: _zeros_like(x) if _empty(x) else o, out, like)
+
+    def _restore_older_layout(self, like, step):
+        """Restore with every node of a known state type in its older layout, then convert back;
+        None if `like` holds no such node or the checkpoint is not in that layout either."""
+        layouts = _layouts()
+        is_node = lambda x: type(x) in layouts
+        if not any(is_node(x) for x in jax.tree_util.tree_leaves(like, is_leaf=is_node)):
+            return None
+        older = jax.tree_util.tree_map(lambda x: layouts[type(x)][0](x) if is_node(x) else x, like, is_leaf=is_node)
+        try:
+            out = self._restore_as(older, step)
+        except ValueError:
+            return None
+        return jax.tree_util.tree_map(lambda x, o: layouts[type(x)][1](o, x) if is_node(x) else o, like, out,
+                                      is_leaf=is_node)
 
     def _unreadable(self, step, e) -> str:
         return (f"checkpoint {os.path.join(self.directory, str(step))} cannot be read ({type(e).__name__}: "

@@ -24,7 +24,7 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from configs import methods as methods_lib  # noqa: E402
-from ogpo_jax.training import compare, compile_cache, pipeline, rundir  # noqa: E402
+from ogpo_jax.training import compare, compile_cache, pipeline, report, rundir  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/toy.py:quick", "Task config, optionally with ':preset'.")
 _METHODS = flags.DEFINE_string("methods", "ogpo,ogpo_plus,ogpo_ca",
@@ -55,7 +55,7 @@ def main(argv):
     title = _TITLE.value or config.env.name
     bc_info_path = os.path.join(outdir, "bc_info.json")
     if _REPORT_ONLY.value:
-        results = compare.load_results(outdir, include_partial=_PARTIAL.value)
+        results = report.load_results(outdir, include_partial=_PARTIAL.value)
         if not results:
             raise FileNotFoundError(f"no method results in {os.path.join(outdir, 'methods')}")
         bc = json.load(open(bc_info_path)) if os.path.exists(bc_info_path) else None
@@ -105,12 +105,12 @@ def main(argv):
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         print(f"[compare] {n}: final ODE {sum(result['final']['success_ode']) / len(seeds):.3f} "
               f"{result['final']['success_ode']} in {time.time() - t0:.0f}s")
-        compare.write_report(outdir, compare.load_results(outdir), names, bc, title)
-    _report(outdir, compare.load_results(outdir), names, bc, title)
+        report.write_report(outdir, report.load_results(outdir), names, bc, title)
+    _report(outdir, report.load_results(outdir), names, bc, title)
 
 
 def _report(outdir, results, order, bc, title):
-    paths = compare.write_report(outdir, results, order, bc, title)
+    paths = report.write_report(outdir, results, order, bc, title)
     print(open(paths["md"]).read())
     print(f"[compare] wrote {sorted(paths.values())}")
 

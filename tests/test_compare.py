@@ -12,7 +12,7 @@ import pytest
 from configs import toy
 from ogpo_jax import envs
 from ogpo_jax.algorithms import ogpo
-from ogpo_jax.training import compare, loop
+from ogpo_jax.training import compare, loop, report
 from ogpo_jax.training.config import validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,13 +66,13 @@ def test_vmapped_seeds_equal_the_seeds_run_one_by_one():
 
 
 def test_bootstrap_ci_and_auc():
-    lo, hi = compare.bootstrap_ci([0.5, 0.5, 0.5])
+    lo, hi = report.bootstrap_ci([0.5, 0.5, 0.5])
     assert lo == hi == 0.5
-    lo, hi = compare.bootstrap_ci([0.0, 1.0, 1.0, 0.0, 1.0])
+    lo, hi = report.bootstrap_ci([0.0, 1.0, 1.0, 0.0, 1.0])
     assert 0.0 <= lo < 0.6 < hi <= 1.0
-    assert compare.bootstrap_ci([0.3]) == (0.3, 0.3)
-    assert compare.area_under_curve([0, 10], [0.0, 1.0]) == pytest.approx(0.5)
-    assert compare.area_under_curve([0, 10, 20], [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]) == pytest.approx(0.5)
+    assert report.bootstrap_ci([0.3]) == (0.3, 0.3)
+    assert report.area_under_curve([0, 10], [0.0, 1.0]) == pytest.approx(0.5)
+    assert report.area_under_curve([0, 10, 20], [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]) == pytest.approx(0.5)
 
 
 def test_run_seeds_and_report(tmp_path):
@@ -90,7 +90,7 @@ def test_run_seeds_and_report(tmp_path):
     for name in ("a", "b"):
         with open(tmp_path / "methods" / f"{name}.json", "w") as f:
             json.dump(dict(res, method=name), f)
-    paths = compare.write_report(str(tmp_path), compare.load_results(str(tmp_path)), ["b", "a"],
+    paths = report.write_report(str(tmp_path), report.load_results(str(tmp_path)), ["b", "a"],
                                  {"bc_success_ode": 0.1, "bc_success_sde": 0.2}, "tiny")
     rows = open(paths["csv"]).read().strip().splitlines()
     assert len(rows) == 1 + 2 * 2 * len(curve["env_steps"])
@@ -106,10 +106,10 @@ def test_run_seeds_and_report(tmp_path):
     for name in ("c", "a"):
         with open(tmp_path / "methods" / f"{name}.partial", "w") as f:
             json.dump(dict(part, method=name), f)
-    assert set(compare.load_results(str(tmp_path))) == {"a", "b"}
-    with_partial = compare.load_results(str(tmp_path), include_partial=True)
+    assert set(report.load_results(str(tmp_path))) == {"a", "b"}
+    with_partial = report.load_results(str(tmp_path), include_partial=True)
     assert set(with_partial) == {"a", "b", "c"} and "partial" not in with_partial["a"]
-    paths = compare.write_report(str(tmp_path), with_partial, ["a", "b", "c"], None, "tiny")
+    paths = report.write_report(str(tmp_path), with_partial, ["a", "b", "c"], None, "tiny")
     last = float(np.mean(curve["success_ode"][1]))
     assert f"| c (unfinished: last evaluation) | 2 | {last:.3f} " in open(paths["md"]).read()
 

@@ -1,5 +1,5 @@
-"""Method comparisons: S seeds of one method as one `vmap`-ed program, and the report
-(success-vs-env-steps / wall-clock curves with 95% bootstrap CIs, CSV, markdown table).
+"""Method comparisons: S seeds of one method as one `vmap`-ed program (`run_seeds`). The report
+(curves with 95% bootstrap CIs, CSV, markdown table, plots) is `training/report.py`.
 
 All methods of a comparison finetune the same BC actor (one demo set, one clipped-BC run); the
 seeds vary everything online: agent init, env resets, exploration noise, minibatches.
@@ -10,8 +10,6 @@ seeds vary everything online: agent init, env resets, exploration noise, minibat
 """
 from __future__ import annotations
 
-import csv
-import functools
 import json
 import os
 import platform
@@ -20,24 +18,20 @@ import time
 import jax
 import numpy as np
 
-from ogpo_jax.algorithms import base as algorithms
-from ogpo_jax.training import loop, rundir
+from ogpo_jax.training import finetune, loop, rundir
 from ogpo_jax.training.config import validate
-from ogpo_jax.training.evaluation import agent_policy, evaluate_policies, make_evaluator
+from ogpo_jax.training.evaluation import evaluate_policies, make_evaluator
 
 
 def init_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seeds):
-    """-> (stacked LoopState with a leading seed axis, stacked eval keys)."""
-    algo_cfg = validate(config)
-    algo = algorithms.get(algo_cfg.name)
-    states, eval_keys = [], []
-    for s in seeds:
-        # the keys `train.py --config.seed=s` uses: seed s here reproduces that run (same BC actor)
-        _, _, k_agent, k_loop, k_eval = rundir.seed_stage_keys(int(s))
-        agent = algo.init(k_agent, obs_dim, chunk_shape, algo_cfg, actor_params=bc_params)
-        states.append(loop.init_loop(k_loop, env, agent, obs_dim, config.train, episode_length))
-        eval_keys.append(k_eval)
-    return loop.stack_seeds(states), np.stack([np.asarray(k) for k in eval_keys])
+    """-> (stacked LoopState with a leading seed axis, stacked eval keys), the initial state and
+    evaluation keys that `train.py --config.seed=s` uses for each seed s (same BC actor)."""
+    ls = finetune.init_finetune_state(config, validate(config), env, episode_length, chunk_shape, obs_dim,
+                                      bc_params, seeds=seeds)
+    if len(seeds) == 1:
+        ls = loop.stack_seeds([ls])
+    eval_keys = np.stack([np.asarray(rundir.seed_stage_keys(int(s))[4]) for s in seeds])
+    return ls, eval_keys
 
 
 def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seeds, log=print,
@@ -59,7 +53,6 @@ def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seed
     seeds = [int(s) for s in seeds]
     t_start = time.time()
     ls, eval_keys = init_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seeds)
-    ls = jax.device_put(ls, jax.devices()[0])
     ckpt, progress_path, resumed = None, None, None
     if checkpoint_dir:
         from ogpo_jax.training.checkpoint import Checkpointer
@@ -79,8 +72,7 @@ def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seed
     evaluate = make_evaluator(env, chunk_shape[0], episode_length, tcfg.eval_episodes, vmap_seeds=True, log=log,
                               what=f"evaluator, {len(seeds)} seeds")
     # one policy object per sampler, all in one compiled evaluator program (evaluate_policies)
-    policies = {m: functools.partial(agent_policy, m, algo_cfg.act_with)
-                for m in sorted(set(eval_modes) | set(final_modes))}
+    policies = finetune.eval_policies(algo_cfg, sorted(set(eval_modes) | set(final_modes)))
 
     def run_eval(ls, modes, tag):
         keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_keys, tag)
@@ -147,8 +139,8 @@ def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seed
         for i, seed in enumerate(seeds):
             bad = loop.nonfinite_report({"nonfinite_mask": metrics["nonfinite_mask"][i]}, metric_names)
             if bad is not None and tcfg.nonfinite == "stop":
-                raise FloatingPointError(f"non-finite metrics {bad[1]} in an update of seed {seed} at "
-                                         f"{env_steps[i]:.0f} env steps")
+                raise finetune.NonFiniteError(f"non-finite metrics {bad[1]} in an update of seed {seed} at "
+                                              f"{env_steps[i]:.0f} env steps")
         if env_steps.mean() >= next_eval or env_steps.mean() >= tcfg.total_env_steps:
             res = record(ls, env_steps)
             next_eval = (env_steps.mean() // tcfg.eval_every_env_steps + 1) * tcfg.eval_every_env_steps
@@ -189,141 +181,3 @@ def describe_device() -> str:
     if d.platform == "cpu":
         return f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
     return f"{d.platform} ({d.device_kind})"
-
-
-# ----------------------------------------------------------------------------- statistics
-
-def bootstrap_ci(values, num_resamples: int = 10_000, level: float = 0.95, seed: int = 0):
-    """Percentile bootstrap CI of the mean over seeds: values (S,) -> (lo, hi).
-
-    With S = 1 the interval is the single value. With few seeds (S = 2-3) the bootstrap CI is
-    narrow and optimistic; report S next to it.
-    """
-    v = np.asarray(values, dtype=float)
-    if v.size <= 1:
-        return float(v.mean()), float(v.mean())
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, (num_resamples, v.size))].mean(-1)
-    alpha = (1.0 - level) / 2
-    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
-
-
-def area_under_curve(env_steps, success):
-    """Normalized AUC: trapezoid of mean-over-seeds success vs env steps / the step range (in [0, 1])."""
-    x = np.asarray(env_steps, float)
-    y = np.asarray(success, float)
-    if y.ndim == 2:
-        y = y.mean(-1)
-    if x.size < 2 or x[-1] <= x[0]:
-        return float(y.mean())
-    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2) / (x[-1] - x[0]))
-
-
-def _per_seed_auc(env_steps, success):
-    s = np.asarray(success, float)
-    return [area_under_curve(env_steps, s[:, i]) for i in range(s.shape[1])]
-
-
-# ----------------------------------------------------------------------------- report
-
-def load_results(outdir: str, include_partial: bool = False) -> dict:
-    """Finished methods (OUTDIR/methods/<name>.json); with `include_partial`, also the curves so far
-    of unfinished ones (<name>.partial, written after every evaluation), marked `partial` and
-    with their last evaluation standing in for the final one."""
-    d = os.path.join(outdir, "methods")
-    out = {}
-    if not os.path.isdir(d):
-        return out
-    files = sorted(os.listdir(d))
-    for f in files:
-        if f.endswith(".json"):
-            with open(os.path.join(d, f), encoding="utf-8") as fh:
-                out[f[:-5]] = json.load(fh)
-    if include_partial:
-        for f in (f for f in files if f.endswith(".partial")):
-            name = f[: -len(".partial")]
-            if name not in out:
-                with open(os.path.join(d, f), encoding="utf-8") as fh:
-                    r = json.load(fh)
-                r["final"] = {"success_ode": r["curve"]["success_ode"][-1]}
-                out[name] = r
-    return out
-
-
-def write_report(outdir: str, results: dict, order=None, bc=None, title: str = "") -> dict:
-    """curves.csv, comparison.md and the two PNG plots from per-method results. Returns paths."""
-    names = [n for n in (order or results) if n in results]
-    mode = "ode"
-    paths = {"csv": os.path.join(outdir, "curves.csv"), "md": os.path.join(outdir, "comparison.md")}
-    with open(paths["csv"], "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["method", "seed", "env_steps", "wall_seconds", "grad_steps", "success_ode"])
-        for n in names:
-            c = results[n]["curve"]
-            for j, seed in enumerate(results[n]["seeds"]):
-                for i in range(len(c["env_steps"])):
-                    w.writerow([n, seed, round(c["env_steps_per_seed"][i][j]), round(c["wall_seconds"][i], 2),
-                                c["grad_steps"][i], c[f"success_{mode}"][i][j]])
-    rows = []
-    for n in names:
-        r = results[n]
-        c = r["curve"]
-        final = np.asarray(r["final"]["success_ode"])
-        final_sde = np.asarray(r["final"].get("success_sde", [np.nan]))
-        auc = _per_seed_auc(c["env_steps"], c[f"success_{mode}"])
-        lo, hi = bootstrap_ci(final)
-        alo, ahi = bootstrap_ci(auc)
-        label = f"{n} (unfinished: last evaluation)" if r.get("partial") else n
-        rows.append((label, len(r["seeds"]), final.mean(), lo, hi, final_sde.mean(), np.mean(auc), alo, ahi,
-                     r["env_steps"], r["seconds"], r.get("device", "?")))
-    lines = []
-    if title:
-        lines += [f"### {title}", ""]
-    if bc:
-        lines += [f"BC start: ODE {bc.get('bc_success_ode', float('nan')):.3f}, "
-                  f"SDE {bc.get('bc_success_sde', float('nan')):.3f}.", ""]
-    lines += ["| method | seeds | final ODE success [95% CI] | final SDE | AUC (ODE) [95% CI] | env steps | wall s | device |",
-              "|---|---|---|---|---|---|---|---|"]
-    for (n, s, f, lo, hi, fs, a, alo, ahi, es, sec, dev) in rows:
-        fs = "-" if np.isnan(fs) else f"{fs:.3f}"
-        lines.append(f"| {n} | {s} | {f:.3f} [{lo:.3f}, {hi:.3f}] | {fs} | {a:.3f} [{alo:.3f}, {ahi:.3f}] "
-                     f"| {es:,.0f} | {sec:,.0f} | {dev} |")
-    with open(paths["md"], "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    try:
-        paths.update(_plot(outdir, results, names, mode, title))
-    except Exception as e:  # plots must not lose the table
-        print(f"[compare] plots not drawn: {type(e).__name__}: {e}")
-    return paths
-
-
-def _plot(outdir, results, names, mode, title):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = {}
-    cmap = plt.get_cmap("tab20")
-    for xkey, fname, xlabel in (("env_steps", "success_vs_env_steps.png", "env steps"),
-                                ("wall_seconds", "success_vs_wall_clock.png", "wall-clock seconds (all seeds in one program)")):
-        fig, ax = plt.subplots(figsize=(8, 5))
-        for i, n in enumerate(names):
-            c = results[n]["curve"]
-            x = np.asarray(c[xkey], float)
-            y = np.asarray(c[f"success_{mode}"], float)          # (T, S)
-            ci = np.array([bootstrap_ci(row, 2000) for row in y])
-            label = f"{n} (n={y.shape[1]}" + (", unfinished)" if results[n].get("partial") else ")")
-            ax.plot(x, y.mean(-1), label=label, color=cmap(i % 20))
-            ax.fill_between(x, ci[:, 0], ci[:, 1], color=cmap(i % 20), alpha=0.15)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"success ({mode.upper()} sampler)")
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-        ax.set_title((title + ": " if title else "") + "mean over seeds, 95% bootstrap CI")
-        ax.legend(fontsize=7, ncol=2, loc="lower right")
-        fig.tight_layout()
-        path = os.path.join(outdir, fname)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        out[fname] = path
-    return out

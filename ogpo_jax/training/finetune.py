@@ -52,13 +52,15 @@ class _StopSignal:
         self._old = {}
 
 
-def init_finetune_state(config, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params, mesh=None):
-    """The initial loop state of a finetune run: one seed (`num_seeds == 1`), S stacked seeds, or
-    one seed sharded over `mesh` (built directly in its shards). Seed i uses the keys of
-    `config.seed + i` (`rundir.seed_stage_keys`)."""
+def init_finetune_state(config, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params, mesh=None,
+                        seeds=None):
+    """The initial loop state of a finetune run: one seed, S stacked seeds (leading seed axis), or
+    one seed sharded over `mesh` (built directly in its shards). Each seed s uses the keys of
+    `rundir.seed_stage_keys(s)`, so seed s reproduces `train.py --config.seed=s`; `seeds` defaults
+    to `config.seed + i` for i < `config.num_seeds`."""
     tcfg = config.train
     n = 1 if mesh is None else mesh.size
-    seeds = [config.seed + i for i in range(config.num_seeds)]
+    seeds = [config.seed + i for i in range(config.num_seeds)] if seeds is None else [int(s) for s in seeds]
 
     def init_one(k_agent, k_loop):
         agent = algorithms.get(algo_cfg.name).init(k_agent, obs_dim, chunk_shape, algo_cfg, actor_params=bc_params)
@@ -77,6 +79,16 @@ def init_finetune_state(config, algo_cfg, env, episode_length, chunk_shape, obs_
     # on partly uncommitted inputs would compile the interval twice (measured on Can: +115 s).
     device = jax.devices()[0] if mesh is None else mesh.devices.flat[0]
     return _distinct_buffers(jax.device_put(ls, device))
+
+
+def eval_policies(algo_cfg: OGPOConfig, modes=("ode", "sde"), other_actor: bool = False) -> dict:
+    """{name: policy} for `evaluate_policies`: the data-collecting actor (`act_with`) with each
+    sampler in `modes`; `other_actor` adds 'ode_<other>', the other actor's ODE sampler."""
+    policies = {m: functools.partial(agent_policy, m, algo_cfg.act_with) for m in modes}
+    if other_actor:
+        other = "current" if algo_cfg.act_with == "ema" else "ema"
+        policies[f"ode_{other}"] = functools.partial(agent_policy, "ode", other)
+    return policies
 
 
 def _distinct_buffers(tree):
@@ -119,11 +131,7 @@ def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shap
         evaluate = make_evaluator(env, chunk_shape[0], episode_length, tcfg.eval_episodes, vmap_seeds=True, log=log,
                                   what=f"evaluator, {num_seeds} seeds")
     other = "current" if algo_cfg.act_with == "ema" else "ema"
-    policies = {
-        "ode": functools.partial(agent_policy, "ode", algo_cfg.act_with),
-        "sde": functools.partial(agent_policy, "sde", algo_cfg.act_with),
-        f"ode_{other}": functools.partial(agent_policy, "ode", other),
-    }
+    policies = eval_policies(algo_cfg, other_actor=True)
 
     def run_eval(ls, tags, final=False):
         """-> per seed {eval/success_<policy>: value, eval/nonfinite_<policy>: episodes the

@@ -9,7 +9,8 @@ Every method finetunes the same BC actor (demos + clipped BC are made once in OU
 taken from --bc_workdir, e.g. a finished train.py run). The S seeds of a method run as one
 vmapped program. A finished method is saved in OUTDIR/methods/<name>.json and skipped on rerun,
 so an interrupted comparison resumes at the first unfinished method, and that method from its
-last evaluation (OUTDIR/methods/<name>.ckpt: the stacked loop state, removed when it finishes). Methods: configs/methods.py.
+last checkpoint (OUTDIR/methods/<name>.run: its finetune run directory, checkpointed at every
+evaluation; the per-seed metrics.jsonl stay when it finishes). Methods: configs/methods.py.
 `--config.*` overrides apply to every method (e.g. --config.train.total_env_steps=60000).
 """
 import json
@@ -93,16 +94,17 @@ def main(argv):
         def save_partial(partial, n=n, partial_path=partial_path):
             rundir.write_json(partial_path, dict(partial, method=n, task=config.env.name))
 
-        ckpt_dir = os.path.join(outdir, "methods", f"{n}.ckpt")
+        run_dir = os.path.join(outdir, "methods", f"{n}.run")
         result = compare.run_seeds(methods_lib.apply(config, n), prep.env, prep.episode_length, prep.chunk_shape,
                                    prep.obs_dim, prep.bc_params, seeds, eval_modes=tuple(_EVAL_MODES.value),
-                                   on_eval=save_partial, checkpoint_dir=ckpt_dir)
+                                   on_eval=save_partial, checkpoint_dir=run_dir)
         result.update({"method": n, "description": methods_lib.METHODS[n][0], "task": config.env.name,
                        "total_env_steps": config.train.total_env_steps})
         rundir.write_json(path, result)
         if os.path.exists(partial_path):
             os.remove(partial_path)
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        # the per-seed training logs stay; the checkpoints are only for resuming
+        shutil.rmtree(os.path.join(run_dir, "finetune", "checkpoints"), ignore_errors=True)
         print(f"[compare] {n}: final ODE {sum(result['final']['success_ode']) / len(seeds):.3f} "
               f"{result['final']['success_ode']} in {time.time() - t0:.0f}s")
         report.write_report(outdir, report.load_results(outdir), names, bc, title)

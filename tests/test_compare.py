@@ -118,9 +118,9 @@ def test_run_seeds_and_report(tmp_path):
     msgs = []
     more = compare.run_seeds(c, env, ep_len, chunk_shape, obs_dim, bc, [0, 1], log=msgs.append, checkpoint_dir=ck,
                              progress_every_s=0.0)
-    assert any("resumed at" in m for m in msgs)
-    # progress between evaluations: the first interval's compile time, then env steps/s
-    assert sum("compile + first interval" in m for m in msgs) == 1
+    assert any("resumed from checkpoint at" in m for m in msgs)
+    # progress between evaluations: the interval's compile time, then env steps/s
+    assert sum(re.match(r"\[compile\] training interval .*: [0-9.]+s$", m) is not None for m in msgs) == 1
     beats = [re.search(r"rollout success ([0-9.]+) over (\d+) episodes", m) for m in msgs
              if "env steps/s (per seed)" in m]
     assert beats and all(b is not None and 0.0 <= float(b.group(1)) <= 1.0 for b in beats)

@@ -6,21 +6,22 @@ seeds vary everything online: agent init, env resets, exploration noise, minibat
 
     outdir/base/                    demos + BC actor shared by every method (pipeline stages 1-2)
     outdir/methods/<name>.json      one finished method: per-seed curves and final success
+    outdir/methods/<name>.run/      its finetune run directory (`finetune.run`): per-seed metrics.jsonl,
+                                    checkpoints while it runs (a rerun resumes from them)
     outdir/curves.csv, comparison.md, success_vs_env_steps.png, success_vs_wall_clock.png
 """
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import platform
-import time
+import tempfile
 
 import jax
 import numpy as np
 
 from ogpo_jax.training import finetune, loop, rundir
 from ogpo_jax.training.config import validate
-from ogpo_jax.training.evaluation import evaluate_policies, make_evaluator
 
 
 def init_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seeds):
@@ -37,143 +38,83 @@ def init_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, see
 def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seeds, log=print,
               eval_modes=("ode",), final_modes=("ode", "sde"), on_eval=None, checkpoint_dir=None,
               progress_every_s: float = 120.0) -> dict:
-    """Finetune `bc_params` with `config` for every seed in `seeds` as one vmapped program.
+    """Finetune `bc_params` with `config` for every seed in `seeds` as one vmapped program: the
+    finetune driver (`finetune.run`) in the run directory `checkpoint_dir` (a temporary one if None).
 
-    Evaluates every `train.eval_every_env_steps` (mean env steps over seeds) with `eval_modes`
-    and at the end with `final_modes`. Returns a JSON-able dict of per-seed curves;
-    `on_eval(partial_result)` is called after every evaluation (to save curves of unfinished runs).
-    `checkpoint_dir`: after every evaluation the whole stacked loop state and the curves so far are
-    saved there, and a rerun continues from the newest one (a long method survives a killed
-    process; the continuation equals an uninterrupted run).
-    `progress_every_s`: between evaluations, log env steps, env steps/s and rollout success this
-    often (the first interval's compile time too), so a run stopped early still shows its pace.
+    Evaluates every seed at 0 env steps and every `train.eval_every_env_steps` with `eval_modes`,
+    at the end with `final_modes`. Returns a JSON-able dict of per-seed curves, read back from the
+    per-seed metrics.jsonl; `on_eval(partial_result)` is called after every evaluation (to save
+    curves of unfinished runs). With `checkpoint_dir`, a rerun resumes from its newest checkpoint
+    (the driver's: by env steps, logs trimmed to it) and its curves continue the saved ones.
+    `progress_every_s`: log env steps/s and rollout success this often between evaluations.
     """
-    tcfg = config.train
-    algo_cfg = validate(config)
     seeds = [int(s) for s in seeds]
-    t_start = time.time()
-    ls, eval_keys = init_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seeds)
-    ckpt, progress_path, resumed = None, None, None
-    if checkpoint_dir:
-        from ogpo_jax.training.checkpoint import Checkpointer
-        ckpt = Checkpointer(checkpoint_dir, max_to_keep=2)
-        progress_path = os.path.join(os.path.abspath(checkpoint_dir), "progress.json")
-        if os.path.exists(progress_path):
-            resumed = json.load(open(progress_path))
-            if resumed["seeds"] != seeds or resumed["step"] not in ckpt.manager.all_steps():
-                resumed = None          # another seed set, or killed between the two writes
-        if resumed is not None:
-            ls = ckpt.restore(ls, resumed["step"])
-            t_start = time.time() - resumed["seconds"]
-            log(f"  resumed at {resumed['env_steps']:.0f} env steps from {checkpoint_dir}")
-            ls, _ = loop.drop_nonfinite_rows(ls, log)
-    interval = loop.make_interval(env, tcfg, tcfg.log_every_iterations, vmap_seeds=True)
-    metric_names = loop.update_metric_names(ls, vmap_seeds=True)
-    evaluate = make_evaluator(env, chunk_shape[0], episode_length, tcfg.eval_episodes, vmap_seeds=True, log=log,
-                              what=f"evaluator, {len(seeds)} seeds")
-    # one policy object per sampler, all in one compiled evaluator program (evaluate_policies)
-    policies = finetune.eval_policies(algo_cfg, sorted(set(eval_modes) | set(final_modes)))
+    algo_cfg = validate(config)
+    cfg = config.copy_and_resolve_references()
+    with cfg.unlocked():
+        cfg.num_seeds, cfg.seed, cfg.distributed.num_devices = len(seeds), seeds[0], 1
+        # a rerun continues from (about) the last evaluation
+        t = cfg.train
+        t.checkpoint_every_env_steps = min(t.checkpoint_every_env_steps, t.eval_every_env_steps)
+    other = ("ode_current" if algo_cfg.act_with == "ema" else "ode_ema",)
+    for m in final_modes:
+        if m not in ("ode", "sde") + other:
+            raise ValueError(f"final_modes must be among {('ode', 'sde') + other}, got {m!r}")
+    with contextlib.ExitStack() as stack:
+        workdir = checkpoint_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="ogpo_compare_"))
 
-    def run_eval(ls, modes, tag):
-        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_keys, tag)
-        res = evaluate_policies(evaluate, policies, ls.agent, keys, list(modes))
-        return {m: np.asarray(res[m]["success"]).tolist() for m in modes}
-
-    curve = {"env_steps": [], "env_steps_per_seed": [], "wall_seconds": [], "grad_steps": []}
-    curve.update({f"success_{m}": [] for m in eval_modes})
-    rollout = {"env_steps": [], "success": []}
-
-    def record(ls, env_steps_seeds):
-        res = run_eval(ls, eval_modes, int(env_steps_seeds.mean()))
-        curve["env_steps"].append(float(env_steps_seeds.mean()))
-        curve["env_steps_per_seed"].append(env_steps_seeds.tolist())
-        curve["wall_seconds"].append(time.time() - t_start)
-        curve["grad_steps"].append(int(np.asarray(ls.agent.step).mean()))
-        for m in eval_modes:
-            curve[f"success_{m}"].append(res[m])
-        return res
-
-    if resumed is None:
-        res = record(ls, np.zeros(len(seeds)))
-        log(f"  [{0:>8d} env steps] " + "  ".join(f"{m} {np.mean(v):.3f}" for m, v in res.items()))
-        env_steps = np.zeros(len(seeds))
-        next_eval = tcfg.eval_every_env_steps
-        compile_s = None
-    else:
-        curve, rollout = resumed["curve"], resumed["rollout"]
-        env_steps = np.asarray(resumed["env_steps_per_seed"], float)
-        next_eval, compile_s = resumed["next_eval"], resumed["compile_s"]
-    beat_t = None            # last progress line (None: before this process's first interval)
-    beat_steps = beat_eps = beat_succ = 0.0
-    while env_steps.mean() < tcfg.total_env_steps:
-        t0 = time.time()
-        ls, metrics = interval(ls)
-        metrics = jax.device_get(metrics)
-        env_steps = np.asarray(metrics["env_steps"])[:, -1].astype(float)
-        if compile_s is None:
-            compile_s = time.time() - t0
-        eps = np.asarray(metrics["episodes"]).sum(-1)
-        succ = np.asarray(metrics["episode_success_sum"]).sum(-1)
-        rollout_success = succ / np.maximum(eps, 1)
-        now = time.time()
-        beat_eps, beat_succ = beat_eps + eps.sum(), beat_succ + succ.sum()
-        if beat_t is None:       # the first interval of this process includes its compile
-            log(f"  compile + first interval {now - t0:.1f}s")
-            beat_t, beat_steps, beat_eps, beat_succ = now, env_steps.mean(), 0.0, 0.0
-        elif now - beat_t >= progress_every_s:
-            # episodes finished since the last line, all seeds: early on these are mostly the short
-            # (successful) ones, the failures end later at the time limit
-            rate = (env_steps.mean() - beat_steps) / (now - beat_t)
-            log(f"  [{int(env_steps.mean()):>8d} env steps, {now - t_start:7.1f}s] {rate:.0f} env steps/s "
-                f"(per seed), rollout success {beat_succ / max(beat_eps, 1):.2f} over {int(beat_eps)} episodes")
-            beat_t, beat_steps, beat_eps, beat_succ = now, env_steps.mean(), 0.0, 0.0
-        rollout["env_steps"].append(float(env_steps.mean()))
-        rollout["success"].append(rollout_success.tolist())
-        broken = np.asarray(metrics["nonfinite_episodes"]).sum(-1)
-        rollout.setdefault("nonfinite_episodes", [[0] * len(seeds)] * (len(rollout["success"]) - 1))
-        rollout["nonfinite_episodes"].append(broken.tolist())
-        if broken.any():
-            log(f"  {broken.astype(int).tolist()} episode(s) per seed ended by a non-finite simulation state "
-                f"before {int(env_steps.mean())} env steps (not stored, counted as failures)")
-        # the loop discards non-finite updates itself (train.nonfinite); 'stop' ends the comparison
-        for i, seed in enumerate(seeds):
-            bad = loop.nonfinite_report({"nonfinite_mask": metrics["nonfinite_mask"][i]}, metric_names)
-            if bad is not None and tcfg.nonfinite == "stop":
-                raise finetune.NonFiniteError(f"non-finite metrics {bad[1]} in an update of seed {seed} at "
-                                              f"{env_steps[i]:.0f} env steps")
-        if env_steps.mean() >= next_eval or env_steps.mean() >= tcfg.total_env_steps:
-            res = record(ls, env_steps)
-            next_eval = (env_steps.mean() // tcfg.eval_every_env_steps + 1) * tcfg.eval_every_env_steps
-            log(f"  [{int(env_steps.mean()):>8d} env steps, {time.time() - t_start:7.1f}s] "
-                + "  ".join(f"{m} {np.mean(v):.3f} ({' '.join(f'{x:.2f}' for x in v)})" for m, v in res.items()))
+        def partial():
             if on_eval is not None:
-                on_eval({"seeds": seeds, "curve": curve, "rollout": rollout, "env_steps": float(env_steps.mean()),
-                         "seconds": time.time() - t_start, "device": describe_device(), "partial": True})
-            if beat_t is not None:   # the next env steps/s leaves out the evaluation
-                beat_t, beat_steps = time.time(), env_steps.mean()
-            if ckpt is not None:
-                step = int(ls.iteration.max())
-                ckpt.save(step, ls)
-                rundir.write_json(progress_path, {
-                    "step": step, "seeds": seeds, "curve": curve, "rollout": rollout,
-                    "env_steps": float(env_steps.mean()), "env_steps_per_seed": env_steps.tolist(),
-                    "next_eval": float(next_eval), "compile_s": compile_s, "seconds": time.time() - t_start})
-    final = run_eval(ls, final_modes, 10**9)
-    if ckpt is not None:
-        ckpt.close()
+                on_eval(dict(_curves(workdir, seeds, eval_modes), seeds=seeds, device=describe_device(),
+                             partial=True))
+
+        outs = finetune.run(cfg, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params, workdir, log,
+                            seeds=seeds, eval_at_start=True, eval_modes=tuple(eval_modes), on_eval=partial,
+                            heartbeat_s=progress_every_s)
+        result = _curves(workdir, seeds, eval_modes)
     return {
         "seeds": seeds,
         "algo": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.algo.to_dict().items()},
-        "curve": curve,
-        "rollout": rollout,
-        "final": {f"success_{m}": v for m, v in final.items()},
-        "grad_steps": int(np.asarray(ls.agent.step).mean()),
-        "env_steps": float(env_steps.mean()),
-        "nonfinite_episodes": float(np.sum(rollout.get("nonfinite_episodes", 0))),
-        "compile_and_first_interval_s": compile_s,
-        "seconds": time.time() - t_start,
+        "curve": result["curve"],
+        "rollout": result["rollout"],
+        "final": {f"success_{m}": [o[f"final_success_{m}"] for o in outs] for m in final_modes},
+        "grad_steps": int(np.mean([o["grad_steps"] for o in outs])),
+        "env_steps": float(np.mean([o["env_steps"] for o in outs])),
+        "nonfinite_episodes": float(np.sum(result["rollout"]["nonfinite_episodes"])),
+        "compile_and_first_interval_s": result["compile_and_first_interval_s"],
+        "seconds": outs[0]["finetune_seconds"],
         "device": describe_device(),
     }
+
+
+def _curves(workdir, seeds, eval_modes) -> dict:
+    """Per-seed curves from the run's metrics.jsonl: evaluations (every seed at the same points)
+    and rollout success / non-finite episodes per interval."""
+    logs = [rundir.read_log(d) for d in rundir.seed_log_dirs(workdir, seeds)]
+    evals = [[r for r in recs if f"eval/success_{eval_modes[0]}" in r] for recs in logs]
+    intervals = [[r for r in recs if "rollout/episodes" in r] for recs in logs]
+    n, k = min(len(e) for e in evals), min(len(x) for x in intervals)
+    curve = {"env_steps": [], "env_steps_per_seed": [], "wall_seconds": [], "grad_steps": []}
+    curve.update({f"success_{m}": [] for m in eval_modes})
+    for i in range(n):
+        at = [e[i] for e in evals]
+        steps = [float(r["env_steps"]) for r in at]
+        curve["env_steps"].append(float(np.mean(steps)))
+        curve["env_steps_per_seed"].append(steps)
+        curve["wall_seconds"].append(float(at[0]["wall_seconds"]))
+        curve["grad_steps"].append(int(np.mean([r["grad_steps"] for r in at])))
+        for m in eval_modes:
+            curve[f"success_{m}"].append([r[f"eval/success_{m}"] for r in at])
+    rollout = {"env_steps": [], "success": [], "nonfinite_episodes": []}
+    for i in range(k):
+        at = [x[i] for x in intervals]
+        rollout["env_steps"].append(float(np.mean([r["env_steps"] for r in at])))
+        rollout["success"].append([r.get("rollout/success", 0.0) for r in at])
+        rollout["nonfinite_episodes"].append([r.get("env/nonfinite_episodes", 0.0) for r in at])
+    firsts = [r["compile_and_first_interval_s"] for r in logs[0] if "compile_and_first_interval_s" in r]
+    return {"curve": curve, "rollout": rollout, "env_steps": curve["env_steps"][-1] if n else 0.0,
+            "seconds": curve["wall_seconds"][-1] if n else 0.0,
+            "compile_and_first_interval_s": firsts[0] if firsts else None}
 
 
 def describe_device() -> str:

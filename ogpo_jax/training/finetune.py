@@ -1,8 +1,15 @@
-"""Stage 3 of a run: finetuning the BC actor online with the config's algorithm.
+"""The finetune driver: the BC actor trained online by the config's algorithm, for one seed or
+S seeds as one `vmap`-ed program. `train.py` (pipeline stage 3, `finetune_stage`) and
+`compare.py` (`compare.run_seeds`) both run it.
 
-`finetune_stage` drives `training/loop.py`'s compiled intervals: logging, non-finite handling,
-evaluation of both samplers, checkpoints by env steps (resumed from the newest), SIGTERM /
-SIGINT (finish the interval, checkpoint, stop) and a wall-clock budget.
+`run` drives `training/loop.py`'s compiled intervals through small steps: per-seed `records`,
+non-finite handling (`_check_nonfinite`: one `NonFiniteError`), `evaluate` (every seed at once
+when one is due, each with the eval key folded with its own env steps), checkpoints by env steps
+(resumed from the newest, with the logs trimmed to it), SIGTERM / SIGINT (finish the interval,
+checkpoint, stop) and a wall-clock budget. A run directory holds
+
+    finetune/checkpoints/, finetune/layout.json    the loop state and its devices / seeds
+    metrics.jsonl (seed_<s>/metrics.jsonl per seed when S > 1)   one record per interval
 """
 from __future__ import annotations
 
@@ -99,209 +106,291 @@ def _distinct_buffers(tree):
 
 def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shape, obs_dim, bc_params,
                    evaluate, k_agent, k_loop, k_eval, workdir, log, stop_at: float | None = None) -> list:
-    """Stage 3: OGPO finetuning (resumed from the latest checkpoint in workdir/finetune/checkpoints).
-    Returns one summary dict per seed. `stop_at` (a `time.time()` value): stop after the first
-    interval that ends past it, checkpoint and evaluate as at the end (a wall-clock budget)."""
-    del k_agent, k_loop                       # per seed from rundir.seed_stage_keys (seed 0 = stage_keys)
-    tcfg = config.train
-    main = distributed.is_main_process()
-    num_seeds = int(config.num_seeds)
-    seeds = [config.seed + i for i in range(num_seeds)]
-    vmapped = num_seeds > 1
-    mesh = distributed.make_mesh(config.distributed.num_devices)
-    check_divisible(tcfg, algo_cfg, mesh.size)
-    est = memory.estimate(config, obs_dim, chunk_shape[1], episode_length)   # checked in run()
-    log(f"[finetune] {mesh.size} device(s) ({jax.devices()[0].platform}), {jax.process_count()} process(es); "
-        f"{num_seeds} seed(s) {seeds}; state {memory.describe(est)}")
-    ckpt = Checkpointer(os.path.join(workdir, "finetune", "checkpoints"), tcfg.max_checkpoints)
-    resumed = ckpt.latest_step() is not None
-    try:
-        rundir.check_layout(workdir, mesh.size, num_seeds, resumed)
-    except ValueError:
-        ckpt.close()
-        raise
-    ls = init_finetune_state(config, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params,
-                             mesh if mesh.size > 1 else None)
-    if resumed:
-        ls = _distinct_buffers(ckpt.restore(ls))
-        log(f"[finetune] resumed from checkpoint at {ckpt.latest_step()} env steps")
-        ls, _ = loop.drop_nonfinite_rows(ls, log)
-    eval_keys = [rundir.seed_stage_keys(s)[4] for s in seeds]
-    if vmapped:
-        evaluate = make_evaluator(env, chunk_shape[0], episode_length, tcfg.eval_episodes, vmap_seeds=True, log=log,
-                                  what=f"evaluator, {num_seeds} seeds")
-    other = "current" if algo_cfg.act_with == "ema" else "ema"
-    policies = eval_policies(algo_cfg, other_actor=True)
+    """Pipeline stage 3 (resumed from the latest checkpoint in workdir/finetune/checkpoints): `run`
+    with the config's seeds. Returns one summary dict per seed."""
+    del k_agent, k_loop, k_eval               # per seed from rundir.seed_stage_keys (seed 0 = stage_keys)
+    return run(config, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params, workdir, log,
+               evaluate=evaluate, stop_at=stop_at)
 
-    def run_eval(ls, tags, final=False):
-        """-> per seed {eval/success_<policy>: value, eval/nonfinite_<policy>: episodes the
-        simulation blew up in (counted as failures)}; tags: per-seed fold_in of the eval key."""
-        # intermediate evaluations skip the actor that does not collect data (one policy less of
-        # full-length episodes; that matters for MJX tasks on CPU)
-        names = list(policies) if final else ["ode", "sde"]
-        keys = [jax.random.fold_in(k, t) for k, t in zip(eval_keys, tags)]
+
+def run(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shape, obs_dim, bc_params, workdir, log, *,
+        seeds=None, evaluate=None, stop_at: float | None = None, eval_at_start: bool = False,
+        eval_modes=("ode", "sde"), on_eval=None, heartbeat_s: float | None = None) -> list:
+    """Finetune `bc_params` with `config` in `workdir`, resuming from its newest checkpoint.
+
+    `seeds`: default `config.seed + i` for i < `config.num_seeds`; seed s uses the keys of
+    `train.py --config.seed=s`. `evaluate`: a non-vmapped evaluator to share (e.g. the BC stage's);
+    S > 1 seeds build their own. Evaluations run every `train.eval_every_env_steps` with the
+    samplers `eval_modes`, at the start too with `eval_at_start`, and after each `on_eval()` is
+    called; the final one runs the data-collecting actor's ODE and SDE samplers and the other
+    actor's ODE sampler. `stop_at` (a `time.time()` value): stop after the first interval that
+    ends past it, checkpoint and evaluate as at the end (a wall-clock budget). `heartbeat_s`: log
+    env steps/s and rollout success this often. Returns one summary dict per seed.
+    """
+    r = _Run(config, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params, workdir, log, seeds, evaluate)
+    try:
+        if eval_at_start and not r.resumed:
+            r.log_records(r.evaluate(list(eval_modes)), [{"grad_steps": int(g), "wall_seconds": 0.0}
+                                                          for g in r.grad_steps])
+            if on_eval is not None:
+                on_eval()
+        if r.env_steps.min() < r.tcfg.total_env_steps:
+            r.compile()
+        while r.env_steps.min() < r.tcfg.total_env_steps:
+            if stop_at is not None and time.time() >= stop_at:
+                r.cut = True
+                log(f"[finetune] wall-clock budget reached at {int(r.env_steps.min())} env steps; stopping here")
+                break
+            records, bad = r.interval()
+            r.check_nonfinite(records, bad)
+            due = r.env_steps >= np.minimum(r.next_eval, r.tcfg.total_env_steps)
+            if due.any():
+                for rec, res in zip(records, r.evaluate(list(eval_modes))):
+                    rec.update(res)
+            _check_finite_records(records, r.ckpt.directory)
+            r.log_records(records)
+            if due.any() and on_eval is not None:
+                on_eval()
+            if heartbeat_s is not None:
+                r.heartbeat(records, heartbeat_s)
+            if r.env_steps.min() >= r.next_ckpt:
+                r.checkpoint()
+            if r.stop.received is not None:
+                r.checkpoint()
+                log(f"[finetune] {r.stop.received}: checkpointed at {int(r.env_steps.min())} env steps in "
+                    f"{r.ckpt.directory}; rerun with the same --workdir to resume")
+                raise KeyboardInterrupt(r.stop.received)
+    except BaseException:
+        r.close()
+        raise
+    r.checkpoint()
+    r.close()
+    return r.summaries(r.evaluate(list(r.policies), final=True))
+
+
+class _Run:
+    """The state of one finetune run between intervals (host side) and its named steps."""
+
+    def __init__(self, config, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params, workdir, log,
+                 seeds, evaluate):
+        tcfg = self.tcfg = config.train
+        self.algo_cfg, self.chunk_shape, self.log = algo_cfg, chunk_shape, log
+        self.main = distributed.is_main_process()
+        self.seeds = [config.seed + i for i in range(config.num_seeds)] if seeds is None else [int(s) for s in seeds]
+        self.vmapped = len(self.seeds) > 1
+        mesh = distributed.make_mesh(config.distributed.num_devices)
+        check_divisible(tcfg, algo_cfg, mesh.size)
+        est = memory.estimate(config, obs_dim, chunk_shape[1], episode_length, num_seeds=len(self.seeds))
+        log(f"[finetune] {mesh.size} device(s) ({jax.devices()[0].platform}), {jax.process_count()} process(es); "
+            f"{len(self.seeds)} seed(s) {self.seeds}; state {memory.describe(est)}")
+        self.ckpt = Checkpointer(os.path.join(workdir, "finetune", "checkpoints"), tcfg.max_checkpoints)
+        self.resumed = self.ckpt.latest_step() is not None
+        try:
+            rundir.check_layout(workdir, mesh.size, len(self.seeds), self.resumed, self.seeds)
+        except ValueError:
+            self.ckpt.close()
+            raise
+        ls = init_finetune_state(config, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params,
+                                 mesh if mesh.size > 1 else None, seeds=self.seeds)
+        if self.resumed:
+            ls = _distinct_buffers(self.ckpt.restore(ls))
+            log(f"[finetune] resumed from checkpoint at {self.ckpt.latest_step()} env steps")
+            ls, _ = loop.drop_nonfinite_rows(ls, log)
+        self.ls = ls
+        self.eval_keys = [rundir.seed_stage_keys(s)[4] for s in self.seeds]
+        if self.vmapped or evaluate is None:
+            evaluate = make_evaluator(env, chunk_shape[0], episode_length, tcfg.eval_episodes,
+                                      vmap_seeds=self.vmapped, log=log,
+                                      what=f"evaluator, {len(self.seeds)} seeds" if self.vmapped else "evaluator")
+        self.evaluator = evaluate
+        self.policies = eval_policies(algo_cfg, other_actor=True)
+        self.interval_fn = loop.make_interval(env, tcfg, tcfg.log_every_iterations, vmap_seeds=self.vmapped,
+                                              mesh=mesh if mesh.size > 1 else None, donate=True)
+        self.metric_names = loop.update_metric_names(ls, vmap_seeds=self.vmapped)
+        self.env_steps = np.atleast_1d(np.asarray(jax.device_get(ls.env_steps))).astype(int)
+        self.grad_steps = np.atleast_1d(np.asarray(jax.device_get(ls.agent.step)))
+        self.log_dirs = rundir.seed_log_dirs(workdir, self.seeds)
+        self.loggers, elapsed = [], 0.0
+        for i, d in enumerate(self.log_dirs):
+            if self.resumed and self.main:
+                rundir.trim_log(d, int(self.env_steps[i]))
+                # wall-clock since the run's start, across resumes
+                elapsed = max(elapsed, rundir.last_logged(d, "wall_seconds", 0.0))
+            self.loggers.append(
+                Logger(d, tcfg.total_env_steps, int(self.env_steps[i]), config.log.tensorboard,
+                       config.log.progress and i == 0,
+                       purge_step=int(self.env_steps[i]) + 1 if self.resumed else None) if self.main else None)
+        every_eval, every_ckpt = tcfg.eval_every_env_steps, tcfg.checkpoint_every_env_steps
+        self.next_eval = (self.env_steps // every_eval + 1) * every_eval
+        self.next_ckpt = (int(self.env_steps.min()) // every_ckpt + 1) * every_ckpt
+        self.stop = _StopSignal()
+        self.t_start = time.time() - elapsed
+        self.first, self.cut, self.compile_s = True, False, None
+        self.warned_recompile = self.warned_skip = False
+        self.beat = None           # (time, mean env steps, episodes, successes) at the last heartbeat
+
+    def compile(self):
+        tcfg = self.tcfg
+        self.compile_s = progress.compile_program(
+            self.interval_fn, (self.ls,), f"training interval ({tcfg.log_every_iterations} iterations of "
+            f"{tcfg.num_envs} envs x {self.chunk_shape[0]} steps + {tcfg.updates_per_iteration} updates)", self.log)
+
+    def interval(self):
+        """Run one compiled interval -> (one record per seed, per seed the non-finite report or None)."""
         t0 = time.time()
-        res = jax.device_get(evaluate_policies(evaluate, policies, ls.agent, jax.numpy.stack(keys) if vmapped
-                                               else keys[0], names))
-        if not vmapped:
+        prev_steps, prev_updates = self.env_steps, self.grad_steps
+        self.ls, metrics = self.interval_fn(self.ls)
+        metrics = jax.device_get(metrics)
+        dt = time.time() - t0
+        self.grad_steps = np.atleast_1d(np.asarray(jax.device_get(self.ls.agent.step)))
+        per_seed = ([metrics] if not self.vmapped else
+                    [{k: v[i] for k, v in metrics.items()} for i in range(len(self.seeds))])
+        records = [loop.summarize_interval(m) for m in per_seed]
+        self.env_steps = np.asarray([r["env_steps"] for r in records])
+        for i, r in enumerate(records):
+            r.update({
+                "grad_steps": int(self.grad_steps[i]),
+                "grad_steps_per_env_step": int(self.grad_steps[i]) / max(int(self.env_steps[i]), 1),
+                "env_steps_per_s": float(self.env_steps[i] - prev_steps[i]) / dt,
+                "updates_per_s": float(self.grad_steps[i] - prev_updates[i]) / dt,
+                "wall_seconds": time.time() - self.t_start,
+            })
+            if self.first and self.compile_s is not None:
+                r["compile_s"] = self.compile_s
+                r["compile_and_first_interval_s"] = self.compile_s + dt
+        if not self.first and self.interval_fn._cache_size() > 1 and not self.warned_recompile:
+            self.log(f"[finetune] warning: the training interval was compiled again at env step "
+                     f"{self.env_steps.max()} (inputs changed type, sharding or committed-ness); report this as a bug")
+            self.warned_recompile = True
+        self.first = False
+        self._per_seed = per_seed
+        return records, [loop.nonfinite_report(m, self.metric_names) for m in per_seed]
+
+    def check_nonfinite(self, records, bad):
+        """`train.nonfinite='stop'`: log, checkpoint the last good state and raise NonFiniteError on a
+        discarded update; 'skip': warn once. Simulation blow-ups are logged either way."""
+        seeds, vmapped = self.seeds, self.vmapped
+        if self.tcfg.nonfinite == "stop" and any(b is not None for b in bad):
+            i = next(j for j, b in enumerate(bad) if b is not None)
+            row, names = bad[i]
+            at = int(np.asarray(self._per_seed[i]["env_steps"])[row])
+            self.log_records(records)
+            self.checkpoint()
+            raise NonFiniteError(
+                f"non-finite {', '.join(names)} in the {self.algo_cfg.name.upper()} update at env step {at}"
+                + (f" (seed {seeds[i]})" if vmapped else "")
+                + f", after {int(self.grad_steps[i])} good updates; training stopped. The last good state is "
+                f"checkpointed at env step {int(self.env_steps.min())} in {self.ckpt.directory}. Set "
+                "train.nonfinite='skip' to discard such updates and go on.")
+        for i, r in enumerate(records):
+            if r.get("env/nonfinite_episodes", 0) > 0 or r.get("env/nonfinite_transitions", 0) > 0:
+                self.log(f"[finetune] {int(r.get('env/nonfinite_episodes', 0))} episode(s) ended by a non-finite "
+                         f"simulation state before env step {int(self.env_steps[i])}"
+                         + (f" (seed {seeds[i]})" if vmapped else "")
+                         + f"; {int(r.get('env/nonfinite_transitions', 0))} non-finite transition(s) not stored")
+        if self.tcfg.nonfinite == "skip" and not self.warned_skip and any(b is not None for b in bad):
+            i = next(j for j, b in enumerate(bad) if b is not None)
+            self.log(f"[finetune] warning: discarded update(s) with non-finite {', '.join(bad[i][1])} near env step "
+                     f"{int(self.env_steps[i])} (train.nonfinite='skip'; the count is logged as nonfinite_updates)")
+            self.warned_skip = True
+
+    def evaluate(self, names, final=False):
+        """Evaluate every seed with the samplers `names` -> per seed {eval/success_<name>,
+        eval/nonfinite_<name>: episodes the simulation blew up in, counted as failures}. Each seed's
+        key is its eval key folded with its env steps (10**9 for the final evaluation)."""
+        tags = [10**9] * len(self.seeds) if final else [int(x) for x in self.env_steps]
+        keys = [jax.random.fold_in(k, t) for k, t in zip(self.eval_keys, tags)]
+        t0 = time.time()
+        res = jax.device_get(evaluate_policies(self.evaluator, self.policies, self.ls.agent,
+                                               jax.numpy.stack(keys) if self.vmapped else keys[0], names))
+        if not self.vmapped:
             res = jax.tree_util.tree_map(lambda x: np.asarray(x)[None], res)
-        log(f"[eval] {'final, ' if final else ''}{int(np.max(env_steps))} env steps: "
-            + ", ".join(f"{n} {float(np.mean(res[n]['success'])):.3f}" for n in names)
-            + f" over {tcfg.eval_episodes} episodes" + (f" x {num_seeds} seeds" if vmapped else "")
-            + f" ({time.time() - t0:.1f}s)")
+        self.log(f"[eval] {'final, ' if final else ''}{int(np.max(self.env_steps))} env steps: "
+                 + ", ".join(f"{n} {float(np.mean(res[n]['success'])):.3f}" for n in names)
+                 + f" over {self.tcfg.eval_episodes} episodes" + (f" x {len(self.seeds)} seeds" if self.vmapped else "")
+                 + f" ({time.time() - t0:.1f}s)")
         out = []
-        for i in range(num_seeds):
+        for i in range(len(self.seeds)):
             r = {f"eval/success_{n}": float(res[n]["success"][i]) for n in names}
             r.update({f"eval/nonfinite_{n}": float(res[n]["nonfinite"][i]) for n in names})
             bad = {n: int(res[n]["nonfinite"][i]) for n in names if res[n]["nonfinite"][i] > 0}
             if bad:
-                log(f"[eval] non-finite simulation (counted as failed) in {bad} evaluation episodes"
-                    + (f" (seed {seeds[i]})" if vmapped else ""))
+                self.log(f"[eval] non-finite simulation (counted as failed) in {bad} evaluation episodes"
+                         + (f" (seed {self.seeds[i]})" if self.vmapped else ""))
             out.append(r)
+        if not final:
+            every = self.tcfg.eval_every_env_steps
+            self.next_eval = (self.env_steps // every + 1) * every
         return out
 
-    interval = loop.make_interval(env, tcfg, tcfg.log_every_iterations, vmap_seeds=vmapped,
-                                  mesh=mesh if mesh.size > 1 else None, donate=True)
-    metric_names = loop.update_metric_names(ls, vmap_seeds=vmapped)
-    steps0 = np.atleast_1d(np.asarray(jax.device_get(ls.env_steps))).astype(int)
-    log_dirs = rundir.log_dirs(workdir, config)
-    loggers = []
-    for i, d in enumerate(log_dirs):
-        if resumed and main:
-            rundir.trim_log(d, int(steps0[i]))
-        loggers.append(Logger(d, tcfg.total_env_steps, int(steps0[i]), config.log.tensorboard,
-                              config.log.progress and i == 0, purge_step=int(steps0[i]) + 1 if resumed else None)
-                       if main else None)
-    every_eval, every_ckpt = tcfg.eval_every_env_steps, tcfg.checkpoint_every_env_steps
-    next_eval = (steps0 // every_eval + 1) * every_eval
-    next_ckpt = (int(steps0.min()) // every_ckpt + 1) * every_ckpt
-    env_steps = steps0
-    stop = _StopSignal()
-    grad_steps = np.atleast_1d(np.asarray(jax.device_get(ls.agent.step)))
-    t_start, first, warned_recompile, warned_skip = time.time(), True, False, False
+    def log_records(self, records, extra=None):
+        for i, (lg, r, d) in enumerate(zip(self.loggers, records, self.log_dirs)):
+            if extra is not None:
+                r = dict(r, **extra[i])
+            if lg is not None:
+                lg.log(int(r.get("env_steps", self.env_steps[i])), r)
+                if any(k.startswith("eval/") for k in r):
+                    try_plot_run(d, self.log)
 
-    def save(step):
-        if int(step) not in ckpt.manager.all_steps():
-            ckpt.save(int(step), ls)
+    def heartbeat(self, records, every_s):
+        """A line with env steps/s (per seed) and the rollout success of the episodes finished since
+        the last line (early on mostly the short, successful ones; failures end at the time limit)."""
+        now = time.time()
+        eps = sum(r.get("rollout/episodes", 0.0) for r in records)
+        succ = sum(r.get("rollout/success", 0.0) * r.get("rollout/episodes", 0.0) for r in records)
+        if self.beat is None:
+            self.beat = (now, self.env_steps.mean(), 0.0, 0.0)
+            return
+        t, steps, b_eps, b_succ = self.beat
+        b_eps, b_succ = b_eps + eps, b_succ + succ
+        if now - t < every_s:
+            self.beat = (t, steps, b_eps, b_succ)
+            return
+        rate = (self.env_steps.mean() - steps) / max(now - t, 1e-9)
+        self.log(f"[finetune] {int(self.env_steps.mean())} env steps, {now - self.t_start:.1f}s: {rate:.0f} env "
+                 f"steps/s (per seed), rollout success {b_succ / max(b_eps, 1):.2f} over {int(b_eps)} episodes")
+        self.beat = (now, self.env_steps.mean(), 0.0, 0.0)
 
-    def close_logs():
-        for lg in loggers:
+    def checkpoint(self):
+        step = int(self.env_steps.min())
+        if step not in self.ckpt.manager.all_steps():
+            self.ckpt.save(step, self.ls)
+        every = self.tcfg.checkpoint_every_env_steps
+        self.next_ckpt = (step // every + 1) * every
+
+    def close(self):
+        self.ckpt.close()
+        self.stop.restore()
+        for lg in self.loggers:
             if lg is not None:
                 lg.close()
 
-    cut = False                 # stopped at `stop_at` (a wall-clock budget) before total_env_steps
-    try:
-        if env_steps.min() < tcfg.total_env_steps:
-            iters = tcfg.log_every_iterations
-            compile_s = progress.compile_program(
-                interval, (ls,), f"training interval ({iters} iterations of {tcfg.num_envs} envs x "
-                f"{chunk_shape[0]} steps + {tcfg.updates_per_iteration} updates)", log)
-        while env_steps.min() < tcfg.total_env_steps:
-            if stop_at is not None and time.time() >= stop_at:
-                cut = True
-                log(f"[finetune] wall-clock budget reached at {int(env_steps.min())} env steps; stopping here")
-                break
-            t0 = time.time()
-            prev_steps = env_steps
-            prev_updates = grad_steps
-            ls, metrics = interval(ls)
-            metrics = jax.device_get(metrics)
-            dt = time.time() - t0
-            grad_steps = np.atleast_1d(np.asarray(jax.device_get(ls.agent.step)))
-            per_seed = [metrics] if not vmapped else [{k: v[i] for k, v in metrics.items()} for i in range(num_seeds)]
-            records = [loop.summarize_interval(m) for m in per_seed]
-            env_steps = np.asarray([r["env_steps"] for r in records])
-            bad = [loop.nonfinite_report(m, metric_names) for m in per_seed]
-            for i, r in enumerate(records):
-                r.update({
-                    "grad_steps": int(grad_steps[i]),
-                    "grad_steps_per_env_step": int(grad_steps[i]) / max(int(env_steps[i]), 1),
-                    "env_steps_per_s": float(env_steps[i] - prev_steps[i]) / dt,
-                    "updates_per_s": float(grad_steps[i] - prev_updates[i]) / dt,
-                    "wall_seconds": time.time() - t_start,
-                })
-                if first:
-                    r["compile_s"] = compile_s
-                    r["compile_and_first_interval_s"] = compile_s + dt
-            if not first and interval._cache_size() > 1 and not warned_recompile:
-                log(f"[finetune] warning: the training interval was compiled again at env step {env_steps.max()} "
-                    "(inputs changed type, sharding or committed-ness); report this as a bug")
-                warned_recompile = True
-            first = False
-            if tcfg.nonfinite == "stop" and any(b is not None for b in bad):
-                i = next(j for j, b in enumerate(bad) if b is not None)
-                row, names = bad[i]
-                at = int(np.asarray(per_seed[i]["env_steps"])[row])
-                for lg, r in zip(loggers, records):
-                    if lg is not None:
-                        lg.log(int(r["env_steps"]), r)
-                save(int(env_steps.min()))
-                raise NonFiniteError(
-                    f"non-finite {', '.join(names)} in the OGPO update at env step {at}"
-                    + (f" (seed {seeds[i]})" if vmapped else "")
-                    + f", after {int(grad_steps[i])} good updates; training stopped. The last good state is "
-                    f"checkpointed at env step {int(env_steps.min())} in {ckpt.directory}. Set "
-                    "train.nonfinite='skip' to discard such updates and go on.")
-            for i, r in enumerate(records):
-                if r.get("env/nonfinite_episodes", 0) > 0 or r.get("env/nonfinite_transitions", 0) > 0:
-                    log(f"[finetune] {int(r.get('env/nonfinite_episodes', 0))} episode(s) ended by a non-finite "
-                        f"simulation state before env step {int(env_steps[i])}"
-                        + (f" (seed {seeds[i]})" if vmapped else "")
-                        + f"; {int(r.get('env/nonfinite_transitions', 0))} non-finite transition(s) not stored")
-            if tcfg.nonfinite == "skip" and not warned_skip and any(b is not None for b in bad):
-                i = next(j for j, b in enumerate(bad) if b is not None)
-                log(f"[finetune] warning: discarded update(s) with non-finite {', '.join(bad[i][1])} near env step "
-                    f"{int(env_steps[i])} (train.nonfinite='skip'; the count is logged as nonfinite_updates)")
-                warned_skip = True
-            due = env_steps >= np.minimum(next_eval, tcfg.total_env_steps)
-            if due.any():
-                res = run_eval(ls, [int(x) for x in env_steps])
-                for i in np.flatnonzero(due):
-                    records[i].update(res[i])
-                next_eval = np.where(due, (env_steps // every_eval + 1) * every_eval, next_eval)
-            for r in records:
-                finite = [np.isfinite(v) for v in r.values() if isinstance(v, float)]
-                if not all(finite):
-                    names = sorted(k for k, v in r.items() if isinstance(v, float) and not np.isfinite(v))
-                    raise NonFiniteError(f"non-finite metrics at env step {r['env_steps']}: {names}; the last good "
-                                         f"checkpoint is in {ckpt.directory}")
-            for lg, r, d in zip(loggers, records, log_dirs):
-                if lg is not None:
-                    lg.log(int(r["env_steps"]), r)
-                    if any(k.startswith("eval/") for k in r):
-                        try_plot_run(d, log)
-            if env_steps.min() >= next_ckpt:
-                save(int(env_steps.min()))
-                next_ckpt = (int(env_steps.min()) // every_ckpt + 1) * every_ckpt
-            if stop.received is not None:
-                save(int(env_steps.min()))
-                log(f"[finetune] {stop.received}: checkpointed at {int(env_steps.min())} env steps in "
-                    f"{ckpt.directory}; rerun with the same --workdir to resume")
-                raise KeyboardInterrupt(stop.received)
-    except BaseException:
-        ckpt.close()
-        raise
-    finally:
-        stop.restore()
-        close_logs()
-    save(int(env_steps.min()))
-    ckpt.close()
-    final = run_eval(ls, [10**9] * num_seeds, final=True)
-    outs = []
-    for i in range(num_seeds):
-        outs.append({
-            "final_success_ode": final[i]["eval/success_ode"],
-            "final_success_sde": final[i]["eval/success_sde"],
-            f"final_success_ode_{other}": final[i][f"eval/success_ode_{other}"],
-            "final_nonfinite_episodes": {n: final[i][f"eval/nonfinite_{n}"] for n in policies},
-            "train_nonfinite_episodes": rundir.logged_sum(log_dirs[i], "env/nonfinite_episodes") if main else None,
-            "env_steps": int(env_steps[i]),
-            "grad_steps": int(grad_steps[i]),
-            "finetune_seconds": time.time() - t_start,
-            "stopped_at_budget": cut,
-            # compiled variants of the run's jitted programs: 1 training interval; evaluator
-            # programs 2 when BC shares the evaluator (its samplers, then the agent's samplers)
-            "compiled_programs": {"training_interval": int(interval._cache_size()),
-                                  "evaluator": int(evaluate.jitted._cache_size())},
-        })
-    return outs
+    def summaries(self, final) -> list:
+        other = "current" if self.algo_cfg.act_with == "ema" else "ema"
+        outs = []
+        for i in range(len(self.seeds)):
+            outs.append({
+                "final_success_ode": final[i]["eval/success_ode"],
+                "final_success_sde": final[i]["eval/success_sde"],
+                f"final_success_ode_{other}": final[i][f"eval/success_ode_{other}"],
+                "final_nonfinite_episodes": {n: final[i][f"eval/nonfinite_{n}"] for n in self.policies},
+                "train_nonfinite_episodes": (rundir.logged_sum(self.log_dirs[i], "env/nonfinite_episodes")
+                                             if self.main else None),
+                "env_steps": int(self.env_steps[i]),
+                "grad_steps": int(self.grad_steps[i]),
+                "finetune_seconds": time.time() - self.t_start,
+                "stopped_at_budget": self.cut,
+                # compiled variants of the run's jitted programs: 1 training interval; evaluator
+                # programs 2 when BC shares the evaluator (its samplers, then the agent's samplers)
+                "compiled_programs": {"training_interval": int(self.interval_fn._cache_size()),
+                                      "evaluator": int(self.evaluator.jitted._cache_size())},
+            })
+        return outs
+
+
+def _check_finite_records(records, ckpt_dir):
+    for r in records:
+        if not all(np.isfinite(v) for v in r.values() if isinstance(v, float)):
+            names = sorted(k for k, v in r.items() if isinstance(v, float) and not np.isfinite(v))
+            raise NonFiniteError(f"non-finite metrics at env step {r['env_steps']}: {names}; the last good "
+                                 f"checkpoint is in {ckpt_dir}")

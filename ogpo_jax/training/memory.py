@@ -34,14 +34,16 @@ def network_params(algo: OGPOConfig, obs_dim: int, horizon: int, action_dim: int
     return {"actor": actor, "critic": critic}
 
 
-def estimate(config, obs_dim: int, action_dim: int, episode_length: int | None = None) -> dict:
-    """Bytes per device of the run's state: replay, success ring, staging, networks + optimizers."""
+def estimate(config, obs_dim: int, action_dim: int, episode_length: int | None = None,
+             num_seeds: int | None = None) -> dict:
+    """Bytes per device of the run's state: replay, success ring, staging, networks + optimizers,
+    for `num_seeds` stacked seeds (default `config.num_seeds`)."""
     t = config.train
     algo = OGPOConfig.from_dict(config.algo)
     horizon = config.env.chunk_horizon
     row = transition_bytes(obs_dim, horizon, action_dim)
     n = max(int(config.distributed.num_devices), 1) if config.distributed.num_devices else len(jax.devices())
-    seeds = int(config.num_seeds)
+    seeds = int(config.num_seeds if num_seeds is None else num_seeds)
     max_chunks = -(-(episode_length or 0) // horizon)
     p = network_params(algo, obs_dim, horizon, action_dim)
     # actor, EMA actor, Adam (2 moments); critic, target critic, Adam (2 moments); float32

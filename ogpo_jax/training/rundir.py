@@ -58,9 +58,35 @@ def seed_dir(workdir: str, seed: int) -> str:
 
 
 def log_dirs(workdir: str, config) -> list:
-    if config.num_seeds == 1:
+    """Log directory of each seed of a run (`config.seed + i`, i < `config.num_seeds`)."""
+    return seed_log_dirs(workdir, [config.seed + i for i in range(config.num_seeds)])
+
+
+def seed_log_dirs(workdir: str, seeds) -> list:
+    """The workdir itself for one seed, `seed_<s>/` for each of several."""
+    if len(seeds) == 1:
         return [workdir]
-    return [seed_dir(workdir, config.seed + i) for i in range(config.num_seeds)]
+    return [seed_dir(workdir, s) for s in seeds]
+
+
+def read_log(log_dir: str) -> list:
+    """The records of a run's metrics.jsonl (a last line cut short by a kill is left out)."""
+    path = os.path.join(log_dir, "metrics.jsonl")
+    out = []
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break
+    return out
+
+
+def last_logged(log_dir: str, key: str, default=None):
+    """The last value of `key` in a run's metrics.jsonl, or `default`."""
+    values = [r[key] for r in read_log(log_dir) if key in r]
+    return values[-1] if values else default
 
 
 def trim_log(log_dir: str, env_steps: int) -> int:
@@ -112,17 +138,24 @@ def read_layout(workdir: str) -> dict:
     return read_json(path) if os.path.exists(path) else {"num_shards": 1, "num_seeds": 1}
 
 
-def check_layout(workdir: str, num_shards: int, num_seeds: int, has_checkpoint: bool) -> None:
-    """A run resumes only with the device count and seed count its checkpoints were written with."""
+def check_layout(workdir: str, num_shards: int, num_seeds: int, has_checkpoint: bool, seeds=None) -> None:
+    """A run resumes only with the device count and seeds its checkpoints were written with."""
     old = read_layout(workdir)
     if has_checkpoint and (old["num_shards"], old["num_seeds"]) != (num_shards, num_seeds):
         raise ValueError(
             f"{workdir}: its finetune checkpoints were written with {old['num_shards']} device(s) and "
             f"{old['num_seeds']} seed(s), this run has {num_shards} device(s) and {num_seeds} seed(s); resume "
             f"with --config.distributed.num_devices={old['num_shards']} --config.num_seeds={old['num_seeds']}")
+    seeds = None if seeds is None else [int(s) for s in seeds]
+    if has_checkpoint and seeds is not None and old.get("seeds", seeds) != seeds:
+        raise ValueError(f"{workdir}: its finetune checkpoints are of seeds {old['seeds']}, this run has seeds "
+                         f"{seeds}; resume with those seeds or use another directory")
     if distributed.is_main_process():
         os.makedirs(os.path.dirname(_layout_path(workdir)), exist_ok=True)
-        write_json(_layout_path(workdir), {"num_shards": int(num_shards), "num_seeds": int(num_seeds)})
+        layout = {"num_shards": int(num_shards), "num_seeds": int(num_seeds)}
+        if seeds is not None:
+            layout["seeds"] = seeds
+        write_json(_layout_path(workdir), layout)
 
 
 def load_run_config(workdir: str):

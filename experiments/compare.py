@@ -25,6 +25,7 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from configs import methods as methods_lib  # noqa: E402
+from ogpo_jax.algorithms.config import SWEEPABLE  # noqa: E402
 from ogpo_jax.training import compare, compile_cache, pipeline, report, rundir  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/toy.py:quick", "Task config, optionally with ':preset'.")
@@ -39,6 +40,9 @@ _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rebuild the table a
 _PARTIAL = flags.DEFINE_bool("include_partial", False,
                               "With --report_only: also show unfinished methods up to their last evaluation.")
 _TITLE = flags.DEFINE_string("title", "", "Title of the plots and table.")
+_SWEEP = flags.DEFINE_string(
+    "sweep", "", "One continuous hyperparameter's values, every value x seed of a method as one vmapped program, "
+    "e.g. algo.actor_tau=0.005,0.02,0.05 (taus, clip_epsilon, bc_coeff, learning rates).")
 
 
 def main(argv):
@@ -68,6 +72,7 @@ def main(argv):
         return
     for n in names:                       # fail early on a preset the task config cannot take
         pipeline.validate(methods_lib.apply(config, n))
+    sweep = _parse_sweep(_SWEEP.value)
 
     base = _BC_WORKDIR.value or os.path.join(outdir, "base")
     if _BC_WORKDIR.value:
@@ -82,33 +87,58 @@ def main(argv):
     seeds = [config.seed + i for i in range(_SEEDS.value)]
     print(f"[compare] {config.env.name}: {len(names)} method(s) x {len(seeds)} seeds {seeds}; BC ODE "
           f"{bc['bc_success_ode']:.3f} SDE {bc['bc_success_sde']:.3f}; device {compare.describe_device()}")
+    order = []
     for n in names:
-        path = os.path.join(outdir, "methods", f"{n}.json")
-        if os.path.exists(path):
-            print(f"[compare] {n}: done earlier ({path})")
+        # one result per method, or per method and sweep value ('<method>@<field>=<value>')
+        labels = [n] if sweep is None else [f"{n}@{sweep[0]}={v:g}" for v in sweep[1]]
+        order += labels
+        paths = [os.path.join(outdir, "methods", f"{label}.json") for label in labels]
+        if all(os.path.exists(p) for p in paths):
+            print(f"[compare] {n}: done earlier ({', '.join(paths)})")
             continue
-        print(f"[compare] {n}: {methods_lib.METHODS[n][0]}")
+        print(f"[compare] {n}: {methods_lib.METHODS[n][0]}" + (f"; sweep {_SWEEP.value}" if sweep else ""))
         t0 = time.time()
-        partial_path = os.path.join(outdir, "methods", f"{n}.partial")
+        partial_paths = [os.path.join(outdir, "methods", f"{label}.partial") for label in labels]
 
-        def save_partial(partial, n=n, partial_path=partial_path):
-            rundir.write_json(partial_path, dict(partial, method=n, task=config.env.name))
+        def save_partial(partials, labels=labels, partial_paths=partial_paths):
+            for label, partial, path in zip(labels, partials, partial_paths):
+                rundir.write_json(path, dict(partial, method=label, task=config.env.name))
 
-        run_dir = os.path.join(outdir, "methods", f"{n}.run")
-        result = compare.run_seeds(methods_lib.apply(config, n), prep.env, prep.episode_length, prep.chunk_shape,
-                                   prep.obs_dim, prep.bc_params, seeds, eval_modes=tuple(_EVAL_MODES.value),
-                                   on_eval=save_partial, checkpoint_dir=run_dir)
-        result.update({"method": n, "description": methods_lib.METHODS[n][0], "task": config.env.name,
-                       "total_env_steps": config.train.total_env_steps})
-        rundir.write_json(path, result)
-        if os.path.exists(partial_path):
-            os.remove(partial_path)
+        run_dir = os.path.join(outdir, "methods", f"{labels[0] if sweep is None else n + '@' + sweep[0]}.run")
+        common = dict(eval_modes=tuple(_EVAL_MODES.value), checkpoint_dir=run_dir)
+        args = (methods_lib.apply(config, n), prep.env, prep.episode_length, prep.chunk_shape, prep.obs_dim,
+                prep.bc_params, seeds)
+        if sweep is None:
+            results = [compare.run_seeds(*args, on_eval=lambda r: save_partial([r]), **common)]
+        else:
+            results = compare.run_sweep(*args, "algo." + sweep[0], sweep[1], on_eval=save_partial, **common)
+        for label, result, path, partial_path in zip(labels, results, paths, partial_paths):
+            result.update({"method": label, "description": methods_lib.METHODS[n][0], "task": config.env.name,
+                           "total_env_steps": config.train.total_env_steps})
+            rundir.write_json(path, result)
+            if os.path.exists(partial_path):
+                os.remove(partial_path)
+            print(f"[compare] {label}: final ODE {sum(result['final']['success_ode']) / len(seeds):.3f} "
+                  f"{result['final']['success_ode']} in {time.time() - t0:.0f}s")
         # the per-seed training logs stay; the checkpoints are only for resuming
         shutil.rmtree(os.path.join(run_dir, "finetune", "checkpoints"), ignore_errors=True)
-        print(f"[compare] {n}: final ODE {sum(result['final']['success_ode']) / len(seeds):.3f} "
-              f"{result['final']['success_ode']} in {time.time() - t0:.0f}s")
-        report.write_report(outdir, report.load_results(outdir), names, bc, title)
-    _report(outdir, report.load_results(outdir), names, bc, title)
+        report.write_report(outdir, report.load_results(outdir), order, bc, title)
+    _report(outdir, report.load_results(outdir), order, bc, title)
+
+
+def _parse_sweep(text: str):
+    """'algo.actor_tau=0.005,0.02' -> ('actor_tau', [0.005, 0.02]); '' -> None."""
+    if not text:
+        return None
+    field, eq, values = text.partition("=")
+    if not eq or not field.startswith("algo."):
+        raise ValueError(f"--sweep must look like algo.<field>=v1,v2,... , got {text!r}")
+    if field[len("algo."):] not in SWEEPABLE:
+        raise ValueError(f"--sweep field must be one of {['algo.' + f for f in SWEEPABLE]}, got {field!r}")
+    try:
+        return field[len("algo."):], [float(v) for v in values.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--sweep values must be numbers, got {values!r}") from None
 
 
 def _report(outdir, results, order, bc, title):

@@ -1,14 +1,18 @@
 """`OGPOConfig`: every OGPO hyperparameter (DESIGN §4) as one frozen, validated dataclass.
 
 The dataclass is hashable, so it rides along as static data in every algorithm's state (e.g.
-`ogpo.OGPOState`) and jit caches key on its values. Build it from an `ml_collections.ConfigDict` (`configs/base.py`'s `algo` section) with
-`OGPOConfig.from_dict`, which rejects unknown keys by name.
+`ogpo.OGPOState`) and jit caches key on its values. Build it from an `ml_collections.ConfigDict`
+(`configs/base.py`'s `algo` section) with `OGPOConfig.from_dict`, which rejects unknown keys by
+name. The continuous fields of `SWEEPABLE` can also ride in the state as data (`with_hyperparams`,
+read through `swept`), so a vmapped sweep runs them as one program.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 from typing import Any, Mapping
+
+import jax.numpy as jnp
 
 from ogpo_jax.algorithms import base
 from ogpo_jax.algorithms.advantages import STRATEGIES as ADV_STRATEGIES
@@ -186,3 +190,40 @@ class OGPOConfig:
 def _check(cfg, name, ok, requirement):
     if not ok:
         raise ValueError(f"algo.{name} must be {requirement}, got {getattr(cfg, name)!r}")
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+# Continuous hyperparameters a state can carry as data (arrays), so that S members with different
+# values run as one vmapped program (`compare.py --sweep`), the way seeds do.
+SWEEPABLE = ("actor_tau", "critic_tau", "clip_epsilon", "bc_coeff", "actor_lr", "critic_lr")
+
+
+class _SweptConfig:
+    """`config` with some continuous fields replaced by (traced) arrays; read-only."""
+
+    def __init__(self, config: OGPOConfig, values: dict):
+        self._config, self._values = config, values
+
+    def __getattr__(self, name):
+        values = self.__dict__["_values"]
+        return values[name] if name in values else getattr(self.__dict__["_config"], name)
+
+
+def swept(state):
+    """The hyperparameters an update uses: `state.config`, with the values of a sweep member
+    (`state.hparams`, arrays) in place of the config's. Branches on a field (e.g. `bc_coeff > 0`)
+    read `state.config`, the static base value shared by every member."""
+    values = getattr(state, "hparams", None)
+    return state.config if not values else _SweptConfig(state.config, values)
+
+
+def with_hyperparams(state, values: dict):
+    """`state` carrying `values` ({field: float}, fields of SWEEPABLE) as data, read by `swept`."""
+    if not hasattr(state, "hparams"):
+        raise ValueError(f"{type(state).__name__} has no hparams field: its algorithm cannot be swept")
+    for name, value in values.items():
+        if name not in SWEEPABLE:
+            raise ValueError(f"algo.{name} cannot be swept as data; sweepable fields: {SWEEPABLE}")
+        dataclasses.replace(state.config, **{name: float(value)})      # range checks by field name
+    return state.replace(hparams={k: jnp.asarray(v, jnp.float32) for k, v in values.items()})

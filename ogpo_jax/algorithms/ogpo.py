@@ -29,7 +29,7 @@ from ogpo_jax.algorithms.actor import actor_apply, actor_module, actor_optimizer
 from ogpo_jax.algorithms.advantages import awr_weights, chi2_advantage, chi2_upper_clip, compute_advantage
 from ogpo_jax.algorithms.advantages import postprocess as postprocess_advantage
 from ogpo_jax.algorithms.base import Algorithm
-from ogpo_jax.algorithms.config import ROLLOUT_MODES, OGPOConfig
+from ogpo_jax.algorithms.config import ROLLOUT_MODES, OGPOConfig, swept
 from ogpo_jax.gcp import flow
 from ogpo_jax.networks import CriticEnsemble, ValueNet
 
@@ -55,6 +55,7 @@ class OGPOState(struct.PyTreeNode):
     chi2_target_w: Any = None  # chi2_enabled: mean/min blend weight of the TD target, from the last actor step
     value: Any = None          # baseline='value': V(s) params
     value_opt: Any = None      # baseline='value': its optimizer state
+    hparams: Any = None        # a sweep member's own values of SWEEPABLE fields (`config.swept`)
 
     @property
     def action_dim(self) -> int:
@@ -258,7 +259,7 @@ def group_advantages(state: OGPOState, group: Group, batch):
         ratio_slow = jnp.exp(lp_now - lp_slow).reshape(num_states, group_size)
         adv, beta, w = chi2_advantage(q, ratio_slow, cfg.chi2_beta_base, cfg.chi2_alpha, cfg.chi2_q_std_target)
         adv = postprocess_advantage(adv, q, cfg.adv_std_normalize, clip_at_zero)
-        clip_high = chi2_upper_clip(cfg.clip_epsilon, cfg.chi2_r_max, beta)
+        clip_high = chi2_upper_clip(swept(state).clip_epsilon, cfg.chi2_r_max, beta)
         state = state.replace(chi2_target_w=jax.nn.sigmoid(cfg.chi2_alpha * (ratio_slow.mean() - 1.0)))
         metrics.update({"chi2/ratio_mean": ratio_slow.mean(), "chi2/ratio_max": ratio_slow.max(),
                         "chi2/beta": beta, "chi2/blend_w": w.mean()})
@@ -284,7 +285,7 @@ def _ppo_objective(state: OGPOState, group: Group, batch, adv, clip_high, key):
 
 
 def _ppo_surrogate(state: OGPOState, obs, chains, old_log_prob, adv, clip_high):
-    cfg = state.config
+    cfg = swept(state)
     high = 1.0 + cfg.clip_epsilon if clip_high is None else clip_high
     return lambda p: extraction.ppo_objective(actor_apply_fn(state), p, obs, chains, old_log_prob, adv,
                                               cfg.flow_spec, 1.0 - cfg.clip_epsilon, high)
@@ -309,7 +310,7 @@ def _aw_ogpo_objective(state: OGPOState, group: Group, batch, adv, clip_high, ke
 
 def _ofpo_objective(state: OGPOState, group: Group, batch, adv, clip_high, key):
     """OFPO: the clipped surrogate with FPO++ ratios from Monte-Carlo CFM losses of the group's actions."""
-    cfg, apply_fn = state.config, actor_apply_fn(state)
+    cfg, apply_fn = swept(state), actor_apply_fn(state)
     actions = jax.lax.stop_gradient(group.final)
     t, x0 = extraction.ofpo_draws(key, actions.shape[0], cfg.ofpo_mc_samples, state.action_dim)
     old = jax.lax.stop_gradient(flow.cfm_losses(apply_fn, state.actor_ema, group.obs_rep, actions, t, x0))
@@ -345,7 +346,7 @@ def actor_loss(params, state: OGPOState, obs, chains, old_log_prob, advantage, b
 def _actor_loss_fn(state: OGPOState, objective, bc_batch, key):
     """params -> (ppo_coeff * objective + lambda * success-buffer BC, metrics); `objective` None:
     the BC term alone (`ppo_coeff == 0`)."""
-    cfg = state.config
+    cfg = swept(state)
     apply_fn = actor_apply_fn(state)
 
     def bc_loss(params):
@@ -356,7 +357,7 @@ def _actor_loss_fn(state: OGPOState, objective, bc_batch, key):
             bc = bc_loss(params)
             return cfg.bc_coeff * bc, {"actor/bc_loss": bc}
         loss, metrics = objective(params)
-        bc = bc_loss(params) if cfg.bc_coeff > 0 else jnp.zeros(())
+        bc = bc_loss(params) if state.config.bc_coeff > 0 else jnp.zeros(())
         return cfg.ppo_coeff * loss + cfg.bc_coeff * bc, dict(metrics, **{"actor/bc_loss": bc})
 
     return loss_fn
@@ -365,7 +366,7 @@ def _actor_loss_fn(state: OGPOState, objective, bc_batch, key):
 def _gradient_step(state: OGPOState, objective, bc_batch, key, extra):
     """One optimizer step of the actor on `_actor_loss_fn`, then its EMA (and the chi-square slow
     reference). -> (state, metrics + `extra`)."""
-    cfg = state.config
+    cfg = swept(state)
     loss_fn = _actor_loss_fn(state, objective, bc_batch, key)
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.actor)
     tx, schedule = actor_optimizer(cfg)
@@ -391,7 +392,7 @@ def value_baseline(state: OGPOState, obs) -> jax.Array:
 
 def _value_step(state: OGPOState, obs, target):
     """One regression step of V(s) onto `target` (B,) (the group-mean Q of the EMA actor)."""
-    cfg = state.config
+    cfg = swept(state)
 
     def loss_fn(params):
         v = value_module(cfg).apply({"params": params}, obs)
@@ -459,7 +460,7 @@ def critic_loss(params, state: OGPOState, batch, target):
 def critic_step(state: OGPOState, batch, key):
     target = jax.lax.stop_gradient(td_target(state, batch, key))
     (_, metrics), grads = jax.value_and_grad(critic_loss, has_aux=True)(state.critic, state, batch, target)
-    updates, critic_opt = critic_optimizer(state.config).update(grads, state.critic_opt, state.critic)
+    updates, critic_opt = critic_optimizer(swept(state)).update(grads, state.critic_opt, state.critic)
     critic = optax.apply_updates(state.critic, updates)
     metrics["critic/grad_norm"] = common.tree_norm(grads)
     return state.replace(critic=critic, critic_opt=critic_opt), metrics
@@ -488,7 +489,7 @@ def update(state: OGPOState, batch, success_batch=None):
     if cfg.success_critic_td and success_batch is not None:
         state, succ_metrics = critic_step(state, success_batch, k_succ)
         metrics["critic/success_loss"] = succ_metrics["critic/loss"]
-    critic_target = common.polyak(state.critic_target, state.critic, cfg.critic_tau)
+    critic_target = common.polyak(state.critic_target, state.critic, swept(state).critic_tau)
     return state.replace(critic_target=critic_target, step=state.step + 1), metrics
 
 

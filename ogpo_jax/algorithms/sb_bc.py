@@ -24,7 +24,7 @@ from flax import struct
 from ogpo_jax.algorithms import common
 from ogpo_jax.algorithms.actor import actor_apply, actor_optimizer, init_actor_params, sample_actions
 from ogpo_jax.algorithms.base import Algorithm
-from ogpo_jax.algorithms.config import OGPOConfig
+from ogpo_jax.algorithms.config import OGPOConfig, swept
 from ogpo_jax.gcp import flow
 
 NAME = "sb_bc"
@@ -39,6 +39,7 @@ class SBBCState(struct.PyTreeNode):
     key: jax.Array             # PRNG key consumed by `update`
     config: OGPOConfig = struct.field(pytree_node=False)
     chunk_shape: tuple = struct.field(pytree_node=False)   # (H, da)
+    hparams: Any = None        # a sweep member's own values of SWEEPABLE fields (`config.swept`)
 
 
 def check_config(config: OGPOConfig) -> None:
@@ -66,7 +67,7 @@ def init(key, obs_dim: int, chunk_shape, config: OGPOConfig, actor_params=None) 
 
 def update(state: SBBCState, batch, success_batch=None):
     """One gradient step of bc_coeff * flow-matching BC on the success batch, then the EMA."""
-    cfg = state.config
+    cfg = swept(state)
     key, k_bc = jax.random.split(state.key)
     data = success_batch if success_batch is not None else batch
     apply_fn = actor_apply(cfg, state.chunk_shape[0] * state.chunk_shape[1])

@@ -20,6 +20,7 @@ import tempfile
 import jax
 import numpy as np
 
+from ogpo_jax.algorithms.config import SWEEPABLE
 from ogpo_jax.training import finetune, loop, rundir
 from ogpo_jax.training.config import validate
 
@@ -48,11 +49,47 @@ def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seed
     (the driver's: by env steps, logs trimmed to it) and its curves continue the saved ones.
     `progress_every_s`: log env steps/s and rollout success this often between evaluations.
     """
+    partial = None if on_eval is None else (lambda results: on_eval(results[0]))
+    return _run_members(config, env, episode_length, chunk_shape, obs_dim, bc_params, seeds, None, log,
+                        eval_modes, final_modes, partial, checkpoint_dir, progress_every_s)[0]
+
+
+def run_sweep(config, env, episode_length, chunk_shape, obs_dim, bc_params, seeds, field: str, values,
+              log=print, eval_modes=("ode",), final_modes=("ode", "sde"), on_eval=None, checkpoint_dir=None,
+              progress_every_s: float = 120.0) -> list:
+    """`run_seeds` for each value of one continuous hyperparameter, all values x seeds as ONE
+    vmapped program: each member's agent carries its value as data (`algorithms.config.SWEEPABLE`:
+    taus, clip epsilon, lambda, learning rates). `field`: 'algo.<name>'. Returns one result per
+    value, each like `run_seeds`'s plus `sweep: {field: value}`; `on_eval(list of partial results)`.
+    """
+    name = field[len("algo."):] if field.startswith("algo.") else field
+    if name not in SWEEPABLE:
+        raise ValueError(f"--sweep field must be one of {['algo.' + f for f in SWEEPABLE]}, got {field!r}")
+    values = [float(v) for v in values]
+    if not values or len(set(values)) != len(values):
+        raise ValueError(f"--sweep needs distinct values, got {values}")
+    if name == "bc_coeff" and (min(values) <= 0) != (config.algo.bc_coeff <= 0):
+        raise ValueError("a bc_coeff sweep needs every value > 0 when config.algo.bc_coeff > 0 (the BC term is "
+                         f"computed or not for all members alike), got {values}")
+    for v in values:                       # range checks of every value, by field name
+        probe = config.copy_and_resolve_references()
+        probe.algo[name] = v
+        validate(probe)
+    return _run_members(config, env, episode_length, chunk_shape, obs_dim, bc_params, seeds, (name, values), log,
+                        eval_modes, final_modes, on_eval, checkpoint_dir, progress_every_s)
+
+
+def _run_members(config, env, episode_length, chunk_shape, obs_dim, bc_params, seeds, sweep, log, eval_modes,
+                 final_modes, on_eval, checkpoint_dir, progress_every_s) -> list:
+    """The driver over (sweep value x seed) members -> one result per sweep value (one if no sweep)."""
     seeds = [int(s) for s in seeds]
     algo_cfg = validate(config)
+    name, values = sweep if sweep is not None else (None, [None])
+    members = [(v, s) for v in values for s in seeds]
+    hparams = None if sweep is None else [{name: v} for v, _ in members]
     cfg = config.copy_and_resolve_references()
     with cfg.unlocked():
-        cfg.num_seeds, cfg.seed, cfg.distributed.num_devices = len(seeds), seeds[0], 1
+        cfg.num_seeds, cfg.seed, cfg.distributed.num_devices = len(members), seeds[0], 1
         # a rerun continues from (about) the last evaluation
         t = cfg.train
         t.checkpoint_every_env_steps = min(t.checkpoint_every_env_steps, t.eval_every_env_steps)
@@ -62,35 +99,52 @@ def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seed
             raise ValueError(f"final_modes must be among {('ode', 'sde') + other}, got {m!r}")
     with contextlib.ExitStack() as stack:
         workdir = checkpoint_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="ogpo_compare_"))
+        if sweep is None:
+            dirs = rundir.seed_log_dirs(workdir, seeds)
+        else:
+            dirs = [os.path.join(workdir, f"{name}={v:g}", f"seed_{s}") for v, s in members]
+        groups = [dirs[i * len(seeds):(i + 1) * len(seeds)] for i in range(len(values))]
 
         def partial():
             if on_eval is not None:
-                on_eval(dict(_curves(workdir, seeds, eval_modes), seeds=seeds, device=describe_device(),
-                             partial=True))
+                on_eval([dict(_curves(g, eval_modes), seeds=seeds, device=describe_device(), partial=True,
+                              **_sweep_entry(name, v)) for g, v in zip(groups, values)])
 
         outs = finetune.run(cfg, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params, workdir, log,
-                            seeds=seeds, eval_at_start=True, eval_modes=tuple(eval_modes), on_eval=partial,
-                            heartbeat_s=progress_every_s)
-        result = _curves(workdir, seeds, eval_modes)
-    return {
-        "seeds": seeds,
-        "algo": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.algo.to_dict().items()},
-        "curve": result["curve"],
-        "rollout": result["rollout"],
-        "final": {f"success_{m}": [o[f"final_success_{m}"] for o in outs] for m in final_modes},
-        "grad_steps": int(np.mean([o["grad_steps"] for o in outs])),
-        "env_steps": float(np.mean([o["env_steps"] for o in outs])),
-        "nonfinite_episodes": float(np.sum(result["rollout"]["nonfinite_episodes"])),
-        "compile_and_first_interval_s": result["compile_and_first_interval_s"],
-        "seconds": outs[0]["finetune_seconds"],
-        "device": describe_device(),
-    }
+                            seeds=[s for _, s in members], eval_at_start=True, eval_modes=tuple(eval_modes),
+                            on_eval=partial, heartbeat_s=progress_every_s, hparams=hparams, log_dirs=dirs)
+        curves = [_curves(g, eval_modes) for g in groups]
+    results = []
+    for i, (v, res) in enumerate(zip(values, curves)):
+        mine = outs[i * len(seeds):(i + 1) * len(seeds)]
+        algo = {k: (list(x) if isinstance(x, tuple) else x) for k, x in config.algo.to_dict().items()}
+        if sweep is not None:
+            algo[name] = v
+        results.append({
+            "seeds": seeds,
+            "algo": algo,
+            "curve": res["curve"],
+            "rollout": res["rollout"],
+            "final": {f"success_{m}": [o[f"final_success_{m}"] for o in mine] for m in final_modes},
+            "grad_steps": int(np.mean([o["grad_steps"] for o in mine])),
+            "env_steps": float(np.mean([o["env_steps"] for o in mine])),
+            "nonfinite_episodes": float(np.sum(res["rollout"]["nonfinite_episodes"])),
+            "compile_and_first_interval_s": res["compile_and_first_interval_s"],
+            "seconds": mine[0]["finetune_seconds"],
+            "device": describe_device(),
+            **_sweep_entry(name, v),
+        })
+    return results
 
 
-def _curves(workdir, seeds, eval_modes) -> dict:
-    """Per-seed curves from the run's metrics.jsonl: evaluations (every seed at the same points)
+def _sweep_entry(name, value) -> dict:
+    return {} if name is None else {"sweep": {f"algo.{name}": value}}
+
+
+def _curves(log_dirs, eval_modes) -> dict:
+    """Per-seed curves from the seeds' metrics.jsonl: evaluations (every seed at the same points)
     and rollout success / non-finite episodes per interval."""
-    logs = [rundir.read_log(d) for d in rundir.seed_log_dirs(workdir, seeds)]
+    logs = [rundir.read_log(d) for d in log_dirs]
     evals = [[r for r in recs if f"eval/success_{eval_modes[0]}" in r] for recs in logs]
     intervals = [[r for r in recs if "rollout/episodes" in r] for recs in logs]
     n, k = min(len(e) for e in evals), min(len(x) for x in intervals)

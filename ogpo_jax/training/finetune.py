@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from ogpo_jax.algorithms import base as algorithms
-from ogpo_jax.algorithms.config import OGPOConfig
+from ogpo_jax.algorithms.config import OGPOConfig, with_hyperparams
 from ogpo_jax.training import distributed, loop, memory, progress, rundir
 from ogpo_jax.training.checkpoint import Checkpointer
 from ogpo_jax.training.config import check_divisible
@@ -60,17 +60,22 @@ class _StopSignal:
 
 
 def init_finetune_state(config, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params, mesh=None,
-                        seeds=None):
+                        seeds=None, hparams=None):
     """The initial loop state of a finetune run: one seed, S stacked seeds (leading seed axis), or
     one seed sharded over `mesh` (built directly in its shards). Each seed s uses the keys of
     `rundir.seed_stage_keys(s)`, so seed s reproduces `train.py --config.seed=s`; `seeds` defaults
-    to `config.seed + i` for i < `config.num_seeds`."""
+    to `config.seed + i` for i < `config.num_seeds`. `hparams`: one {field: value} per seed, the
+    values of SWEEPABLE fields that member's agent carries as data (a sweep; seeds may repeat)."""
     tcfg = config.train
     n = 1 if mesh is None else mesh.size
     seeds = [config.seed + i for i in range(config.num_seeds)] if seeds is None else [int(s) for s in seeds]
+    if hparams is not None and len(hparams) != len(seeds):
+        raise ValueError(f"hparams needs one entry per seed ({len(seeds)}), got {len(hparams)}")
 
-    def init_one(k_agent, k_loop):
+    def init_one(k_agent, k_loop, values=None):
         agent = algorithms.get(algo_cfg.name).init(k_agent, obs_dim, chunk_shape, algo_cfg, actor_params=bc_params)
+        if values:
+            agent = with_hyperparams(agent, values)
         return loop.init_loop(k_loop, env, agent, obs_dim, tcfg, episode_length, num_shards=n)
 
     keys = [rundir.seed_stage_keys(s) for s in seeds]
@@ -80,7 +85,7 @@ def init_finetune_state(config, algo_cfg, env, episode_length, chunk_shape, obs_
         shardings = distributed.loop_shardings(mesh, shapes)
         return _distinct_buffers(jax.jit(init_one, out_shardings=shardings,
                                          compiler_options=env_core.compiler_options(env))(keys[0][2], keys[0][3]))
-    states = [init_one(k[2], k[3]) for k in keys]
+    states = [init_one(k[2], k[3], None if hparams is None else hparams[i]) for i, k in enumerate(keys)]
     ls = states[0] if len(states) == 1 else loop.stack_seeds(states)
     # Commit the whole state to one device: the interval's outputs are committed, and a first call
     # on partly uncommitted inputs would compile the interval twice (measured on Can: +115 s).
@@ -115,7 +120,8 @@ def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shap
 
 def run(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shape, obs_dim, bc_params, workdir, log, *,
         seeds=None, evaluate=None, stop_at: float | None = None, eval_at_start: bool = False,
-        eval_modes=("ode", "sde"), on_eval=None, heartbeat_s: float | None = None) -> list:
+        eval_modes=("ode", "sde"), on_eval=None, heartbeat_s: float | None = None, hparams=None,
+        log_dirs=None) -> list:
     """Finetune `bc_params` with `config` in `workdir`, resuming from its newest checkpoint.
 
     `seeds`: default `config.seed + i` for i < `config.num_seeds`; seed s uses the keys of
@@ -125,9 +131,13 @@ def run(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shape, obs_dim,
     called; the final one runs the data-collecting actor's ODE and SDE samplers and the other
     actor's ODE sampler. `stop_at` (a `time.time()` value): stop after the first interval that
     ends past it, checkpoint and evaluate as at the end (a wall-clock budget). `heartbeat_s`: log
-    env steps/s and rollout success this often. Returns one summary dict per seed.
+    env steps/s and rollout success this often. `hparams` (one {field: value} per seed, seeds may
+    repeat) runs a sweep as one program (`init_finetune_state`); `log_dirs`: one log directory per
+    member (default: the workdir for one seed, `seed_<s>/` for several). Returns one summary dict
+    per member.
     """
-    r = _Run(config, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params, workdir, log, seeds, evaluate)
+    r = _Run(config, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params, workdir, log, seeds, evaluate,
+             hparams, log_dirs)
     try:
         if eval_at_start and not r.resumed:
             r.log_records(r.evaluate(list(eval_modes)), [{"grad_steps": int(g), "wall_seconds": 0.0}
@@ -172,12 +182,15 @@ class _Run:
     """The state of one finetune run between intervals (host side) and its named steps."""
 
     def __init__(self, config, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params, workdir, log,
-                 seeds, evaluate):
+                 seeds, evaluate, hparams=None, log_dirs=None):
         tcfg = self.tcfg = config.train
         self.algo_cfg, self.chunk_shape, self.log = algo_cfg, chunk_shape, log
         self.main = distributed.is_main_process()
         self.seeds = [config.seed + i for i in range(config.num_seeds)] if seeds is None else [int(s) for s in seeds]
         self.vmapped = len(self.seeds) > 1
+        self.log_dirs = list(log_dirs) if log_dirs is not None else rundir.seed_log_dirs(workdir, self.seeds)
+        if len(self.log_dirs) != len(self.seeds) or len(set(self.log_dirs)) != len(self.log_dirs):
+            raise ValueError(f"log_dirs must be {len(self.seeds)} distinct directories, got {self.log_dirs}")
         mesh = distributed.make_mesh(config.distributed.num_devices)
         check_divisible(tcfg, algo_cfg, mesh.size)
         est = memory.estimate(config, obs_dim, chunk_shape[1], episode_length, num_seeds=len(self.seeds))
@@ -191,7 +204,7 @@ class _Run:
             self.ckpt.close()
             raise
         ls = init_finetune_state(config, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params,
-                                 mesh if mesh.size > 1 else None, seeds=self.seeds)
+                                 mesh if mesh.size > 1 else None, seeds=self.seeds, hparams=hparams)
         if self.resumed:
             ls = _distinct_buffers(self.ckpt.restore(ls))
             log(f"[finetune] resumed from checkpoint at {self.ckpt.latest_step()} env steps")
@@ -209,7 +222,6 @@ class _Run:
         self.metric_names = loop.update_metric_names(ls, vmap_seeds=self.vmapped)
         self.env_steps = np.atleast_1d(np.asarray(jax.device_get(ls.env_steps))).astype(int)
         self.grad_steps = np.atleast_1d(np.asarray(jax.device_get(ls.agent.step)))
-        self.log_dirs = rundir.seed_log_dirs(workdir, self.seeds)
         self.loggers, elapsed = [], 0.0
         for i, d in enumerate(self.log_dirs):
             if self.resumed and self.main:

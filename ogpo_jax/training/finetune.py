@@ -2,8 +2,8 @@
 S seeds as one `vmap`-ed program. `train.py` (pipeline stage 3, `finetune_stage`) and
 `compare.py` (`compare.run_seeds`) both run it.
 
-`run` drives `training/loop.py`'s compiled intervals through small steps: per-seed `records`,
-non-finite handling (`_check_nonfinite`: one `NonFiniteError`), `evaluate` (every seed at once
+`run` drives `training/loop.py`'s compiled intervals through the small steps of `_Run`: `interval`
+(one record per seed), `check_nonfinite` (one `NonFiniteError`), `evaluate` (every seed at once
 when one is due, each with the eval key folded with its own env steps), checkpoints by env steps
 (resumed from the newest, with the logs trimmed to it), SIGTERM / SIGINT (finish the interval,
 checkpoint, stop) and a wall-clock budget. A run directory holds
@@ -127,8 +127,8 @@ def run(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shape, obs_dim,
     `seeds`: default `config.seed + i` for i < `config.num_seeds`; seed s uses the keys of
     `train.py --config.seed=s`. `evaluate`: a non-vmapped evaluator to share (e.g. the BC stage's);
     S > 1 seeds build their own. Evaluations run every `train.eval_every_env_steps` with the
-    samplers `eval_modes`, at the start too with `eval_at_start`, and after each `on_eval()` is
-    called; the final one runs the data-collecting actor's ODE and SDE samplers and the other
+    samplers `eval_modes`, at the start too with `eval_at_start`, and `on_eval()` is called after
+    each of them; the final one runs the data-collecting actor's ODE and SDE samplers and the other
     actor's ODE sampler. `stop_at` (a `time.time()` value): stop after the first interval that
     ends past it, checkpoint and evaluate as at the end (a wall-clock budget). `heartbeat_s`: log
     env steps/s and rollout success this often. `hparams` (one {field: value} per seed, seeds may
@@ -248,7 +248,8 @@ class _Run:
             f"{tcfg.num_envs} envs x {self.chunk_shape[0]} steps + {tcfg.updates_per_iteration} updates)", self.log)
 
     def interval(self):
-        """Run one compiled interval -> (one record per seed, per seed the non-finite report or None)."""
+        """Run one compiled interval -> (one record per seed, per seed None or (env step of the first
+        discarded non-finite update, names of its non-finite metrics))."""
         t0 = time.time()
         prev_steps, prev_updates = self.env_steps, self.grad_steps
         self.ls, metrics = self.interval_fn(self.ls)
@@ -275,8 +276,11 @@ class _Run:
                      f"{self.env_steps.max()} (inputs changed type, sharding or committed-ness); report this as a bug")
             self.warned_recompile = True
         self.first = False
-        self._per_seed = per_seed
-        return records, [loop.nonfinite_report(m, self.metric_names) for m in per_seed]
+        bad = []
+        for m in per_seed:
+            report = loop.nonfinite_report(m, self.metric_names)
+            bad.append(None if report is None else (int(np.asarray(m["env_steps"])[report[0]]), report[1]))
+        return records, bad
 
     def check_nonfinite(self, records, bad):
         """`train.nonfinite='stop'`: log, checkpoint the last good state and raise NonFiniteError on a
@@ -284,8 +288,7 @@ class _Run:
         seeds, vmapped = self.seeds, self.vmapped
         if self.tcfg.nonfinite == "stop" and any(b is not None for b in bad):
             i = next(j for j, b in enumerate(bad) if b is not None)
-            row, names = bad[i]
-            at = int(np.asarray(self._per_seed[i]["env_steps"])[row])
+            at, names = bad[i]
             self.log_records(records)
             self.checkpoint()
             raise NonFiniteError(

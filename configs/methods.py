@@ -4,6 +4,7 @@ success-buffer BC weight `bc_coeff` (lambda), so "+" methods use the task's lamb
 
     python experiments/compare.py --config=configs/toy.py:quick --methods=ogpo,ogpo_plus,ogpo_ca
     python experiments/compare.py --config=configs/toy.py --methods=all --seeds=3
+    python experiments/compare.py --config=configs/toy.py --methods=baselines --seeds=3
 
 Names follow the paper's figures: OGPO = PPO over chains with group-mean advantages, no success
 buffer; OGPO+ adds success-buffer BC; OGPO-CA (as in the paper's scripts) = OGPO+ with
@@ -52,7 +53,33 @@ METHODS = {
     # --- other algorithms (algorithms/base.py registry)
     "sb_bc": ("algorithm sb_bc: success-buffer BC alone, no critic at all (SDE rollouts)",
               {"name": "sb_bc", "rollout_mode": "sde"}),
+    # --- baselines, each with its own code's defaults (module docstrings in ogpo_jax/algorithms/);
+    # the task's networks, discount, batch sizes and updates per iteration are kept. Their codes
+    # start online with a critic pretrained offline; here the critic starts fresh, so the base
+    # policy acts alone for the first 1,000 updates while the critic (and FQL's one-step policy)
+    # trains: a fresh critic's best-of-N choice took QC on point_gaps from BC's 0.44 to 0.13.
+    "bc": ("BC: the initial policy, frozen (SDE rollouts)", {"name": "bc", "rollout_mode": "sde"}),
+    "qc": ("QC: best-of-32 flow samples ranked by a 2-head chunked critic (mean), BC on replay",
+           {"name": "qc", "critic_warmup_updates": 1000, "best_of_n": 32, "num_critics": 2, "target_aggregation": "mean", "critic_tau": 0.005,
+            "rollout_mode": "ode", "base_bc_data": "replay"}),
+    "fql": ("FQL on chunks (QC-FQL): one-step policy, alpha 100, 2 heads (mean), flow BC on replay; "
+            "1,000 distillation-only updates first",
+            {"name": "fql", "fql_alpha": 100.0, "num_critics": 2, "target_aggregation": "mean", "critic_tau": 0.005,
+             "rollout_mode": "ode", "base_bc_data": "replay", "critic_warmup_updates": 1000}),
+    "expo": ("EXPO: 8 SDE base chunks + 8 Gaussian edits (scale 0.05), on-the-fly selection, min of 2 heads",
+             {"name": "expo", "critic_warmup_updates": 1000, "best_of_n": 8, "edit_scale": 0.05, "num_critics": 2, "target_aggregation": "min",
+              "critic_tau": 0.005, "rollout_mode": "sde", "base_bc_data": "replay"}),
+    "dsrl": ("DSRL-NA: SAC over the frozen flow's initial noise (bound 1), min of 2 heads, target entropy 0",
+             {"name": "dsrl", "critic_warmup_updates": 1000, "num_critics": 2, "target_aggregation": "min", "critic_tau": 0.005,
+              "sac_target_entropy_scale": 0.0, "noise_action_bound": 1.0, "rollout_mode": "sde"}),
+    "dsrl_best_of_n": ("DSRL-NA acting with the best of 8 noise-policy samples by Q(s, chunk)",
+                       {"name": "dsrl", "critic_warmup_updates": 1000, "num_critics": 2, "target_aggregation": "min", "critic_tau": 0.005,
+                        "sac_target_entropy_scale": 0.0, "noise_action_bound": 1.0, "rollout_mode": "best_of_n",
+                        "best_of_n": 8}),
 }
+
+# Baselines of the paper's comparison, next to OGPO+ and OGPO-CA (`--methods=baselines`).
+BASELINES = ("ogpo_plus", "ogpo_ca", "bc", "sb_bc", "qc", "fql", "expo", "dsrl", "dsrl_best_of_n")
 
 # The headline comparison on Can: OGPO, OGPO+, OGPO-CA, BPTT, GRPO-std, min targets.
 HEADLINE = ("ogpo", "ogpo_plus", "ogpo_ca", "bptt", "grpo_std", "min_targets")
@@ -65,10 +92,12 @@ def resolve(names: str | list) -> list:
             return list(METHODS)
         if names == "headline":
             return list(HEADLINE)
+        if names == "baselines":
+            return list(BASELINES)
         names = [n.strip() for n in names.split(",") if n.strip()]
     unknown = [n for n in names if n not in METHODS]
     if unknown or not names:
-        raise ValueError(f"unknown method(s) {unknown or names!r}; known: {sorted(METHODS)} (or 'all', 'headline')")
+        raise ValueError(f"unknown method(s) {unknown or names!r}; known: {sorted(METHODS)} (or 'all', 'headline', 'baselines')")
     return list(names)
 
 

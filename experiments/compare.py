@@ -30,7 +30,7 @@ from ogpo_jax.training import compare, compile_cache, pipeline, report, rundir  
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/toy.py:quick", "Task config, optionally with ':preset'.")
 _METHODS = flags.DEFINE_string("methods", "ogpo,ogpo_plus,ogpo_ca",
-                               "Comma-separated method presets (configs/methods.py), 'headline' or 'all'.")
+                               "Comma-separated method presets (configs/methods.py), 'headline', 'baselines' or 'all'.")
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per method (config.seed, config.seed + 1, ...), vmapped.")
 _OUTDIR = flags.DEFINE_string("outdir", None, "Output directory (default runs/compare_<env>).")
 _BC_WORKDIR = flags.DEFINE_string("bc_workdir", None,

@@ -107,3 +107,35 @@ class ValueNet(nn.Module):
     def __call__(self, obs):
         h = MLP(self.hidden_dims, layer_norm=self.layer_norm, activate_final=True)(obs)
         return nn.Dense(1)(h)[..., 0]
+
+
+class OneStepPolicy(nn.Module):
+    """Deterministic map (obs, noise z) -> flat chunk (FQL's one-step policy): (..., obs_dim),
+    (..., D) -> (..., D), unbounded (callers clip to the action box)."""
+
+    action_dim: int
+    hidden_dims: Sequence[int] = (512, 512, 512, 512)
+
+    @nn.compact
+    def __call__(self, obs, z):
+        h = MLP(self.hidden_dims, activate_final=True)(jnp.concatenate([obs, z], axis=-1))
+        return nn.Dense(self.action_dim, kernel_init=nn.initializers.xavier_uniform())(h)
+
+
+class GaussianPolicy(nn.Module):
+    """Diagonal Gaussian pre-tanh head of a SAC policy: inputs (..., n) -> (mean, log_std), each
+    (..., action_dim), log_std squashed into [log_std_min, log_std_max]. Several inputs are
+    concatenated (EXPO's edit policy reads the state and the base action)."""
+
+    action_dim: int
+    hidden_dims: Sequence[int] = (256, 256)
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+
+    @nn.compact
+    def __call__(self, *inputs):
+        h = MLP(self.hidden_dims, activate_final=True)(jnp.concatenate(inputs, axis=-1))
+        mean = nn.Dense(self.action_dim, kernel_init=nn.initializers.xavier_uniform())(h)
+        log_std = nn.Dense(self.action_dim, kernel_init=nn.initializers.xavier_uniform())(h)
+        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (jnp.tanh(log_std) + 1.0)
+        return mean, log_std

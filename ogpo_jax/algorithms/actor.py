@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from ogpo_jax.algorithms import common
 from ogpo_jax.algorithms.config import OGPOConfig
@@ -49,3 +50,20 @@ def sample_actions(config: OGPOConfig, chunk_shape, actor_params, obs, key, mode
     else:
         raise ValueError(f"mode must be 'ode' or 'sde' for actor-only sampling, got {mode!r}")
     return actions.reshape(obs.shape[0], *chunk_shape)
+
+
+def bc_step(config, chunk_shape, params, opt_state, step, data, key, coeff=1.0):
+    """One optimizer step of coeff * flow-matching BC on `data` (obs, actions, valid), with the
+    actor optimizer and its schedule at `step`. -> (params, opt_state, metrics)"""
+    apply_fn = actor_apply(config, chunk_shape[0] * chunk_shape[1])
+
+    def loss_fn(p):
+        bc = flow.bc_loss(apply_fn, p, data["obs"], data["actions"], data["valid"], key)
+        return coeff * bc, bc
+
+    (loss, bc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    tx, schedule = actor_optimizer(config)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    metrics = {"actor/loss": loss, "actor/bc_loss": bc, "actor/grad_norm": common.tree_norm(grads),
+               "actor/lr": schedule(step)}
+    return optax.apply_updates(params, updates), opt_state, metrics

@@ -40,6 +40,11 @@ class Algorithm(NamedTuple):
 _MODULES = {
     "ogpo": "ogpo_jax.algorithms.ogpo",
     "sb_bc": "ogpo_jax.algorithms.sb_bc",
+    "bc": "ogpo_jax.algorithms.bc",
+    "qc": "ogpo_jax.algorithms.qc",
+    "fql": "ogpo_jax.algorithms.fql",
+    "expo": "ogpo_jax.algorithms.expo",
+    "dsrl": "ogpo_jax.algorithms.dsrl",
 }
 
 

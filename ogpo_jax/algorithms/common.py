@@ -56,3 +56,15 @@ def nstep_target(rewards, valid, terminal, next_value, gamma: float):
     ret = (rewards * valid * discounts).sum(-1)
     n = valid.sum(-1)
     return ret + (gamma**n) * (1.0 - terminal.astype(rewards.dtype)) * next_value
+
+
+def during_warmup(step, warmup_updates: int, early, late):
+    """`early()` while fewer than `warmup_updates` updates are done, else `late()` (thunks of the
+    same shapes; `early` is not traced when there is no warm-up).
+
+    Critic-based baselines act with their base policy until their critic has trained for
+    `critic_warmup_updates` updates, as OGPO leaves its actor unchanged for that long.
+    """
+    if warmup_updates <= 0:
+        return late()
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(step < warmup_updates, a, b), early(), late())

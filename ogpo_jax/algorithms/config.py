@@ -25,12 +25,13 @@ EXTRACTIONS = ("ppo", "bptt", "awr_fm", "aw_ogpo", "ofpo")
 ACT_WITH = ("ema", "current")
 ROLLOUT_MODES = ("ode", "sde", "best_of_n")
 Q_VR_REDUCTIONS = ("mean", "median", "trimmed_mean")
+BASE_BC_DATA = ("replay", "success", "none")
 
 
 @dataclasses.dataclass(frozen=True)
 class OGPOConfig:
-    # registered algorithm that trains with this config (`algorithms/base.py`): 'ogpo' or 'sb_bc'
-    # (success-buffer BC alone, which reads the actor's fields and ignores the critic's)
+    # registered algorithm that trains with this config (`algorithms/base.py`): 'ogpo', or a
+    # baseline ('sb_bc', 'bc', 'qc', 'fql', 'expo', 'dsrl', ...), which reads the fields it uses
     name: str = "ogpo"
     # --- networks
     actor_hidden_dims: tuple = (512, 512, 512, 512)
@@ -109,6 +110,20 @@ class OGPOConfig:
     chi2_alpha: float = 5.0               # sharpness of the mean/min blend weight sigmoid(alpha (r - 1))
     chi2_r_max: float = 100.0             # PPO upper clip min(1 + eps, 1 + r_max / beta)
     chi2_q_std_target: float = 1.0        # beta = beta_base * ensemble std / q_std_target
+    # --- baselines (algorithms other than 'ogpo'; each module's docstring names its source). The
+    # critic fields above (heads, widths, discount, critic_tau, critic_lr, target_aggregation,
+    # critic_warmup_updates) are shared; `best_of_n` is QC's / EXPO's / DSRL's number of samples.
+    # What the base flow policy of QC, FQL and EXPO keeps imitating online: 'replay' (the whole
+    # buffer, as their codes do with theirs), 'success' (the success buffer) or 'none' (frozen).
+    base_bc_data: str = "replay"
+    fql_alpha: float = 100.0              # FQL: weight of the one-step policy's distillation loss
+    fql_normalize_q_loss: bool = False    # FQL: divide the -Q term by the batch's mean |Q|
+    policy_hidden_dims: tuple = (256, 256)  # tanh-Gaussian policies: DSRL's noise policy, EXPO's edit policy
+    policy_lr: float = 3e-4               # their optimizer (and the SAC temperature's)
+    sac_init_temperature: float = 1.0
+    sac_target_entropy_scale: float = 0.5  # SAC target entropy = -scale * policy action dim
+    noise_action_bound: float = 1.0       # DSRL: noise-space actions in [-b, b]^D
+    edit_scale: float = 0.05              # EXPO: edited chunk = clip(a + scale * u), u in (-1, 1)^D
 
     def __post_init__(self):
         _check(self, "name", self.name in base.names(), f"one of {list(base.names())}")
@@ -158,6 +173,15 @@ class OGPOConfig:
                      "chi2_q_std_target"):
             _check(self, name, getattr(self, name) > 0 and math.isfinite(getattr(self, name)), "> 0 and finite")
         _check(self, "ofpo_mc_samples", self.ofpo_mc_samples >= 1, ">= 1")
+        object.__setattr__(self, "policy_hidden_dims", tuple(int(w) for w in self.policy_hidden_dims))
+        _check(self, "policy_hidden_dims", len(self.policy_hidden_dims) >= 1 and min(self.policy_hidden_dims) >= 1,
+               "a non-empty sequence of positive widths")
+        _check(self, "base_bc_data", self.base_bc_data in BASE_BC_DATA, f"one of {BASE_BC_DATA}")
+        for name in ("fql_alpha",):
+            _check(self, name, getattr(self, name) >= 0 and math.isfinite(getattr(self, name)), ">= 0 and finite")
+        for name in ("policy_lr", "sac_init_temperature", "noise_action_bound", "edit_scale"):
+            _check(self, name, getattr(self, name) > 0 and math.isfinite(getattr(self, name)), "> 0 and finite")
+        _check(self, "sac_target_entropy_scale", math.isfinite(self.sac_target_entropy_scale), "finite")
         if self.adv_strategy == "penultimate":
             _check(self, "num_critics", self.num_critics >= 2, ">= 2 for adv_strategy='penultimate'")
         if self.chi2_enabled:

@@ -25,6 +25,7 @@ import optax
 from flax import struct
 
 from ogpo_jax.algorithms import common, extraction
+from ogpo_jax.algorithms import critic as critic_lib
 from ogpo_jax.algorithms.actor import actor_apply, actor_module, actor_optimizer, sample_actions  # noqa: F401
 from ogpo_jax.algorithms.advantages import awr_weights, chi2_advantage, chi2_upper_clip, compute_advantage
 from ogpo_jax.algorithms.advantages import postprocess as postprocess_advantage
@@ -65,7 +66,7 @@ class OGPOState(struct.PyTreeNode):
 # ----------------------------------------------------------------------------- networks
 
 def critic_module(config: OGPOConfig, num_heads: int | None = None) -> CriticEnsemble:
-    return CriticEnsemble(num_heads or config.num_critics, config.critic_hidden_dims, config.critic_layer_norm)
+    return critic_lib.module(config, num_heads)
 
 
 def value_module(config: OGPOConfig) -> ValueNet:
@@ -77,20 +78,13 @@ def actor_apply_fn(state: OGPOState):
 
 
 def critic_values(state: OGPOState, params, obs, actions, heads=None) -> jax.Array:
-    """Per-head Q: obs (B, obs_dim), actions (B, H, da) or (B, D) -> (M, B).
-
-    `heads` (an int array of head indices, length m) evaluates only those heads -> (m, B): the
-    ensemble's params are gathered first, so unselected heads cost nothing.
-    """
-    flat = actions.reshape(actions.shape[0], -1)
-    if heads is None:
-        return critic_module(state.config).apply({"params": params}, obs, flat)
-    params = jax.tree_util.tree_map(lambda p: p[heads], params)
-    return critic_module(state.config, heads.shape[0]).apply({"params": params}, obs, flat)
+    """Per-head Q: obs (B, obs_dim), actions (B, H, da) or (B, D) -> (M, B); `heads` (int array of
+    m head indices) evaluates only those -> (m, B) (`critic.values`)."""
+    return critic_lib.values(state.config, params, obs, actions, heads)
 
 
 def critic_optimizer(config: OGPOConfig):
-    return common.adamw(config.critic_lr, config.critic_weight_decay, config.grad_clip, config.adam_eps)
+    return critic_lib.optimizer(config)
 
 
 def as_config(config) -> OGPOConfig:
@@ -446,15 +440,7 @@ def aggregate_heads(state: OGPOState, next_q) -> jax.Array:
 
 
 def critic_loss(params, state: OGPOState, batch, target):
-    q = critic_values(state, params, batch["obs"], batch["actions"])                # (M, B)
-    loss = jnp.mean(jnp.square(q - target[None]))
-    return loss, {
-        "critic/loss": loss,
-        "critic/q_mean": q.mean(),
-        "critic/q_head_std": q.std(axis=0).mean(),
-        "critic/td_error": jnp.abs(q.mean(0) - target).mean(),
-        "critic/target_mean": target.mean(),
-    }
+    return critic_lib.td_loss(state.config, params, batch["obs"], batch["actions"], target)
 
 
 def critic_step(state: OGPOState, batch, key):

@@ -18,14 +18,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import struct
 
 from ogpo_jax.algorithms import common
-from ogpo_jax.algorithms.actor import actor_apply, actor_optimizer, init_actor_params, sample_actions
+from ogpo_jax.algorithms.actor import actor_optimizer, bc_step, init_actor_params, sample_actions
 from ogpo_jax.algorithms.base import Algorithm
 from ogpo_jax.algorithms.config import OGPOConfig, swept
-from ogpo_jax.gcp import flow
 
 NAME = "sb_bc"
 ACT_MODES = ("ode", "sde")
@@ -70,24 +68,10 @@ def update(state: SBBCState, batch, success_batch=None):
     cfg = swept(state)
     key, k_bc = jax.random.split(state.key)
     data = success_batch if success_batch is not None else batch
-    apply_fn = actor_apply(cfg, state.chunk_shape[0] * state.chunk_shape[1])
-
-    def loss_fn(params):
-        bc = flow.bc_loss(apply_fn, params, data["obs"], data["actions"], data["valid"], k_bc)
-        return cfg.bc_coeff * bc, bc
-
-    (loss, bc), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.actor)
-    tx, schedule = actor_optimizer(cfg)
-    updates, actor_opt = tx.update(grads, state.actor_opt, state.actor)
-    actor = optax.apply_updates(state.actor, updates)
+    actor, actor_opt, metrics = bc_step(cfg, state.chunk_shape, state.actor, state.actor_opt, state.step, data, k_bc,
+                                        cfg.bc_coeff)
     actor_ema = common.polyak(state.actor_ema, actor, cfg.actor_tau)
-    metrics = {
-        "actor/loss": loss,
-        "actor/bc_loss": bc,
-        "actor/grad_norm": common.tree_norm(grads),
-        "actor/lr": schedule(state.step),
-        "actor/ema_distance": common.tree_norm(jax.tree_util.tree_map(jnp.subtract, actor, actor_ema)),
-    }
+    metrics["actor/ema_distance"] = common.tree_norm(jax.tree_util.tree_map(jnp.subtract, actor, actor_ema))
     return state.replace(actor=actor, actor_ema=actor_ema, actor_opt=actor_opt, step=state.step + 1,
                          key=key), metrics
 

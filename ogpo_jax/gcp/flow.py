@@ -98,6 +98,12 @@ def cfm_losses(apply_fn: ApplyFn, params, obs, actions, t, x0) -> jax.Array:
 def sample_ode(apply_fn: ApplyFn, params, obs, key, spec: FlowSpec, action_dim: int) -> jax.Array:
     """Deterministic Euler ODE sampler (evaluation): obs (B, obs_dim) -> actions (B, D) in [-1, 1]."""
     x0 = jax.random.normal(key, (obs.shape[0], action_dim), obs.dtype)
+    return integrate_ode(apply_fn, params, obs, x0, spec)
+
+
+def integrate_ode(apply_fn: ApplyFn, params, obs, x0, spec: FlowSpec) -> jax.Array:
+    """The Euler ODE map from given initial noise: obs (B, obs_dim), x0 (B, D) -> actions (B, D)
+    in [-1, 1]. Deterministic in x0 (noise-space policies such as DSRL act through it)."""
     dt = 1.0 / spec.num_steps
 
     def step(x, t):

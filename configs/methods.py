@@ -76,10 +76,21 @@ METHODS = {
                        {"name": "dsrl", "critic_warmup_updates": 1000, "num_critics": 2, "target_aggregation": "min", "critic_tau": 0.005,
                         "sac_target_entropy_scale": 0.0, "noise_action_bound": 1.0, "rollout_mode": "best_of_n",
                         "best_of_n": 8}),
+    # on-policy: one PPO phase per 16 iterations of every env (rollout), 10 epochs of minibatches
+    "dppo": ("DPPO (flow): PPO per denoising step, sampler std 0.1, clip 0.001->0.01, 10 epochs, lr 1e-4",
+             {"name": "dppo", "rollout_mode": "sde", "noise_std": 0.1, "noise_schedule": "constant",
+              "clip_epsilon": 0.01, "dppo_clip_early": 0.001, "dppo_gamma_denoising": 0.99, "ppo_epochs": 10,
+              "rollout_iterations": 16, "ppo_minibatch_size": 128, "gae_lambda": 0.95, "actor_lr": 1e-4,
+              "actor_lr_floor": 1e-4, "actor_lr_warmup": 0, "critic_lr": 1e-3}),
+    "reinflow": ("ReinFlow: PPO over whole chains with a learned noise std in [0.08, 0.14], entropy 0.01",
+                 {"name": "reinflow", "rollout_mode": "sde", "reinflow_min_std": 0.08, "reinflow_max_std": 0.14,
+                  "entropy_coeff": 0.01, "clip_epsilon": 0.01, "ppo_epochs": 10, "rollout_iterations": 16,
+                  "ppo_minibatch_size": 128, "gae_lambda": 0.95, "actor_lr": 4.5e-5, "actor_lr_floor": 4.5e-5,
+                  "actor_lr_warmup": 0, "critic_lr": 5e-4}),
 }
 
 # Baselines of the paper's comparison, next to OGPO+ and OGPO-CA (`--methods=baselines`).
-BASELINES = ("ogpo_plus", "ogpo_ca", "bc", "sb_bc", "qc", "fql", "expo", "dsrl", "dsrl_best_of_n")
+BASELINES = ("ogpo_plus", "ogpo_ca", "bc", "sb_bc", "qc", "fql", "expo", "dsrl", "dsrl_best_of_n", "dppo", "reinflow")
 
 # The headline comparison on Can: OGPO, OGPO+, OGPO-CA, BPTT, GRPO-std, min targets.
 HEADLINE = ("ogpo", "ogpo_plus", "ogpo_ca", "bptt", "grpo_std", "min_targets")

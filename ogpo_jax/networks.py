@@ -139,3 +139,22 @@ class GaussianPolicy(nn.Module):
         log_std = nn.Dense(self.action_dim, kernel_init=nn.initializers.xavier_uniform())(h)
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (jnp.tanh(log_std) + 1.0)
         return mean, log_std
+
+
+class NoiseStd(nn.Module):
+    """ReinFlow's noise-injection net: per-dimension std of a denoising step from (obs, x_t, t),
+    squashed into [min_std, max_std]: (..., obs_dim), (..., D), (...,) -> (..., D)."""
+
+    action_dim: int
+    hidden_dims: Sequence[int] = (256, 256)
+    time_emb_dim: int = 32
+    min_std: float = 0.08
+    max_std: float = 0.14
+
+    @nn.compact
+    def __call__(self, obs, x, t):
+        t = jnp.broadcast_to(t, x.shape[:-1])
+        h = jnp.concatenate([obs, x, SinusoidalEmbedding(self.time_emb_dim)(t)], axis=-1)
+        h = MLP(self.hidden_dims, activate_final=True)(h)
+        raw = nn.Dense(self.action_dim, kernel_init=nn.initializers.xavier_uniform())(h)
+        return self.min_std + 0.5 * (self.max_std - self.min_std) * (jnp.tanh(raw) + 1.0)

@@ -10,7 +10,9 @@ An algorithm is a handful of pure, jittable functions over its own state (a flax
 The state carries what the driver reads: `step` (updates done, int32), `config` (static, an
 `OGPOConfig` whose `name` is the algorithm's registry name) and `chunk_shape` (static, (H, da)).
 `batch` holds replay chunk transitions and `success_batch` chunks from successful episodes
-(`training/loop.py` samples both; DESIGN §4). `act(..., actor=...)` picks which actor params act
+(`training/loop.py` samples both; DESIGN §4); an `on_policy` algorithm gets the loop's rollout
+instead (time-ordered rows of every env plus the keys its `act` drew them with, so it can
+regenerate its denoising chains exactly) and `success_batch=None`. `act(..., actor=...)` picks which actor params act
 ('ema' or 'current'; default `config.act_with`): the driver evaluates both.
 
 The driver finds an algorithm by `config.algo.name` (`get(name)` or `of(state)`), so the loop,
@@ -33,6 +35,10 @@ class Algorithm(NamedTuple):
     act_modes: tuple                  # samplers `act` takes, e.g. ('ode', 'sde', 'best_of_n')
     # (config: OGPOConfig) -> None, a named ValueError on settings the algorithm cannot run
     check_config: Callable[[Any], None]
+    # On-policy algorithms (DPPO, ReinFlow) learn from the last `config.rollout_iterations`
+    # iterations of every env in time order instead of replay batches: the loop keeps that
+    # rollout and calls `update(state, rollout, None)` once it is full (`training/loop.py`).
+    on_policy: bool = False
 
 
 # registry name -> module defining `ALGORITHM` (imported on first use: no import cycles with the
@@ -45,6 +51,8 @@ _MODULES = {
     "fql": "ogpo_jax.algorithms.fql",
     "expo": "ogpo_jax.algorithms.expo",
     "dsrl": "ogpo_jax.algorithms.dsrl",
+    "dppo": "ogpo_jax.algorithms.dppo",
+    "reinflow": "ogpo_jax.algorithms.reinflow",
 }
 
 

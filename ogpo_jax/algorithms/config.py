@@ -124,6 +124,19 @@ class OGPOConfig:
     sac_target_entropy_scale: float = 0.5  # SAC target entropy = -scale * policy action dim
     noise_action_bound: float = 1.0       # DSRL: noise-space actions in [-b, b]^D
     edit_scale: float = 0.05              # EXPO: edited chunk = clip(a + scale * u), u in (-1, 1)^D
+    # On-policy PPO baselines (DPPO, ReinFlow): a value net V(s) (critic widths, critic_lr), GAE over
+    # chunk steps, `ppo_epochs` passes of minibatches over each rollout of all envs.
+    rollout_iterations: int = 8           # iterations (every env acts one chunk) per rollout
+    ppo_epochs: int = 10
+    ppo_minibatch_size: int = 256         # chunk samples per minibatch
+    gae_lambda: float = 0.95
+    dppo_ft_steps: int = 0                # DPPO: finetune only the last k denoising steps (0 = all K)
+    dppo_gamma_denoising: float = 0.99    # DPPO: step k's advantage x gamma^(K - 1 - k)
+    dppo_clip_early: float = 0.001        # DPPO: clip of the earliest finetuned step (clip_epsilon: the last)
+    dppo_clip_rate: float = 3.0           # DPPO: exponential interpolation rate between the two
+    reinflow_min_std: float = 0.08        # ReinFlow: learned noise std bounds
+    reinflow_max_std: float = 0.14
+    entropy_coeff: float = 0.0            # ReinFlow: weight of the chain's Gaussian entropy bonus
 
     def __post_init__(self):
         _check(self, "name", self.name in base.names(), f"one of {list(base.names())}")
@@ -182,6 +195,17 @@ class OGPOConfig:
         for name in ("policy_lr", "sac_init_temperature", "noise_action_bound", "edit_scale"):
             _check(self, name, getattr(self, name) > 0 and math.isfinite(getattr(self, name)), "> 0 and finite")
         _check(self, "sac_target_entropy_scale", math.isfinite(self.sac_target_entropy_scale), "finite")
+        for name in ("rollout_iterations", "ppo_epochs", "ppo_minibatch_size"):
+            _check(self, name, getattr(self, name) >= 1, ">= 1")
+        _check(self, "gae_lambda", 0.0 <= self.gae_lambda <= 1.0, "in [0, 1]")
+        _check(self, "dppo_ft_steps", 0 <= self.dppo_ft_steps <= self.flow_steps, f"in [0, flow_steps={self.flow_steps}]")
+        _check(self, "dppo_gamma_denoising", 0.0 < self.dppo_gamma_denoising <= 1.0, "in (0, 1]")
+        _check(self, "dppo_clip_early", 0.0 < self.dppo_clip_early <= self.clip_epsilon,
+               f"in (0, clip_epsilon={self.clip_epsilon}]")
+        _check(self, "dppo_clip_rate", self.dppo_clip_rate > 0, "> 0")
+        _check(self, "reinflow_min_std", 0.0 < self.reinflow_min_std <= self.reinflow_max_std,
+               f"in (0, reinflow_max_std={self.reinflow_max_std}]")
+        _check(self, "entropy_coeff", self.entropy_coeff >= 0, ">= 0")
         if self.adv_strategy == "penultimate":
             _check(self, "num_critics", self.num_critics >= 2, ">= 2 for adv_strategy='penultimate'")
         if self.chi2_enabled:

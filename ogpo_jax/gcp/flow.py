@@ -173,9 +173,20 @@ def chain_log_prob(apply_fn: ApplyFn, params, obs, chain, spec: FlowSpec) -> jax
     """Log-probability of stored chains under `params`: obs (B, obs_dim), chain (B, K+1, D) -> (B,).
 
     log N(x_0; 0, I) + sum_i log N(x_{i+1}; mu_i(params), sigma_i^2 I), divided by (K + 1) and by D
-    when the spec says so. The K step means do not depend on each other (the chain is given), so
-    they are evaluated in one batched call of the network instead of a sequential scan: compile
-    time stays flat in K and the matmuls are K times larger.
+    when the spec says so (`step_log_probs` has the K step terms).
+    """
+    lp = step_log_probs(apply_fn, params, obs, chain, spec).sum(-1)
+    lp = lp + _gaussian_log_density(chain[:, 0], 0.0, 1.0).sum(-1)
+    return _normalize_log_prob(lp, spec, chain.shape[-1])
+
+
+def step_log_probs(apply_fn: ApplyFn, params, obs, chain, spec: FlowSpec) -> jax.Array:
+    """Per-denoising-step log-densities log N(x_{i+1}; mu_i(params), sigma_i^2 I) of stored chains,
+    unnormalized: obs (B, obs_dim), chain (B, K+1, D) -> (B, K) (DPPO's per-step ratios).
+
+    The K step means do not depend on each other (the chain is given), so they are evaluated in
+    one batched call of the network instead of a sequential scan: compile time stays flat in K and
+    the matmuls are K times larger.
     """
     batch, length, dim = chain.shape
     num_steps = spec.num_steps
@@ -187,6 +198,4 @@ def chain_log_prob(apply_fn: ApplyFn, params, obs, chain, spec: FlowSpec) -> jax
     sigma = jnp.tile(spec.sigmas(), batch)[:, None]
     obs_rep = jnp.repeat(obs, num_steps, axis=0)
     mu = _step_mean(apply_fn(params, obs_rep, x, t), x, t[:, None], sigma, spec)
-    lp = _gaussian_log_density(x_next, mu, sigma).sum(-1).reshape(batch, num_steps).sum(-1)
-    lp = lp + _gaussian_log_density(chain[:, 0], 0.0, 1.0).sum(-1)
-    return _normalize_log_prob(lp, spec, dim)
+    return _gaussian_log_density(x_next, mu, sigma).sum(-1).reshape(batch, num_steps)

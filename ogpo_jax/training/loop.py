@@ -31,6 +31,8 @@ class LoopState(struct.PyTreeNode):
     iteration: jax.Array          # int32
     episode_return: jax.Array     # (num_envs,) running return of the current episodes
     episode_length: jax.Array     # (num_envs,)
+    # on-policy algorithms only (`Algorithm.on_policy`): the current rollout, see `init_rollout`
+    rollout: object = None
 
 
 def training_env(env, horizon: int, num_envs: int):
@@ -62,7 +64,14 @@ def init_loop(key, env, agent, obs_dim: int, train_cfg, episode_length: int,
                                      rb.init_buffer(example, train_cfg.success_capacity // n),
                                      rb.init_staging(example, train_cfg.num_envs // n, max_chunks)))
         replay, success, staging = blocks(jnp.arange(n))
+    rollout = None
+    if algorithms.of(agent).on_policy:
+        if n != 1:
+            raise ValueError(f"algo.name={agent.config.name!r} is on-policy: it runs on one device "
+                             f"(distributed.num_devices=1), got {n} shards")
+        rollout = init_rollout(example, agent.config.rollout_iterations, train_cfg.num_envs)
     return LoopState(
+        rollout=rollout,
         agent=agent,
         replay=replay,
         success=success,
@@ -74,6 +83,24 @@ def init_loop(key, env, agent, obs_dim: int, train_cfg, episode_length: int,
         episode_return=zeros,
         episode_length=zeros,
     )
+
+
+def init_rollout(example: dict, length: int, num_envs: int) -> dict:
+    """An empty on-policy rollout: `length` iterations x `num_envs` rows shaped like `example`
+    (plus `done`, episode ended, and `keep`, the row is finite), the key each iteration's act drew
+    its chunks with (`act_keys`, (length, 2)) and `count`, iterations recorded so far."""
+    rows = {k: jnp.zeros((length, num_envs) + v.shape, v.dtype) for k, v in example.items()}
+    rows["done"] = jnp.zeros((length, num_envs), bool)
+    rows["keep"] = jnp.zeros((length, num_envs), bool)
+    return {"rows": rows, "act_keys": jnp.zeros((length,) + jax.random.PRNGKey(0).shape, jnp.uint32),
+            "count": jnp.zeros((), jnp.int32)}
+
+
+def _record(rollout: dict, rows: dict, done, keep, act_key) -> dict:
+    i = rollout["count"]
+    rows = dict(rows, done=done, keep=keep)
+    new_rows = {k: rollout["rows"][k].at[i].set(rows[k].astype(rollout["rows"][k].dtype)) for k in rollout["rows"]}
+    return {"rows": new_rows, "act_keys": rollout["act_keys"].at[i].set(act_key), "count": i + 1}
 
 
 def _reset(benv, env, key):
@@ -151,6 +178,22 @@ def _updates(agent, replay, success, key, num_updates: int, halted=False, halt_o
 
     (agent, halted), (metrics, keep, bad) = jax.lax.scan(one, (agent, jnp.asarray(halted)),
                                                          jax.random.split(key, num_updates))
+    return _kept_mean(agent, halted, metrics, keep, bad, num_updates)
+
+
+def _onpolicy_update(agent, rollout, halted=False, halt_on_nonfinite: bool = True):
+    """One update of an on-policy algorithm on a full rollout, with `_updates`' non-finite guard
+    and return values."""
+    new, metrics = algorithms.of(agent).update(agent, rollout, None)
+    bad = jnp.stack([~jnp.all(jnp.isfinite(metrics[name])) for name in sorted(metrics)])
+    keep = ~bad.any() & ~halted
+    agent = jax.tree_util.tree_map(lambda a, b: jnp.where(keep, a, b), new, agent)
+    halted = jnp.asarray(halted) | (bad.any() & halt_on_nonfinite)
+    add = lambda tree: jax.tree_util.tree_map(lambda x: x[None], tree)  # noqa: E731
+    return _kept_mean(agent, halted, add(metrics), keep[None], bad[None], 1)
+
+
+def _kept_mean(agent, halted, metrics, keep, bad, num_updates):
     kept = keep.sum()
     mean = jax.tree_util.tree_map(
         lambda v: jnp.where(keep, v, 0).sum() / jnp.maximum(kept, 1).astype(v.dtype), metrics)
@@ -181,8 +224,13 @@ def make_interval(env, train_cfg, num_iterations: int, vmap_seeds: bool = False,
         benv = training_env(env, agent0.chunk_shape[0], train_cfg.num_envs)
         cfg = agent0.config
         algo = algorithms.of(agent0)
-        upd = functools.partial(_updates, num_updates=num_updates, halt_on_nonfinite=halt)
-        shapes = jax.eval_shape(upd, agent0, ls.replay, ls.success, ls.key)
+        on_policy = algo.on_policy
+        if on_policy:
+            upd = functools.partial(_onpolicy_update, halt_on_nonfinite=halt)
+            shapes = jax.eval_shape(upd, agent0, ls.rollout)
+        else:
+            upd = functools.partial(_updates, num_updates=num_updates, halt_on_nonfinite=halt)
+            shapes = jax.eval_shape(upd, agent0, ls.replay, ls.success, ls.key)
         zeros = lambda tree: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), tree)  # noqa: E731
 
         def iteration(ls: LoopState, halted):
@@ -209,12 +257,25 @@ def make_interval(env, train_cfg, num_iterations: int, vmap_seeds: bool = False,
             ep_len = ls.episode_length + steps
             done = nxt.done.astype(jnp.float32)
 
-            can_update = (env_steps >= train_cfg.start_training) & (replay.size.sum() >= cfg.batch_size)
-            agent, halted, upd_metrics, n_bad, mask = jax.lax.cond(
-                can_update,
-                lambda a, k: upd(a, replay, success, k, halted=halted),
-                lambda a, k: (a, halted, *zeros(shapes[2:])),
-                ls.agent, k_upd)
+            rollout = ls.rollout
+            if on_policy:
+                # every iteration is recorded (start_training does not apply); the update runs
+                # once `rollout_iterations` are in, then the rollout starts over
+                rollout = _record(rollout, rows, nxt.done, finite, k_act)
+                can_update = rollout["count"] >= cfg.rollout_iterations
+                agent, halted, upd_metrics, n_bad, mask = jax.lax.cond(
+                    can_update,
+                    lambda a, k: upd(a, rollout, halted=halted),
+                    lambda a, k: (a, halted, *zeros(shapes[2:])),
+                    ls.agent, k_upd)
+                rollout = dict(rollout, count=jnp.where(can_update, 0, rollout["count"]))
+            else:
+                can_update = (env_steps >= train_cfg.start_training) & (replay.size.sum() >= cfg.batch_size)
+                agent, halted, upd_metrics, n_bad, mask = jax.lax.cond(
+                    can_update,
+                    lambda a, k: upd(a, replay, success, k, halted=halted),
+                    lambda a, k: (a, halted, *zeros(shapes[2:])),
+                    ls.agent, k_upd)
             metrics = dict(upd_metrics)
             metrics.update({
                 "updated": can_update.astype(jnp.float32),
@@ -231,7 +292,7 @@ def make_interval(env, train_cfg, num_iterations: int, vmap_seeds: bool = False,
                 "success_buffer_size": success.size.sum(),
             })
             ls = ls.replace(
-                agent=agent, replay=replay, success=success, staging=staging, env_state=nxt, key=key,
+                agent=agent, replay=replay, success=success, staging=staging, env_state=nxt, key=key, rollout=rollout,
                 env_steps=env_steps, iteration=ls.iteration + 1,
                 episode_return=ep_ret * (1.0 - done), episode_length=ep_len * (1.0 - done))
             return ls, halted, metrics
@@ -321,6 +382,8 @@ def drop_nonfinite_rows(ls: LoopState, log=print) -> tuple:
 def update_metric_names(ls: LoopState, vmap_seeds: bool = False) -> list:
     """Sorted names of the per-update metrics: the order of the `nonfinite_mask` metric."""
     def names(ls):
+        if algorithms.of(ls.agent).on_policy:
+            return _onpolicy_update(ls.agent, ls.rollout)[2]
         return _updates(ls.agent, ls.replay, ls.success, ls.key, num_updates=1)[2]
 
     return sorted(jax.eval_shape(jax.vmap(names) if vmap_seeds else names, ls))

@@ -1,0 +1,197 @@
+"""ReinFlow: on-policy PPO for flow policies with learned noise injection (Zhang et al. 2025; code
+github.com/ReinFlow/ReinFlow).
+
+The flow's K Euler steps become a Markov chain by adding Gaussian noise whose per-dimension std
+comes from a small network sigma(s, x_k, t_k) squashed into [reinflow_min_std, reinflow_max_std]:
+
+    x_{k+1} ~ N(x_k + v_theta(s, x_k, t_k) / K, sigma(s, x_k, t_k)^2),   x_0 ~ N(0, I)
+
+so the whole chain has an exact log-probability (sum of the K step densities and the initial
+noise's, divided by (K + 1) and by D). PPO with one ratio per chain (against the rollout's
+policy), clip `clip_epsilon`, an entropy bonus `entropy_coeff` x the chain's Gaussian entropy
+(same normalization), GAE over chunk steps with a value net V(s), `ppo_epochs` minibatch passes.
+Velocity field and noise net share the actor optimizer. Evaluation uses the noiseless Euler ODE.
+
+Defaults of ReinFlow's robomimic configs: K = 1-4 (`flow_steps`), std in [0.08, 0.14], entropy
+0.01, clip 0.01, 10 epochs, gamma 0.999, lambda 0.95, actor lr 2e-5 (Can) - 4.5e-5, critic lr
+~5e-4; its noise net reads the state (and, for Transport, the flow time); here it reads
+(s, x_k, t_k).
+
+    state = init(key, obs_dim, chunk_shape, config, actor_params)
+    state, metrics = update(state, rollout, None)
+    chunk = act(state, obs, key, mode)     # 'sde' (noisy chain, rollouts) | 'ode' (evaluation)
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from ogpo_jax.algorithms import common, onpolicy
+from ogpo_jax.algorithms.actor import actor_apply, actor_optimizer, init_actor_params
+from ogpo_jax.algorithms.base import Algorithm
+from ogpo_jax.algorithms.config import OGPOConfig, swept
+from ogpo_jax.gcp import flow
+from ogpo_jax.networks import NoiseStd
+
+NAME = "reinflow"
+ACT_MODES = ("ode", "sde")
+
+
+class ReinFlowState(struct.PyTreeNode):
+    actor: Any                 # {'velocity': velocity-field params, 'noise': noise-net params}
+    actor_opt: Any
+    value: Any
+    value_opt: Any
+    step: jax.Array
+    key: jax.Array
+    config: OGPOConfig = struct.field(pytree_node=False)
+    chunk_shape: tuple = struct.field(pytree_node=False)
+    hparams: Any = None
+
+    @property
+    def action_dim(self) -> int:
+        return self.chunk_shape[0] * self.chunk_shape[1]
+
+
+def check_config(config: OGPOConfig) -> None:
+    if config.rollout_mode != "sde":
+        raise ValueError(f"algo.rollout_mode must be 'sde' for algo.name='reinflow' (on-policy: the rollouts "
+                         f"are the noisy chain PPO reweights), got {config.rollout_mode!r}")
+
+
+def noise_module(config: OGPOConfig, action_dim: int) -> NoiseStd:
+    return NoiseStd(action_dim, config.policy_hidden_dims, config.time_emb_dim, config.reinflow_min_std,
+                    config.reinflow_max_std)
+
+
+def init(key, obs_dim: int, chunk_shape, config: OGPOConfig, actor_params=None) -> ReinFlowState:
+    """`actor_params`: a BC velocity field (the noise net starts fresh), or the {'velocity', 'noise'}
+    pair of a ReinFlow state."""
+    horizon, act_dim = (int(c) for c in chunk_shape)
+    dim = horizon * act_dim
+    k_actor, k_noise, k_value, k_state = jax.random.split(key, 4)
+    if actor_params is None:
+        actor_params = init_actor_params(config, k_actor, obs_dim, dim)
+    if not (isinstance(actor_params, dict) and set(actor_params) == {"velocity", "noise"}):
+        noise = noise_module(config, dim).init(k_noise, jnp.zeros((1, obs_dim)), jnp.zeros((1, dim)),
+                                               jnp.zeros((1,)))["params"]
+        actor_params = {"velocity": actor_params, "noise": noise}
+    value = onpolicy.init_value(config, k_value, obs_dim)
+    return ReinFlowState(actor=actor_params, actor_opt=actor_optimizer(config)[0].init(actor_params), value=value,
+                         value_opt=onpolicy.value_optimizer(config).init(value), step=jnp.zeros((), jnp.int32),
+                         key=k_state, config=config, chunk_shape=(horizon, act_dim))
+
+
+def _fields(state: ReinFlowState):
+    velocity = actor_apply(state.config, state.action_dim)
+    noise = noise_module(state.config, state.action_dim)
+    return velocity, lambda p, obs, x, t: noise.apply({"params": p}, obs, x, t)
+
+
+def sample_chain(state: ReinFlowState, params, obs, key):
+    """obs (B, obs_dim) -> (chain (B, K+1, D), actions (B, D) clipped to [-1, 1])."""
+    velocity, noise = _fields(state)
+    k_steps = state.config.flow_steps
+    k0, k_rest = jax.random.split(key)
+    x0 = jax.random.normal(k0, (obs.shape[0], state.action_dim), obs.dtype)
+    times = jnp.arange(k_steps, dtype=jnp.float32) / k_steps
+
+    def step(x, inputs):
+        t, k = inputs
+        mean = x + velocity(params["velocity"], obs, x, t) / k_steps
+        std = noise(params["noise"], obs, x, t)
+        x_next = mean + std * jax.random.normal(k, x.shape, x.dtype)
+        return x_next, x_next
+
+    x_final, xs = jax.lax.scan(step, x0, (times, jax.random.split(k_rest, k_steps)))
+    chain = jnp.concatenate([x0[:, None], jnp.swapaxes(xs, 0, 1)], axis=1)
+    return chain, jnp.clip(x_final, -1.0, 1.0)
+
+
+def chain_log_prob(state: ReinFlowState, params, obs, chain):
+    """-> (normalized log-probability (B,), normalized Gaussian entropy of the steps (B,)) of stored
+    chains under `params`; all K steps in one batched network call."""
+    velocity, noise = _fields(state)
+    batch, length, dim = chain.shape
+    k_steps = length - 1
+    x = chain[:, :-1].reshape(batch * k_steps, dim)
+    x_next = chain[:, 1:].reshape(batch * k_steps, dim)
+    t = jnp.tile(jnp.arange(k_steps, dtype=jnp.float32) / k_steps, batch)
+    obs_rep = jnp.repeat(obs, k_steps, axis=0)
+    mean = x + velocity(params["velocity"], obs_rep, x, t) / k_steps
+    std = noise(params["noise"], obs_rep, x, t)
+    step_lp = (-0.5 * jnp.square((x_next - mean) / std) - jnp.log(std) - 0.5 * math.log(2 * math.pi)).sum(-1)
+    lp = step_lp.reshape(batch, k_steps).sum(-1) + (-0.5 * jnp.square(chain[:, 0]) - 0.5 * math.log(2 * math.pi)).sum(-1)
+    entropy = (jnp.log(std) + 0.5 * math.log(2 * math.pi * math.e)).sum(-1).reshape(batch, k_steps).sum(-1)
+    scale = (k_steps + 1) * dim
+    return lp / scale, entropy / scale
+
+
+def act(state: ReinFlowState, obs, key, mode: str = "sde", actor: str | None = None) -> jax.Array:
+    """obs (B, obs_dim) -> (B, H, da); one actor (`actor` accepted and ignored)."""
+    if obs.ndim == 1:
+        return act(state, obs[None], key, mode, actor)[0]
+    if mode not in ACT_MODES:
+        raise ValueError(f"mode must be one of {ACT_MODES} for reinflow, got {mode!r}")
+    if mode == "ode":
+        velocity, _ = _fields(state)
+        out = flow.sample_ode(velocity, state.actor["velocity"], obs, key, state.config.flow_spec, state.action_dim)
+    else:
+        out = sample_chain(state, state.actor, obs, key)[1]
+    return out.reshape(obs.shape[0], *state.chunk_shape)
+
+
+def policy_loss(params, state: ReinFlowState, mb):
+    cfg = swept(state)
+    lp, entropy = chain_log_prob(state, params, mb["obs"], mb["chain"])
+    ratio = jnp.exp(lp - mb["old_lp"])
+    eps = cfg.clip_epsilon
+    surrogate = jnp.minimum(ratio * mb["adv"], jnp.clip(ratio, 1.0 - eps, 1.0 + eps) * mb["adv"])
+    w, n = mb["weight"], jnp.maximum(mb["weight"].sum(), 1.0)
+    pg = -(surrogate * w).sum() / n
+    ent = (entropy * w).sum() / n
+    return pg - cfg.entropy_coeff * ent, {
+        "actor/ppo_loss": pg, "actor/entropy": ent, "actor/clip_frac": ((jnp.abs(ratio - 1.0) > eps) * w).sum() / n,
+        "actor/ratio_max": jnp.where(w > 0, ratio, 0.0).max(),
+        "actor/approx_kl": ((ratio - 1.0 - jnp.log(ratio)) * w).sum() / n}
+
+
+def update(state: ReinFlowState, rollout, success_batch=None):
+    """One PPO phase on a full rollout (chains regenerated from the act keys). Pure."""
+    cfg = swept(state)
+    key, k_epochs = jax.random.split(state.key)
+    rows = onpolicy.zero_dropped(rollout["rows"])
+    chains = onpolicy.regenerate(lambda o, k: sample_chain(state, state.actor, o, k)[0], rows["obs"],
+                                 rollout["act_keys"])
+    adv, returns, weights, metrics = onpolicy.advantages(cfg, state.value, rows)
+    flat = lambda x: x.reshape((-1,) + x.shape[2:])                                   # noqa: E731
+    obs, chains = flat(rows["obs"]), flat(chains)
+    samples = {"obs": obs, "chain": chains, "old_lp": chain_log_prob(state, state.actor, obs, chains)[0],
+               "adv": flat(adv), "ret": flat(returns), "weight": flat(weights)}
+    tx, schedule = actor_optimizer(cfg)
+
+    def step(carry, mb):
+        actor, actor_opt, value, value_opt = carry
+        (_, m), grads = jax.value_and_grad(policy_loss, has_aux=True)(actor, state, mb)
+        updates, actor_opt = tx.update(grads, actor_opt, actor)
+        actor = optax.apply_updates(actor, updates)
+        value, value_opt, v_loss = onpolicy.value_step(cfg, value, value_opt, mb["obs"], mb["ret"], mb["weight"])
+        return (actor, actor_opt, value, value_opt), dict(m, **{"value/loss": v_loss,
+                                                                "actor/grad_norm": common.tree_norm(grads)})
+
+    (actor, actor_opt, value, value_opt), epoch_metrics = onpolicy.minibatch_epochs(
+        (state.actor, state.actor_opt, state.value, state.value_opt), samples, k_epochs, cfg.ppo_epochs,
+        cfg.ppo_minibatch_size, step)
+    metrics.update(epoch_metrics, **{"actor/lr": schedule(state.step)})
+    return state.replace(actor=actor, actor_opt=actor_opt, value=value, value_opt=value_opt, step=state.step + 1,
+                         key=key), metrics
+
+
+ALGORITHM = Algorithm(name=NAME, description="ReinFlow: on-policy PPO of the flow with a learned noise-injection net",
+                      init=init, update=update, act=act, act_modes=ACT_MODES, check_config=check_config,
+                      on_policy=True)

@@ -24,7 +24,7 @@ OBS, CHUNK = 3, (2, 2)
 
 
 def test_registry_resolves_names_and_rejects_unknown_ones():
-    assert algorithms.names() == ("ogpo", "sb_bc")
+    assert algorithms.names()[:2] == ("ogpo", "sb_bc")
     assert algorithms.get("ogpo") is ogpo.ALGORITHM and algorithms.get("sb_bc") is sb_bc.ALGORITHM
     with pytest.raises(ValueError, match="algo.name must be one of .*'nope'"):
         algorithms.get("nope")

@@ -130,3 +130,40 @@ def zero_dropped(rows: dict) -> dict:
         return jnp.where(mask, x, jnp.zeros_like(x))
 
     return {k: (v if k == "keep" else clean(v)) for k, v in rows.items()}
+
+
+def ppo_phase(state, rollout, chain_fn, log_prob_fn, policy_loss):
+    """One PPO phase of an on-policy algorithm on a full rollout: regenerate its chains
+    (`chain_fn(obs, key) -> chain`), old log-probs (`log_prob_fn(obs, chains)`), GAE, then
+    `ppo_epochs` minibatch passes, each a step of the actor on `policy_loss(params, state, mb) ->
+    (loss, metrics)` and a step of V(s). -> (state with actor, value and their optimizers updated
+    and step + 1, metrics)."""
+    from ogpo_jax.algorithms.actor import actor_optimizer
+    from ogpo_jax.algorithms.config import swept
+
+    cfg = swept(state)
+    key, k_epochs = jax.random.split(state.key)
+    rows = zero_dropped(rollout["rows"])
+    chains = regenerate(chain_fn, rows["obs"], rollout["act_keys"])
+    adv, returns, weights, metrics = advantages(cfg, state.value, rows)
+    flat = lambda x: x.reshape((-1,) + x.shape[2:])                                   # noqa: E731
+    obs, chains = flat(rows["obs"]), flat(chains)
+    samples = {"obs": obs, "chain": chains, "old_lp": log_prob_fn(obs, chains), "adv": flat(adv),
+               "ret": flat(returns), "weight": flat(weights)}
+    tx, schedule = actor_optimizer(cfg)
+
+    def step(carry, mb):
+        actor, actor_opt, value, value_opt = carry
+        (_, m), grads = jax.value_and_grad(policy_loss, has_aux=True)(actor, state, mb)
+        updates, actor_opt = tx.update(grads, actor_opt, actor)
+        actor = optax.apply_updates(actor, updates)
+        value, value_opt, v_loss = value_step(cfg, value, value_opt, mb["obs"], mb["ret"], mb["weight"])
+        return (actor, actor_opt, value, value_opt), dict(m, **{"value/loss": v_loss,
+                                                                "actor/grad_norm": common.tree_norm(grads)})
+
+    (actor, actor_opt, value, value_opt), epoch_metrics = minibatch_epochs(
+        (state.actor, state.actor_opt, state.value, state.value_opt), samples, k_epochs, cfg.ppo_epochs,
+        cfg.ppo_minibatch_size, step)
+    metrics.update(epoch_metrics, **{"actor/lr": schedule(state.step)})
+    return state.replace(actor=actor, actor_opt=actor_opt, value=value, value_opt=value_opt, step=state.step + 1,
+                         key=key), metrics

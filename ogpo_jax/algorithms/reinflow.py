@@ -28,10 +28,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import struct
 
-from ogpo_jax.algorithms import common, onpolicy
+from ogpo_jax.algorithms import onpolicy
 from ogpo_jax.algorithms.actor import actor_apply, actor_optimizer, init_actor_params
 from ogpo_jax.algorithms.base import Algorithm
 from ogpo_jax.algorithms.config import OGPOConfig, swept
@@ -163,34 +162,7 @@ def policy_loss(params, state: ReinFlowState, mb):
 
 def update(state: ReinFlowState, rollout, success_batch=None):
     """One PPO phase on a full rollout (chains regenerated from the act keys). Pure."""
-    cfg = swept(state)
-    key, k_epochs = jax.random.split(state.key)
-    rows = onpolicy.zero_dropped(rollout["rows"])
-    chains = onpolicy.regenerate(lambda o, k: sample_chain(state, state.actor, o, k)[0], rows["obs"],
-                                 rollout["act_keys"])
-    adv, returns, weights, metrics = onpolicy.advantages(cfg, state.value, rows)
-    flat = lambda x: x.reshape((-1,) + x.shape[2:])                                   # noqa: E731
-    obs, chains = flat(rows["obs"]), flat(chains)
-    samples = {"obs": obs, "chain": chains, "old_lp": chain_log_prob(state, state.actor, obs, chains)[0],
-               "adv": flat(adv), "ret": flat(returns), "weight": flat(weights)}
-    tx, schedule = actor_optimizer(cfg)
-
-    def step(carry, mb):
-        actor, actor_opt, value, value_opt = carry
-        (_, m), grads = jax.value_and_grad(policy_loss, has_aux=True)(actor, state, mb)
-        updates, actor_opt = tx.update(grads, actor_opt, actor)
-        actor = optax.apply_updates(actor, updates)
-        value, value_opt, v_loss = onpolicy.value_step(cfg, value, value_opt, mb["obs"], mb["ret"], mb["weight"])
-        return (actor, actor_opt, value, value_opt), dict(m, **{"value/loss": v_loss,
-                                                                "actor/grad_norm": common.tree_norm(grads)})
-
-    (actor, actor_opt, value, value_opt), epoch_metrics = onpolicy.minibatch_epochs(
-        (state.actor, state.actor_opt, state.value, state.value_opt), samples, k_epochs, cfg.ppo_epochs,
-        cfg.ppo_minibatch_size, step)
-    metrics.update(epoch_metrics, **{"actor/lr": schedule(state.step)})
-    return state.replace(actor=actor, actor_opt=actor_opt, value=value, value_opt=value_opt, step=state.step + 1,
-                         key=key), metrics
-
+    return onpolicy.ppo_phase(state, rollout, lambda o, k: sample_chain(state, state.actor, o, k)[0], lambda o, c: chain_log_prob(state, state.actor, o, c)[0], policy_loss)
 
 ALGORITHM = Algorithm(name=NAME, description="ReinFlow: on-policy PPO of the flow with a learned noise-injection net",
                       init=init, update=update, act=act, act_modes=ACT_MODES, check_config=check_config,

@@ -67,3 +67,13 @@ def bc_step(config, chunk_shape, params, opt_state, step, data, key, coeff=1.0):
     metrics = {"actor/loss": loss, "actor/bc_loss": bc, "actor/grad_norm": common.tree_norm(grads),
                "actor/lr": schedule(step)}
     return optax.apply_updates(params, updates), opt_state, metrics
+
+
+def base_bc_step(config, chunk_shape, params, opt_state, step, batch, success_batch, key):
+    """The base policy's BC step of QC, FQL and EXPO on `config.base_bc_data`: the replay batch,
+    the success batch (the replay batch while there is none), or nothing ('none': the params and
+    an empty metrics dict come back). -> (params, opt_state, metrics)"""
+    if config.base_bc_data == "none":
+        return params, opt_state, {}
+    data = batch if config.base_bc_data == "replay" or success_batch is None else success_batch
+    return bc_step(config, chunk_shape, params, opt_state, step, data, key)

@@ -31,7 +31,7 @@ from flax import struct
 
 from ogpo_jax.algorithms import common, sac
 from ogpo_jax.algorithms import critic as critic_lib
-from ogpo_jax.algorithms.actor import actor_optimizer, bc_step, init_actor_params, sample_actions
+from ogpo_jax.algorithms.actor import actor_optimizer, base_bc_step, init_actor_params, sample_actions
 from ogpo_jax.algorithms.base import Algorithm
 from ogpo_jax.algorithms.config import OGPOConfig, swept
 
@@ -142,11 +142,9 @@ def update(state: EXPOState, batch, success_batch=None):
                                                                state.action_dim)
     metrics.update(edit_metrics, **alpha_metrics, **{"edit/grad_norm": common.tree_norm(grads)})
 
-    actor, actor_opt = state.actor, state.actor_opt
-    if cfg.base_bc_data != "none":
-        data = batch if cfg.base_bc_data == "replay" or success_batch is None else success_batch
-        actor, actor_opt, bc_metrics = bc_step(cfg, state.chunk_shape, actor, actor_opt, state.step, data, k_bc)
-        metrics.update(bc_metrics)
+    actor, actor_opt, bc_metrics = base_bc_step(cfg, state.chunk_shape, state.actor, state.actor_opt, state.step,
+                                                batch, success_batch, k_bc)
+    metrics.update(bc_metrics)
     critic_target = common.polyak(state.critic_target, critic, cfg.critic_tau)
     return state.replace(actor=actor, actor_opt=actor_opt, edit=edit, edit_opt=edit_opt, log_alpha=log_alpha,
                          alpha_opt=alpha_opt, critic_target=critic_target, step=state.step + 1, key=key), metrics

@@ -36,7 +36,7 @@ from flax import struct
 
 from ogpo_jax.algorithms import common
 from ogpo_jax.algorithms import critic as critic_lib
-from ogpo_jax.algorithms.actor import actor_apply, actor_optimizer, bc_step, init_actor_params, sample_actions
+from ogpo_jax.algorithms.actor import actor_apply, actor_optimizer, base_bc_step, init_actor_params, sample_actions
 from ogpo_jax.algorithms.base import Algorithm
 from ogpo_jax.algorithms.config import OGPOConfig, swept
 from ogpo_jax.gcp import flow
@@ -132,10 +132,9 @@ def update(state: FQLState, batch, success_batch=None):
     critic, critic_opt, metrics = critic_lib.td_step(cfg, state.critic, state.critic_opt, batch["obs"],
                                                      batch["actions"], target)
     tx, schedule = actor_optimizer(cfg)
-    actor, actor_opt = state.actor, state.actor_opt
-    if cfg.base_bc_data != "none":
-        data = batch if cfg.base_bc_data == "replay" or success_batch is None else success_batch
-        actor, actor_opt, bc_metrics = bc_step(cfg, state.chunk_shape, actor, actor_opt, state.step, data, k_bc)
+    actor, actor_opt, bc_metrics = base_bc_step(cfg, state.chunk_shape, state.actor, state.actor_opt, state.step,
+                                                batch, success_batch, k_bc)
+    if bc_metrics:
         metrics.update({"flow/bc_loss": bc_metrics["actor/bc_loss"], "flow/grad_norm": bc_metrics["actor/grad_norm"]})
     obs = batch["obs"]
     z = jax.random.normal(k_z, (obs.shape[0], state.action_dim))

@@ -27,7 +27,7 @@ from flax import struct
 
 from ogpo_jax.algorithms import common
 from ogpo_jax.algorithms import critic as critic_lib
-from ogpo_jax.algorithms.actor import actor_optimizer, bc_step, init_actor_params, sample_actions
+from ogpo_jax.algorithms.actor import actor_optimizer, base_bc_step, init_actor_params, sample_actions
 from ogpo_jax.algorithms.base import Algorithm
 from ogpo_jax.algorithms.config import OGPOConfig, swept
 
@@ -87,11 +87,9 @@ def update(state: QCState, batch, success_batch=None):
     target = critic_lib.chunk_target(cfg, batch, critic_lib.aggregate(next_q, cfg.target_aggregation))
     critic, critic_opt, metrics = critic_lib.td_step(cfg, state.critic, state.critic_opt, batch["obs"],
                                                      batch["actions"], target)
-    actor, actor_opt = state.actor, state.actor_opt
-    if cfg.base_bc_data != "none":
-        data = batch if cfg.base_bc_data == "replay" or success_batch is None else success_batch
-        actor, actor_opt, bc_metrics = bc_step(cfg, state.chunk_shape, actor, actor_opt, state.step, data, k_bc)
-        metrics.update(bc_metrics)
+    actor, actor_opt, bc_metrics = base_bc_step(cfg, state.chunk_shape, state.actor, state.actor_opt, state.step,
+                                                batch, success_batch, k_bc)
+    metrics.update(bc_metrics)
     critic_target = common.polyak(state.critic_target, critic, cfg.critic_tau)
     return state.replace(actor=actor, actor_opt=actor_opt, critic=critic, critic_opt=critic_opt,
                          critic_target=critic_target, step=state.step + 1, key=key), metrics

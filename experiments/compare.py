@@ -71,7 +71,12 @@ def main(argv):
         _report(outdir, results, names if _METHODS.present else None, bc, title)
         return
     for n in names:                       # fail early on a preset the task config cannot take
-        pipeline.validate(methods_lib.apply(config, n))
+        method_cfg = methods_lib.apply(config, n)
+        pipeline.validate(method_cfg)
+        if method_cfg.algo.policy != config.algo.policy:
+            raise ValueError(f"method {n!r} sets algo.policy={method_cfg.algo.policy!r}, but the shared BC actor "
+                             f"is a {config.algo.policy!r} policy: compare it in its own --outdir with "
+                             f"--config.algo.policy={method_cfg.algo.policy}")
     sweep = _parse_sweep(_SWEEP.value)
 
     base = _BC_WORKDIR.value or os.path.join(outdir, "base")

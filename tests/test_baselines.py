@@ -151,7 +151,7 @@ def test_dsrl_same_noise_same_chunk_and_noise_actions_stay_in_bound():
     w = jax.random.normal(jax.random.PRNGKey(2), (6, 2))
     np.testing.assert_array_equal(dsrl.base_map(state, obs, w), dsrl.base_map(state, obs, w))
     apply_fn = lambda p, o, x, t: jnp.zeros_like(x)           # noqa: E731  zero field: f(s, w) = clip(w)
-    np.testing.assert_allclose(flow.integrate_ode(apply_fn, None, obs, w, cfg.flow_spec), jnp.clip(w, -1, 1))
+    np.testing.assert_allclose(flow.integrate_ode(apply_fn, None, obs, w, cfg.gcp_spec), jnp.clip(w, -1, 1))
     # 'ode' acting takes the mean noise: the key does not matter
     a1 = dsrl.act(state, obs, jax.random.PRNGKey(3), mode="ode")
     a2 = dsrl.act(state, obs, jax.random.PRNGKey(4), mode="ode")

@@ -74,12 +74,12 @@ def test_ppo_gradient_follows_advantage():
     state = ogpo.init(jax.random.PRNGKey(0), OBS, CHUNK, cfg)
     obs = jnp.repeat(jax.random.normal(jax.random.PRNGKey(1), (4, OBS)), 4, axis=0)
     apply_fn = ogpo.actor_apply_fn(state)
-    chains, _ = ogpo.flow.sample_sde(apply_fn, state.actor, obs, jax.random.PRNGKey(2), cfg.flow_spec, 6)
-    old = ogpo.flow.chain_log_prob(apply_fn, state.actor, obs, chains, cfg.flow_spec)
+    chains, _ = ogpo.flow.sample_sde(apply_fn, state.actor, obs, jax.random.PRNGKey(2), cfg.gcp_spec, 6)
+    old = ogpo.flow.chain_log_prob(apply_fn, state.actor, obs, chains, cfg.gcp_spec)
     adv = jnp.tile(jnp.array([1.0, -1.0, 0.0, 0.0]), 4)
     grads = jax.grad(ogpo.actor_loss, has_aux=True)(state.actor, state, obs, chains, old, adv, None, None)[0]
     new_params = jax.tree_util.tree_map(lambda p, g: p - 1e-2 * g, state.actor, grads)
-    new = ogpo.flow.chain_log_prob(apply_fn, new_params, obs, chains, cfg.flow_spec)
+    new = ogpo.flow.chain_log_prob(apply_fn, new_params, obs, chains, cfg.gcp_spec)
     delta = np.asarray(new - old).reshape(4, 4)
     assert delta[:, 0].mean() > 0 > delta[:, 1].mean()
 

@@ -101,7 +101,7 @@ def test_td_target_matches_manual(aggregation, n_samples, reduction):
     batch, key = _batch(jax.random.PRNGKey(1)), jax.random.PRNGKey(2)
     got = ogpo.td_target(state, batch, key)
     next_obs = jnp.repeat(batch["next_obs"], n_samples, axis=0)
-    _, a = flow.sample_sde(ogpo.actor_apply_fn(state), state.actor_ema, next_obs, key, cfg.flow_spec, 6)
+    _, a = flow.sample_sde(ogpo.actor_apply_fn(state), state.actor_ema, next_obs, key, cfg.gcp_spec, 6)
     q = np.asarray(ogpo.critic_values(state, state.critic_target, next_obs, a)).reshape(4, 16, n_samples)
     reduce = {"mean": lambda x: x.mean(-1), "median": lambda x: np.median(x, -1),
               "trimmed_mean": lambda x: np.sort(x, -1)[..., 1:3].mean(-1)}[reduction]
@@ -161,7 +161,7 @@ def test_bptt_gradient_flows_through_the_chain_and_the_critic():
 
     def loss(params, critic):
         q_fn = lambda o, a: ogpo.critic_values(state, critic, o, a)
-        return extraction.bptt_objective(apply_fn, params, obs, jax.random.PRNGKey(2), cfg.flow_spec, 6, q_fn)[0]
+        return extraction.bptt_objective(apply_fn, params, obs, jax.random.PRNGKey(2), cfg.gcp_spec, 6, q_fn)[0]
 
     g = jax.grad(loss)(state.actor, state.critic)
     assert float(ogpo.common.tree_norm(g)) > 0

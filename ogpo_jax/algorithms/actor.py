@@ -9,7 +9,7 @@ import optax
 
 from ogpo_jax.algorithms import common
 from ogpo_jax.algorithms.config import OGPOConfig
-from ogpo_jax.gcp import flow
+from ogpo_jax import gcp
 from ogpo_jax.networks import VelocityField
 
 
@@ -44,9 +44,9 @@ def sample_actions(config: OGPOConfig, chunk_shape, actor_params, obs, key, mode
     dim = chunk_shape[0] * chunk_shape[1]
     apply_fn = actor_apply(config, dim)
     if mode == "ode":
-        actions = flow.sample_ode(apply_fn, actor_params, obs, key, config.flow_spec, dim)
+        actions = gcp.sample_ode(apply_fn, actor_params, obs, key, config.gcp_spec, dim)
     elif mode == "sde":
-        _, actions = flow.sample_sde(apply_fn, actor_params, obs, key, config.flow_spec, dim)
+        _, actions = gcp.sample_sde(apply_fn, actor_params, obs, key, config.gcp_spec, dim)
     else:
         raise ValueError(f"mode must be 'ode' or 'sde' for actor-only sampling, got {mode!r}")
     return actions.reshape(obs.shape[0], *chunk_shape)
@@ -58,7 +58,7 @@ def bc_step(config, chunk_shape, params, opt_state, step, data, key, coeff=1.0):
     apply_fn = actor_apply(config, chunk_shape[0] * chunk_shape[1])
 
     def loss_fn(p):
-        bc = flow.bc_loss(apply_fn, p, data["obs"], data["actions"], data["valid"], key)
+        bc = gcp.bc_loss(apply_fn, p, data["obs"], data["actions"], data["valid"], key, config.gcp_spec)
         return coeff * bc, bc
 
     (loss, bc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)

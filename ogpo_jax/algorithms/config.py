@@ -16,9 +16,11 @@ import jax.numpy as jnp
 
 from ogpo_jax.algorithms import base
 from ogpo_jax.algorithms.advantages import STRATEGIES as ADV_STRATEGIES
-from ogpo_jax.gcp.flow import NOISE_SCHEDULES, FlowSpec
+from ogpo_jax.gcp import POLICIES, DiffusionSpec, FlowSpec
+from ogpo_jax.gcp.flow import NOISE_SCHEDULES
 
 _FLOW = FlowSpec()          # the generative process's defaults are FlowSpec's
+_DIFFUSION = DiffusionSpec()
 BASELINES = ("group_mean", "value")
 TARGET_AGGREGATIONS = ("mean", "min")
 EXTRACTIONS = ("ppo", "bptt", "awr_fm", "aw_ogpo", "ofpo")
@@ -39,12 +41,19 @@ class OGPOConfig:
     critic_hidden_dims: tuple = (512, 512, 512, 512)
     num_critics: int = 10
     critic_layer_norm: bool = True
-    # --- generative process (gcp/flow.py)
+    # --- generative process (gcp/): 'flow' (flow matching, gcp/flow.py) or 'diffusion' (DDPM with
+    # K-step DDIM/DDPM sampling, gcp/diffusion.py). For diffusion, `flow_steps` is the number of
+    # sampling steps K, `noise_std` the floor of the stochastic sampler's step std (DPPO's
+    # min_sampling_denoising_std), `clip_intermediate` clips the predicted clean chunk, and
+    # `noise_schedule` / `score_correction` do not apply.
+    policy: str = "flow"
     flow_steps: int = _FLOW.num_steps
     noise_std: float = _FLOW.noise_std
     noise_schedule: str = _FLOW.noise_schedule
     score_correction: bool = _FLOW.score_correction
     clip_intermediate: bool = _FLOW.clip_intermediate
+    diffusion_train_steps: int = _DIFFUSION.train_steps   # T noise levels (a multiple of flow_steps)
+    diffusion_eta: float = _DIFFUSION.eta                  # stochastic sampler: 1 = DDPM, 0 = DDIM
     sample_clip_stds: float = _FLOW.sample_clip_stds
     normalize_horizon: bool = _FLOW.normalize_horizon
     normalize_action_dim: bool = _FLOW.normalize_action_dim
@@ -148,7 +157,15 @@ class OGPOConfig:
                "a non-empty sequence of positive widths")
         _check(self, "time_emb_dim", self.time_emb_dim >= 2 and self.time_emb_dim % 2 == 0, "an even integer >= 2")
         _check(self, "num_critics", self.num_critics >= 1, ">= 1")
+        _check(self, "policy", self.policy in POLICIES, f"one of {POLICIES}")
         _check(self, "flow_steps", self.flow_steps >= 1, ">= 1")
+        if self.policy == "diffusion":
+            _check(self, "diffusion_train_steps",
+                   self.diffusion_train_steps >= self.flow_steps and self.diffusion_train_steps % self.flow_steps == 0,
+                   f"a multiple of flow_steps={self.flow_steps} (DDIM sampling uses every T/K-th noise level)")
+            _check(self, "diffusion_eta", self.diffusion_eta >= 0, ">= 0")
+            _check(self, "extraction", self.extraction != "ofpo",
+                   "not 'ofpo' with policy='diffusion' (its ratio is of flow-matching losses)")
         _check(self, "noise_std", self.noise_std > 0, "> 0 (chain log-probs need noise)")
         _check(self, "noise_schedule", self.noise_schedule in NOISE_SCHEDULES, f"one of {NOISE_SCHEDULES}")
         _check(self, "sample_clip_stds", self.sample_clip_stds >= 0, ">= 0")
@@ -216,7 +233,14 @@ class OGPOConfig:
             _check(self, "extraction", self.extraction == "ppo", "'ppo' when chi2_enabled")
 
     @property
-    def flow_spec(self) -> FlowSpec:
+    def gcp_spec(self) -> FlowSpec | DiffusionSpec:
+        """The generative policy's static spec: `FlowSpec` or `DiffusionSpec` (per `policy`)."""
+        if self.policy == "diffusion":
+            return DiffusionSpec(
+                num_steps=self.flow_steps, train_steps=self.diffusion_train_steps, eta=self.diffusion_eta,
+                min_std=self.noise_std, clip_denoised=self.clip_intermediate,
+                sample_clip_stds=self.sample_clip_stds, normalize_horizon=self.normalize_horizon,
+                normalize_action_dim=self.normalize_action_dim)
         return FlowSpec(
             num_steps=self.flow_steps, noise_std=self.noise_std, noise_schedule=self.noise_schedule,
             score_correction=self.score_correction, clip_intermediate=self.clip_intermediate,

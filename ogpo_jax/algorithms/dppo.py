@@ -5,7 +5,7 @@ steps).
 On-policy: the loop collects `rollout_iterations` chunks from every env with the SDE sampler, then
 `update` runs `ppo_epochs` passes of minibatches over them. Each denoising step k of a chain is a
 PPO sample of its own: its ratio exp(log pi_theta(x_{k+1} | x_k, s) - log pi_old(...)) (Gaussian
-step log-densities, `flow.step_log_probs`), its advantage the chunk's GAE advantage times
+step log-densities, `gcp.step_log_probs`), its advantage the chunk's GAE advantage times
 gamma_denoising^(K - 1 - k), its clip epsilon growing exponentially from `dppo_clip_early` (the
 earliest finetuned step) to `clip_epsilon` (the last). A value net V(s) gives GAE over chunk steps.
 With `dppo_ft_steps = k < K` only the last k denoising steps are finetuned; the earlier ones keep
@@ -33,7 +33,7 @@ from ogpo_jax.algorithms import onpolicy
 from ogpo_jax.algorithms.actor import actor_apply, actor_optimizer, init_actor_params
 from ogpo_jax.algorithms.base import Algorithm
 from ogpo_jax.algorithms.config import OGPOConfig, swept
-from ogpo_jax.gcp import flow
+from ogpo_jax import gcp
 
 NAME = "dppo"
 ACT_MODES = ("ode", "sde")
@@ -108,7 +108,7 @@ def clip_schedule(config: OGPOConfig) -> jax.Array:
 
 
 def _chain(state: DPPOState, obs, key):
-    return flow.sample_sde(velocity_fn(state), state.actor, obs, key, state.config.flow_spec, state.action_dim)
+    return gcp.sample_sde(velocity_fn(state), state.actor, obs, key, state.config.gcp_spec, state.action_dim)
 
 
 def act(state: DPPOState, obs, key, mode: str = "sde", actor: str | None = None) -> jax.Array:
@@ -118,7 +118,7 @@ def act(state: DPPOState, obs, key, mode: str = "sde", actor: str | None = None)
     if mode not in ACT_MODES:
         raise ValueError(f"mode must be one of {ACT_MODES} for dppo, got {mode!r}")
     if mode == "ode":
-        out = flow.sample_ode(velocity_fn(state), state.actor, obs, key, state.config.flow_spec, state.action_dim)
+        out = gcp.sample_ode(velocity_fn(state), state.actor, obs, key, state.config.gcp_spec, state.action_dim)
     else:
         out = _chain(state, obs, key)[1]
     return out.reshape(obs.shape[0], *state.chunk_shape)
@@ -126,7 +126,7 @@ def act(state: DPPOState, obs, key, mode: str = "sde", actor: str | None = None)
 
 def step_log_probs(state: DPPOState, params, obs, chains) -> jax.Array:
     """(B, K) per-denoising-step log-densities, averaged over the D action dims."""
-    return flow.step_log_probs(velocity_fn(state), params, obs, chains, state.config.flow_spec) / state.action_dim
+    return gcp.step_log_probs(velocity_fn(state), params, obs, chains, state.config.gcp_spec) / state.action_dim
 
 
 def policy_loss(params, state: DPPOState, mb):

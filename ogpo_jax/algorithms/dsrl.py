@@ -42,7 +42,7 @@ from ogpo_jax.algorithms import critic as critic_lib
 from ogpo_jax.algorithms.actor import actor_apply, init_actor_params
 from ogpo_jax.algorithms.base import Algorithm
 from ogpo_jax.algorithms.config import OGPOConfig, swept
-from ogpo_jax.gcp import flow
+from ogpo_jax import gcp
 
 NAME = "dsrl"
 ACT_MODES = ("ode", "sde", "best_of_n")
@@ -95,7 +95,7 @@ def init(key, obs_dim: int, chunk_shape, config: OGPOConfig, actor_params=None) 
 
 def base_map(state: DSRLState, obs, w) -> jax.Array:
     """The frozen policy's ODE map f(s, w): obs (B, obs_dim), noise (B, D) -> chunk (B, D)."""
-    return flow.integrate_ode(actor_apply(state.config, state.action_dim), state.actor, obs, w, state.config.flow_spec)
+    return gcp.integrate_ode(actor_apply(state.config, state.action_dim), state.actor, obs, w, state.config.gcp_spec)
 
 
 def noise_actions(state: DSRLState, params, obs, key=None):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ogpo_jax import gcp
 from ogpo_jax.gcp import flow
 
 
@@ -20,7 +21,7 @@ def ppo_objective(apply_fn, params, obs, chains, old_log_prob, advantage, spec, 
 
     obs (N, obs_dim), chains (N, K+1, D), old_log_prob and advantage (N,).
     """
-    log_prob = flow.chain_log_prob(apply_fn, params, obs, chains, spec)
+    log_prob = gcp.chain_log_prob(apply_fn, params, obs, chains, spec)
     ratio = jnp.exp(log_prob - old_log_prob)
     clipped = jnp.clip(ratio, clip_low, clip_high)
     loss = -jnp.mean(jnp.minimum(ratio * advantage, clipped * advantage))
@@ -39,16 +40,17 @@ def bptt_objective(apply_fn, params, obs, key, spec, action_dim, q_fn):
     The gradient flows through all K velocity evaluations of the sampler (a `lax.scan`) and
     through the critic's action input; `q_fn(obs, actions) -> (M, B)` must hold its params fixed.
     """
-    actions = flow.sample_ode(apply_fn, params, obs, key, spec, action_dim)
+    actions = gcp.sample_ode(apply_fn, params, obs, key, spec, action_dim)
     q = q_fn(obs, actions).mean(axis=0)
     loss = -q.mean()
     return loss, {"actor/ppo_loss": loss, "actor/bptt_q": q.mean()}
 
 
-def weighted_fm_objective(apply_fn, params, obs, actions, weights, key):
-    """Advantage-weighted flow matching: mean_i w_i L_cfm(obs_i, a_i). actions (N, H, da), weights (N,)."""
+def weighted_fm_objective(apply_fn, params, obs, actions, weights, key, spec):
+    """Advantage-weighted BC (flow matching or eps prediction, per `spec`): mean_i w_i L_bc(obs_i, a_i).
+    actions (N, H, da), weights (N,)."""
     valid = jnp.ones(actions.shape[:2], bool)
-    loss = flow.bc_loss(apply_fn, params, obs, actions, valid, key, weights=weights)
+    loss = gcp.bc_loss(apply_fn, params, obs, actions, valid, key, spec, weights=weights)
     return loss, {
         "actor/ppo_loss": loss,
         "actor/awr_weight_mean": weights.mean(),

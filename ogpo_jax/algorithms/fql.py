@@ -39,7 +39,7 @@ from ogpo_jax.algorithms import critic as critic_lib
 from ogpo_jax.algorithms.actor import actor_apply, actor_optimizer, base_bc_step, init_actor_params, sample_actions
 from ogpo_jax.algorithms.base import Algorithm
 from ogpo_jax.algorithms.config import OGPOConfig, swept
-from ogpo_jax.gcp import flow
+from ogpo_jax import gcp
 from ogpo_jax.networks import OneStepPolicy
 
 NAME = "fql"
@@ -99,8 +99,8 @@ def onestep_actions(state: FQLState, params, obs, z) -> jax.Array:
 def distillation_loss(state: FQLState, params, obs, z) -> jax.Array:
     """Mean squared distance between mu(s, z) (unclipped) and the flow's ODE map of the same z
     (a constant target: no gradient into the flow)."""
-    target = jax.lax.stop_gradient(flow.integrate_ode(actor_apply(state.config, state.action_dim), state.actor,
-                                                      obs, z, state.config.flow_spec))
+    target = jax.lax.stop_gradient(gcp.integrate_ode(actor_apply(state.config, state.action_dim), state.actor,
+                                                      obs, z, state.config.gcp_spec))
     out = onestep_module(state.config, state.action_dim).apply({"params": params}, obs, z)
     return jnp.mean(jnp.square(out - target))
 
@@ -125,7 +125,7 @@ def update(state: FQLState, batch, success_batch=None):
     z_next = jax.random.normal(k_next, (next_obs.shape[0], state.action_dim))
     next_actions = common.during_warmup(      # the policy that acts: the flow's ODE map until mu is distilled
         state.step, cfg.critic_warmup_updates,
-        lambda: flow.integrate_ode(actor_apply(cfg, state.action_dim), state.actor, next_obs, z_next, cfg.flow_spec),
+        lambda: gcp.integrate_ode(actor_apply(cfg, state.action_dim), state.actor, next_obs, z_next, cfg.gcp_spec),
         lambda: onestep_actions(state, state.onestep, next_obs, z_next))
     next_q = critic_lib.values(cfg, state.critic_target, next_obs, next_actions)
     target = critic_lib.chunk_target(cfg, batch, critic_lib.aggregate(next_q, cfg.target_aggregation))

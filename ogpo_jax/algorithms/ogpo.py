@@ -31,6 +31,7 @@ from ogpo_jax.algorithms.advantages import awr_weights, chi2_advantage, chi2_upp
 from ogpo_jax.algorithms.advantages import postprocess as postprocess_advantage
 from ogpo_jax.algorithms.base import Algorithm
 from ogpo_jax.algorithms.config import ROLLOUT_MODES, OGPOConfig, swept
+from ogpo_jax import gcp
 from ogpo_jax.gcp import flow
 from ogpo_jax.networks import CriticEnsemble, ValueNet
 
@@ -209,8 +210,8 @@ def sample_group(state: OGPOState, obs, key) -> Group:
     cfg = state.config
     obs_rep = jnp.repeat(obs, cfg.group_size, axis=0)
     # the EMA actor's log-probs of its own chains come from the sampler's step means (no second pass)
-    chains, final, old_log_prob = flow.sample_sde(actor_apply_fn(state), state.actor_ema, obs_rep, key,
-                                                  cfg.flow_spec, state.action_dim, log_prob=True)
+    chains, final, old_log_prob = gcp.sample_sde(actor_apply_fn(state), state.actor_ema, obs_rep, key,
+                                                  cfg.gcp_spec, state.action_dim, log_prob=True)
     q = critic_values(state, state.critic_target, obs_rep, final)
     q = q.reshape(cfg.num_critics, obs.shape[0], cfg.group_size)
     return Group(obs, obs_rep, chains, final, old_log_prob, q)
@@ -246,10 +247,10 @@ def group_advantages(state: OGPOState, group: Group, batch):
         return state, adv, clip_high, metrics
 
     if cfg.chi2_enabled:
-        apply_fn, spec = actor_apply_fn(state), cfg.flow_spec
+        apply_fn, spec = actor_apply_fn(state), cfg.gcp_spec
         num_states, group_size = q.shape[1:]
-        lp_now = flow.chain_log_prob(apply_fn, state.actor, group.obs_rep, group.chains, spec)
-        lp_slow = flow.chain_log_prob(apply_fn, state.actor_slow, group.obs_rep, group.chains, spec)
+        lp_now = gcp.chain_log_prob(apply_fn, state.actor, group.obs_rep, group.chains, spec)
+        lp_slow = gcp.chain_log_prob(apply_fn, state.actor_slow, group.obs_rep, group.chains, spec)
         ratio_slow = jnp.exp(lp_now - lp_slow).reshape(num_states, group_size)
         adv, beta, w = chi2_advantage(q, ratio_slow, cfg.chi2_beta_base, cfg.chi2_alpha, cfg.chi2_q_std_target)
         adv = postprocess_advantage(adv, q, cfg.adv_std_normalize, clip_at_zero)
@@ -282,7 +283,7 @@ def _ppo_surrogate(state: OGPOState, obs, chains, old_log_prob, adv, clip_high):
     cfg = swept(state)
     high = 1.0 + cfg.clip_epsilon if clip_high is None else clip_high
     return lambda p: extraction.ppo_objective(actor_apply_fn(state), p, obs, chains, old_log_prob, adv,
-                                              cfg.flow_spec, 1.0 - cfg.clip_epsilon, high)
+                                              cfg.gcp_spec, 1.0 - cfg.clip_epsilon, high)
 
 
 def _awr_fm_objective(state: OGPOState, group: Group, batch, adv, clip_high, key):
@@ -290,7 +291,8 @@ def _awr_fm_objective(state: OGPOState, group: Group, batch, adv, clip_high, key
     cfg = state.config
     weights = awr_weights(adv, cfg.awr_beta, cfg.awr_max_weight, cfg.nonneg_advantage)
     actions = _replay_actions(state, batch)
-    return lambda p: extraction.weighted_fm_objective(actor_apply_fn(state), p, group.obs, actions, weights, key)
+    return lambda p: extraction.weighted_fm_objective(actor_apply_fn(state), p, group.obs, actions, weights, key,
+                                                      cfg.gcp_spec)
 
 
 def _aw_ogpo_objective(state: OGPOState, group: Group, batch, adv, clip_high, key):
@@ -299,7 +301,7 @@ def _aw_ogpo_objective(state: OGPOState, group: Group, batch, adv, clip_high, ke
     weights = awr_weights(adv, cfg.awr_beta, cfg.awr_max_weight, cfg.nonneg_advantage)
     actions = jax.lax.stop_gradient(group.final).reshape(-1, *state.chunk_shape)
     return lambda p: extraction.weighted_fm_objective(actor_apply_fn(state), p, group.obs_rep, actions,
-                                                      weights, key)
+                                                      weights, key, cfg.gcp_spec)
 
 
 def _ofpo_objective(state: OGPOState, group: Group, batch, adv, clip_high, key):
@@ -316,7 +318,7 @@ def _bptt_objective(state: OGPOState, obs, key):
     """BPTT: -Q of the ODE sample, differentiated through the sampler (critic params held fixed)."""
     critic = jax.lax.stop_gradient(state.critic)
     q_fn = lambda o, a: critic_values(state, critic, o, a)
-    return lambda p: extraction.bptt_objective(actor_apply_fn(state), p, obs, key, state.config.flow_spec,
+    return lambda p: extraction.bptt_objective(actor_apply_fn(state), p, obs, key, state.config.gcp_spec,
                                                state.action_dim, q_fn)
 
 
@@ -344,7 +346,8 @@ def _actor_loss_fn(state: OGPOState, objective, bc_batch, key):
     apply_fn = actor_apply_fn(state)
 
     def bc_loss(params):
-        return flow.bc_loss(apply_fn, params, bc_batch["obs"], bc_batch["actions"], bc_batch["valid"], key)
+        return gcp.bc_loss(apply_fn, params, bc_batch["obs"], bc_batch["actions"], bc_batch["valid"], key,
+                           state.config.gcp_spec)
 
     def loss_fn(params):
         if objective is None:
@@ -416,10 +419,10 @@ def td_target(state: OGPOState, batch, key) -> jax.Array:
     With `q_vr_num_samples` = G' > 1, each head's value at s' is reduced over G' next-action
     samples (mean / median / trimmed mean of the middle half) before the heads are combined.
     """
-    cfg, spec, dim = state.config, state.config.flow_spec, state.action_dim
+    cfg, spec, dim = state.config, state.config.gcp_spec, state.action_dim
     n = cfg.q_vr_num_samples
     next_obs = jnp.repeat(batch["next_obs"], n, axis=0)
-    _, next_actions = flow.sample_sde(actor_apply_fn(state), state.actor_ema, next_obs, key, spec, dim)
+    _, next_actions = gcp.sample_sde(actor_apply_fn(state), state.actor_ema, next_obs, key, spec, dim)
     next_q = critic_values(state, state.critic_target, next_obs, next_actions)      # (M, B*n)
     next_q = next_q.reshape(cfg.num_critics, -1, n)
     next_q = reduce_samples(next_q, cfg.q_vr_reduction) if n > 1 else next_q[..., 0]

@@ -61,6 +61,9 @@ def check_config(config: OGPOConfig) -> None:
     if config.rollout_mode != "sde":
         raise ValueError(f"algo.rollout_mode must be 'sde' for algo.name='reinflow' (on-policy: the rollouts "
                          f"are the noisy chain PPO reweights), got {config.rollout_mode!r}")
+    if config.policy != "flow":
+        raise ValueError(f"algo.policy must be 'flow' for algo.name='reinflow' (its noise net perturbs the "
+                         f"flow's Euler steps), got {config.policy!r}")
 
 
 def noise_module(config: OGPOConfig, action_dim: int) -> NoiseStd:
@@ -139,7 +142,7 @@ def act(state: ReinFlowState, obs, key, mode: str = "sde", actor: str | None = N
         raise ValueError(f"mode must be one of {ACT_MODES} for reinflow, got {mode!r}")
     if mode == "ode":
         velocity, _ = _fields(state)
-        out = flow.sample_ode(velocity, state.actor["velocity"], obs, key, state.config.flow_spec, state.action_dim)
+        out = flow.sample_ode(velocity, state.actor["velocity"], obs, key, state.config.gcp_spec, state.action_dim)
     else:
         out = sample_chain(state, state.actor, obs, key)[1]
     return out.reshape(obs.shape[0], *state.chunk_shape)

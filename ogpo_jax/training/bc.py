@@ -15,7 +15,7 @@ import optax
 
 from ogpo_jax.algorithms.actor import actor_apply, init_actor_params, sample_actions
 from ogpo_jax.algorithms.config import OGPOConfig
-from ogpo_jax.gcp import flow
+from ogpo_jax import gcp
 from ogpo_jax.training import progress
 
 
@@ -29,7 +29,8 @@ def make_bc_block(config: OGPOConfig, chunk_shape, dataset: dict, batch_size: in
     def loss_fn(params, key):
         k_idx, k_loss = jax.random.split(key)
         idx = jax.random.randint(k_idx, (batch_size,), 0, n)
-        return flow.bc_loss(apply_fn, params, data["obs"][idx], data["actions"][idx], data["valid"][idx], k_loss)
+        return gcp.bc_loss(apply_fn, params, data["obs"][idx], data["actions"][idx], data["valid"][idx], k_loss,
+                           config.gcp_spec)
 
     @jax.jit
     def block(params, opt_state, key):

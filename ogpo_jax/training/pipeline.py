@@ -96,8 +96,12 @@ def prepare(config, workdir: str, log=print) -> Prepared:
     bc_json = os.path.join(bc_dir, "bc.json")
     bc_ckpt = Checkpointer(os.path.join(bc_dir, "actor"), max_to_keep=1, process_local=True)
     if os.path.exists(bc_json) and bc_ckpt.latest_step() is not None:
-        bc_params = bc_ckpt.restore(actor_template(algo_cfg, k_agent, obs_dim, chunk_shape))
         bc_info = read_json(bc_json)
+        if bc_info.get("policy", "flow") != algo_cfg.policy:
+            # same network shapes, different meaning (velocity vs noise): restoring would run silently
+            raise ValueError(f"{bc_dir} holds a {bc_info.get('policy', 'flow')!r} BC policy, but algo.policy="
+                             f"{algo_cfg.policy!r}; use another workdir (or --outdir) for this policy class")
+        bc_params = bc_ckpt.restore(actor_template(algo_cfg, k_agent, obs_dim, chunk_shape))
         log(f"[bc] restored from {bc_dir}: ODE {bc_info['bc_success_ode']:.3f}, SDE {bc_info['bc_success_sde']:.3f}")
     else:
         t0 = time.time()
@@ -109,7 +113,8 @@ def prepare(config, workdir: str, log=print) -> Prepared:
 
         bc_params, history = bc_lib.train_bc(algo_cfg, chunk_shape, obs_dim, dataset, bc_evaluate, config.bc, k_bc,
                                              log)
-        bc_info = {"history": history, "bc_seconds": time.time() - t0, "bc_steps": history[-1]["bc_step"]}
+        bc_info = {"history": history, "bc_seconds": time.time() - t0, "bc_steps": history[-1]["bc_step"],
+                   "policy": algo_cfg.policy}
         t1 = time.time()
         res = evaluate_policies(final_eval, bc_policies, bc_params, k_eval)
         for mode in ("ode", "sde"):

@@ -334,10 +334,11 @@ def test_on_policy_update_regenerates_the_executed_chains(name):
 
 def test_dppo_and_reinflow_raise_the_value_of_a_bandit():
     """One-step episodes, reward -|a - a*|^2: after a few PPO phases on fresh rollouts each
-    method's stochastic policy has a higher mean reward than at the start."""
+    method's stochastic policy (DPPO: flow and diffusion) has a higher mean reward than at the start."""
     from ogpo_jax.training import loop
     from ogpo_jax.data import replay as rb
-    for name, kw in (("dppo", dict(noise_std=0.2, noise_schedule="constant")), ("reinflow", {})):
+    for name, kw in (("dppo", dict(noise_std=0.2, noise_schedule="constant")), ("reinflow", {}),
+                     ("dppo", dict(policy="diffusion", diffusion_train_steps=30, noise_std=0.2))):
         cfg = _cfg(name, flow_steps=3, rollout_iterations=4, ppo_epochs=4, ppo_minibatch_size=64,
                    actor_lr=3e-3, actor_lr_floor=3e-3, clip_epsilon=0.2, dppo_clip_early=0.05, **kw)
         algo = algorithms.get(name)

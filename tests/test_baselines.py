@@ -217,18 +217,18 @@ def test_each_baseline_moves_its_actions_to_the_bandits_best_chunk(name, mode, u
 
 # ----------------------------------------------------------------------------- through the driver
 
-@pytest.mark.xdist_group("resume")
-def test_every_baseline_runs_through_the_driver_from_one_bc_actor(tmp_path, prepared):  # noqa: F811
+# No xdist group: the methods spread over the workers (each worker makes the tiny BC actor once).
+@pytest.mark.parametrize("name", ["bc", "qc", "fql", "expo", "dsrl", "dsrl_best_of_n", "dppo", "reinflow"])
+def test_every_baseline_runs_through_the_driver_from_one_bc_actor(tmp_path, prepared, name):  # noqa: F811
     c = _tiny(total_env_steps=400)
     prep = pipeline.prepare(c, _workdir(prepared, str(tmp_path / "w")), log=lambda *_: None)
-    for name in ("bc", "qc", "fql", "expo", "dsrl", "dsrl_best_of_n", "dppo", "reinflow"):
-        m = methods_lib.apply(c, name)
-        m.algo.critic_warmup_updates = 4          # act with each method's own policy within 400 steps
-        m.algo.rollout_iterations = 3             # on-policy: a PPO phase every 3 x 32 env steps
-        res = compare.run_seeds(m, prep.env, prep.episode_length, prep.chunk_shape, prep.obs_dim, prep.bc_params,
-                                [0, 1], log=lambda *_: None)
-        assert res["grad_steps"] > 4 and len(res["final"]["success_ode"]) == 2, name
-        assert all(0.0 <= s <= 1.0 for s in res["final"]["success_sde"]), name
+    m = methods_lib.apply(c, name)
+    m.algo.critic_warmup_updates = 4          # act with each method's own policy within 400 steps
+    m.algo.rollout_iterations = 3             # on-policy: a PPO phase every 3 x 32 env steps
+    res = compare.run_seeds(m, prep.env, prep.episode_length, prep.chunk_shape, prep.obs_dim, prep.bc_params,
+                            [0, 1], log=lambda *_: None)
+    assert res["grad_steps"] > 4 and len(res["final"]["success_ode"]) == 2, name
+    assert all(0.0 <= s <= 1.0 for s in res["final"]["success_sde"]), name
 
 
 # ----------------------------------------------------------------------------- on-policy: DPPO, ReinFlow

@@ -12,6 +12,12 @@ conservative sign-consensus advantages.
 """
 from __future__ import annotations
 
+# ReinFlow robomimic-config defaults, shared by the reinflow presets below.
+_REINFLOW = {"name": "reinflow", "rollout_mode": "sde", "reinflow_min_std": 0.08, "reinflow_max_std": 0.14,
+             "entropy_coeff": 0.01, "clip_epsilon": 0.01, "ppo_epochs": 10, "rollout_iterations": 16,
+             "ppo_minibatch_size": 128, "gae_lambda": 0.95, "actor_lr": 4.5e-5, "actor_lr_floor": 4.5e-5,
+             "actor_lr_warmup": 0, "critic_lr": 5e-4}
+
 METHODS = {
     # --- the OGPO family
     "ogpo": ("OGPO: vanilla group-mean advantages, no success buffer",
@@ -82,11 +88,12 @@ METHODS = {
               "clip_epsilon": 0.01, "dppo_clip_early": 0.001, "dppo_gamma_denoising": 0.99, "ppo_epochs": 10,
               "rollout_iterations": 16, "ppo_minibatch_size": 128, "gae_lambda": 0.95, "actor_lr": 1e-4,
               "actor_lr_floor": 1e-4, "actor_lr_warmup": 0, "critic_lr": 1e-3}),
-    "reinflow": ("ReinFlow: PPO over whole chains with a learned noise std in [0.08, 0.14], entropy 0.01",
-                 {"name": "reinflow", "rollout_mode": "sde", "reinflow_min_std": 0.08, "reinflow_max_std": 0.14,
-                  "entropy_coeff": 0.01, "clip_epsilon": 0.01, "ppo_epochs": 10, "rollout_iterations": 16,
-                  "ppo_minibatch_size": 128, "gae_lambda": 0.95, "actor_lr": 4.5e-5, "actor_lr_floor": 4.5e-5,
-                  "actor_lr_warmup": 0, "critic_lr": 5e-4}),
+    # ReinFlow finetunes few-step flows (its robomimic configs: K = 1-4): the BC velocity field
+    # sampled with 4 Euler steps instead of the task's 10.
+    "reinflow": ("ReinFlow: PPO over whole 4-step chains with a learned noise std in [0.08, 0.14], entropy 0.01",
+                 dict(_REINFLOW, flow_steps=4)),
+    "reinflow_k10": ("ReinFlow with the task's K denoising steps (as OGPO samples the same BC actor)",
+                     dict(_REINFLOW)),
 }
 
 # Baselines of the paper's comparison, next to OGPO+ and OGPO-CA (`--methods=baselines`).

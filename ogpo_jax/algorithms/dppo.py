@@ -1,6 +1,8 @@
 """DPPO: diffusion policy policy optimization (Ren et al. 2024; code github.com/irom-princeton/dppo),
-here on the flow policy's stochastic sampler (DPPO's two-level MDP: environment steps x denoising
-steps).
+on the generative policy's stochastic sampler (DPPO's two-level MDP: environment steps x denoising
+steps): the flow policy (DPPO's "flow" variant) or, with `algo.policy='diffusion'`, the DDPM policy
+of `gcp/diffusion.py` (DPPO's own: eps prediction, DDIM/DDPM steps with the std floored at
+`noise_std`).
 
 On-policy: the loop collects `rollout_iterations` chunks from every env with the SDE sampler, then
 `update` runs `ppo_epochs` passes of minibatches over them. Each denoising step k of a chain is a
@@ -12,7 +14,8 @@ With `dppo_ft_steps = k < K` only the last k denoising steps are finetuned; the 
 the frozen BC velocity field (DPPO's `ft_denoising_steps`).
 
 DPPO's exploration comes from the sampler's noise: its code clips the DDPM step std below at 0.1
-(`min_sampling_denoising_std`); the preset sets the flow sampler's `noise_std` 0.1, constant.
+(`min_sampling_denoising_std`); the preset sets `noise_std` 0.1 (flow: constant step std;
+diffusion: the floor of the DDPM step std).
 Defaults of DPPO's robomimic state configs: 10 epochs, clip 0.01 (last step) / 0.001 (earliest),
 rate 3, gamma_denoising 0.99, GAE lambda 0.95, gamma 0.999, actor lr 1e-4, critic lr 1e-3,
 rollouts of 50 envs x 300-400 steps (K = 20 DDPM steps, 10 finetuned).

@@ -1,91 +1,39 @@
 """robomimic-style "Can" pick-and-place, simulated with MuJoCo MJX.
 
-A Panda-like 7-DoF arm must pick a can out of a source bin and put it into a target bin. The task
-follows robomimic's `PickPlaceCan` semantics where they matter for learning:
+A Panda-like 7-DoF arm must pick a can out of a source bin and put it into a target bin, with
+robomimic `PickPlaceCan` semantics where they matter for learning. Control, action, observation
+(`object` = can position, quaternion, and both in the end-effector frame), reward and the
+non-finite guard are the shared arm's (`ogpo_jax.envs.mjx.arm`); this module adds the scene, where
+the can starts and the success check: the can inside the target bin below the rim (+5 and
+terminate); robomimic's 400-step horizon is applied by `EpisodeWrapper`.
 
-* control at 20 Hz (`control_dt = timestep * n_substeps` = 0.05 s by default);
-* action (7,) in [-1, 1]: end-effector position delta (3, scaled by `pos_scale` metres), rotation
-  delta (3, axis-angle in the world frame, scaled by `rot_scale` radians) and gripper (1, -1 open,
-  +1 closed). The pose delta is turned into joint-position targets inside the jitted step by
-  damped-least-squares differential IK on the MJX Jacobian of the grip site;
-* low-dimensional observation with robomimic's keys and sizes (`OBS_KEYS`): `robot0_eef_pos` (3),
-  `robot0_eef_quat` (4, xyzw like robosuite), `robot0_gripper_qpos` (2), and `object` (14) = can
-  position, can quaternion (xyzw), can position and quaternion in the end-effector frame;
-* reward -1 per step, +5 and terminate once the can is inside the target bin below the rim;
-  robomimic's 400-step horizon is applied by `EpisodeWrapper` (see `ogpo_jax.envs.make`);
-* a step whose physics state (qpos, qvel) or observation is non-finite ends the episode as a
-  failure (`info['nonfinite']`, terminal, reward -1).
-
-Physics (`assets/can.xml`): arm links are visual-only capsules; the hand, the two friction pads and
-the can collide through an explicit contact-pair list, the can collider is a capsule plus a flat
-box base, elliptic friction cones hold the grasp (no welds). Newton solver with few iterations,
-with MJX's elliptic-cone Hessian made consistent at the cone apex (`solver_patch`): unpatched, a
-contact with a near-zero tangential residual (a can lying against a bin wall) turns the state NaN.
+Physics (`assets/can.xml`): the can collider is a capsule plus a flat box base, held by elliptic
+friction cones; the MJX elliptic-cone Hessian is made consistent at the cone apex
+(`solver_patch`): unpatched, a contact with a near-zero tangential residual (a can lying against a
+bin wall) turns the state NaN.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import os
 
 import jax
 import jax.numpy as jnp
-import mujoco
-import numpy as np
 
-with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-    from mujoco import mjx  # mujoco-mjx prints "Failed to import warp" when warp is absent
-
-from ogpo_jax.data import demos
-from ogpo_jax.envs import core
 from ogpo_jax.envs.core import EnvState
-from ogpo_jax.envs.mjx import compile_options, solver_patch
+from ogpo_jax.envs.mjx.arm import (ARM_DOF, HOME_QPOS, IMPLS, OBS_KEYS, ArmParams, ArmTask, check_impl,
+                                   rotation_error)
+
+# the shared arm's names stay importable from here
+__all__ = ["Can", "CanParams", "ASSET_PATH", "CAN_HALF_HEIGHT", "ARM_DOF", "HOME_QPOS", "IMPLS", "OBS_KEYS",
+           "check_impl", "rotation_error"]
 
 ASSET_PATH = os.path.join(os.path.dirname(__file__), "assets", "can.xml")
-OBS_KEYS = (("robot0_eef_pos", 3), ("robot0_eef_quat", 4), ("robot0_gripper_qpos", 2), ("object", 14))
-ARM_DOF = 7
-HOME_QPOS = (0.0, 0.2, 0.0, -2.6, 0.0, 2.94, 0.785)
 CAN_HALF_HEIGHT = 0.06
-IMPLS = ("jax", "warp")
-
-
-def check_impl(impl: str) -> None:
-    """Fail early, naming the field, where the MJX backend `impl` cannot run here.
-
-    'warp' runs MJX on MuJoCo Warp (mujoco-mjx's vendored `mujoco_warp`), which needs the
-    `warp-lang` package and an NVIDIA GPU; 'jax' runs everywhere JAX does.
-    """
-    if impl not in IMPLS:
-        raise ValueError(f"env.kwargs.impl={impl!r}: the MJX backend must be one of {IMPLS}")
-    if impl == "warp":
-        import importlib.util
-        if importlib.util.find_spec("warp") is None:
-            raise ImportError(
-                "env.kwargs.impl='warp' needs the warp-lang package (pip install warp-lang) and an NVIDIA GPU; "
-                "it is not installed. Use env.kwargs.impl='jax' (the default; CPU, GPU and TPU).")
-        if jax.default_backend() != "gpu":
-            raise ValueError(f"env.kwargs.impl='warp' runs on NVIDIA GPUs only; the JAX backend here is "
-                             f"{jax.default_backend()!r}. Use env.kwargs.impl='jax'.")
 
 
 @dataclasses.dataclass(frozen=True)
-class CanParams:
-    timestep: float = 0.005          # physics step (s)
-    n_substeps: int = 10             # physics steps per control step: 20 Hz control
-    # Newton solver budget per physics step. Under vmap every environment runs as many solver and
-    # line-search iterations as the slowest one, so these caps set the cost of a batched step;
-    # 4 line-search iterations and tolerance 1e-5 cut it 1.5-2x against 8 and 1e-8 while the
-    # scripted expert still succeeds in >= 0.99 of episodes (RESULTS.md, "Can physics").
-    solver_iterations: int = 4
-    ls_iterations: int = 4
-    solver_tolerance: float = 1e-5
-    pos_scale: float = 0.03          # metres per unit action (per control step)
-    rot_scale: float = 0.3           # radians per unit action
-    ik_damping: float = 0.05         # damped least squares lambda
-    max_target_lead: float = 0.15    # rad: joint targets stay within this of the measured joints
-    finger_open: float = 0.05        # finger joint target at gripper action -1 (m)
-    arm_init_noise: float = 0.02     # std of the initial joint-angle noise (robosuite's default)
+class CanParams(ArmParams):
     can_x_range: tuple = (0.0, 0.2)  # can initial position (world x, y), uniform
     can_y_range: tuple = (-0.35, -0.15)
     target_center: tuple = (0.1, 0.28)
@@ -95,112 +43,18 @@ class CanParams:
     max_steps: int = 400             # robomimic horizon (applied by EpisodeWrapper)
     impl: str = "jax"                # MJX backend: 'jax' (CPU, GPU, TPU) | 'warp' (MuJoCo Warp, NVIDIA only)
 
-    def __post_init__(self):
-        if self.impl not in IMPLS:
-            raise ValueError(f"env.kwargs.impl={self.impl!r}: the MJX backend must be one of {IMPLS}")
-        if self.timestep <= 0 or self.n_substeps < 1:
-            raise ValueError(f"CanParams: timestep={self.timestep} must be > 0 and n_substeps={self.n_substeps} >= 1")
-        if self.solver_iterations < 1 or self.ls_iterations < 1 or self.solver_tolerance <= 0:
-            raise ValueError(f"CanParams: solver_iterations={self.solver_iterations} and ls_iterations="
-                             f"{self.ls_iterations} must be >= 1 and solver_tolerance={self.solver_tolerance} > 0")
-        if self.max_steps < 1:
-            raise ValueError(f"CanParams: max_steps must be >= 1, got {self.max_steps}")
 
-    @property
-    def control_dt(self) -> float:
-        return self.timestep * self.n_substeps
-
-
-def _quat_wxyz_to_xyzw(q):
-    return jnp.concatenate([q[..., 1:], q[..., :1]], axis=-1)
-
-
-def _quat_mul(a, b):
-    aw, ax, ay, az = a[..., 0], a[..., 1], a[..., 2], a[..., 3]
-    bw, bx, by, bz = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
-    return jnp.stack([aw * bw - ax * bx - ay * by - az * bz,
-                      aw * bx + ax * bw + ay * bz - az * by,
-                      aw * by - ax * bz + ay * bw + az * bx,
-                      aw * bz + ax * by - ay * bx + az * bw], axis=-1)
-
-
-def _quat_conj(q):
-    return q * jnp.array([1.0, -1.0, -1.0, -1.0])
-
-
-def rotation_error(q_current, q_desired):
-    """World-frame axis-angle vector that rotates `q_current` onto `q_desired` (wxyz quaternions)."""
-    e = _quat_mul(q_desired, _quat_conj(q_current))
-    e = e * jnp.where(e[..., :1] < 0, -1.0, 1.0)            # shortest way round
-    vec = e[..., 1:]
-    s = jnp.linalg.norm(vec, axis=-1, keepdims=True)
-    angle = 2.0 * jnp.arctan2(s, e[..., :1])
-    return jnp.where(s > 1e-9, vec / jnp.maximum(s, 1e-9) * angle, 2.0 * vec)
-
-
-class Can:
+class Can(ArmTask):
     """The Can task as a functional environment (`reset(key)`, `step(state, action)`); jit/vmap-able."""
 
-    action_size = 7
-    obs_keys = OBS_KEYS
-    observation_size = sum(n for _, n in OBS_KEYS)
+    asset_path = ASSET_PATH
+    object_name = "can"
 
     def __init__(self, params: CanParams = CanParams()):
-        check_impl(params.impl)
-        solver_patch.apply()
-        self.params = params
-        model = mujoco.MjModel.from_xml_path(ASSET_PATH)
-        model.opt.timestep = params.timestep
-        model.opt.iterations = params.solver_iterations
-        model.opt.ls_iterations = params.ls_iterations
-        model.opt.tolerance = params.solver_tolerance
-        self.mj_model = model
-        self.mjx_model = mjx.put_model(model, impl=params.impl)
-        self._site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "grip")
-        self._hand = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "hand")
-        self._can = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "can")
-        can_joint = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, "can")
-        self._can_qadr = int(model.jnt_qposadr[can_joint])
-        self._arm_range = jnp.asarray(model.jnt_range[:ARM_DOF], jnp.float32)
-        # the hand's orientation at the home pose: gripper pointing down (used by the expert)
-        data = mujoco.MjData(model)
-        data.qpos[:ARM_DOF] = HOME_QPOS
-        mujoco.mj_forward(model, data)
-        self.home_hand_quat = np.array(data.xquat[self._hand], np.float32)
-        self.home_grip_pos = np.array(data.site_xpos[self._site], np.float32)
-
-    @property
-    def compiler_options(self):
-        """Pass to `jax.jit(..., compiler_options=...)` for programs that step this env (see
-        `ogpo_jax.envs.mjx.compile_options`)."""
-        return compile_options.compiler_options()
-
-    @property
-    def max_vmap_batch(self):
-        """Largest batch to vmap `step` over in one program (None: any); see `compile_options`."""
-        return compile_options.max_vmap_batch()
-
-    # ------------------------------------------------------------------ observation
-    def eef_pose(self, data):
-        """(grip-site position (3,), hand quaternion wxyz (4,))."""
-        return data.site_xpos[self._site], data.xquat[self._hand]
+        super().__init__(params)
 
     def can_pose(self, data):
-        return data.xpos[self._can], data.xquat[self._can]
-
-    def _obs(self, data):
-        eef_pos, eef_quat = self.eef_pose(data)
-        can_pos, can_quat = self.can_pose(data)
-        rot = data.xmat[self._hand]                            # (3, 3) columns = hand axes in world
-        rel_pos = rot.T @ (can_pos - eef_pos)
-        rel_quat = _quat_mul(_quat_conj(eef_quat), can_quat)
-        obs = [eef_pos, _quat_wxyz_to_xyzw(eef_quat), data.qpos[ARM_DOF:ARM_DOF + 2],
-               can_pos, _quat_wxyz_to_xyzw(can_quat), rel_pos, _quat_wxyz_to_xyzw(rel_quat)]
-        return jnp.concatenate(obs).astype(jnp.float32)
-
-    def split_obs(self, obs) -> dict:
-        """Flat observation(s) (..., 23) -> {robomimic key: (..., size)}."""
-        return demos.split_obs(obs, OBS_KEYS)
+        return self.object_pose(data)
 
     def in_target(self, can_pos):
         p = self.params
@@ -208,56 +62,15 @@ class Can:
         dy = jnp.abs(can_pos[1] - p.target_center[1])
         return (dx < p.target_half_extent[0]) & (dy < p.target_half_extent[1]) & (can_pos[2] < p.success_max_z)
 
-    # ------------------------------------------------------------------ dynamics
+    def is_success(self, data):
+        return self.in_target(self.can_pose(data)[0])
+
     def reset(self, key) -> EnvState:
         p = self.params
         k_arm, k_x, k_y, k_yaw = jax.random.split(key, 4)
-        arm = jnp.asarray(HOME_QPOS) + p.arm_init_noise * jax.random.normal(k_arm, (ARM_DOF,))
-        arm = jnp.clip(arm, self._arm_range[:, 0], self._arm_range[:, 1])
+        arm = self.arm_reset_qpos(k_arm)
         x = jax.random.uniform(k_x, (), minval=p.can_x_range[0], maxval=p.can_x_range[1])
         y = jax.random.uniform(k_y, (), minval=p.can_y_range[0], maxval=p.can_y_range[1])
         yaw = jax.random.uniform(k_yaw, (), minval=-jnp.pi, maxval=jnp.pi)
         can = jnp.array([x, y, CAN_HALF_HEIGHT + 1e-4, jnp.cos(yaw / 2), 0.0, 0.0, jnp.sin(yaw / 2)])
-        fingers = jnp.full((2,), p.finger_open)
-        qpos = jnp.concatenate([arm, fingers, can])
-        data = mjx.make_data(self.mjx_model, impl=self.params.impl)
-        data = data.replace(qpos=qpos, ctrl=jnp.concatenate([arm, fingers]))
-        data = mjx.forward(self.mjx_model, data)
-        info = {"success": jnp.zeros((), bool), "terminal": jnp.zeros((), bool), "nonfinite": jnp.zeros((), bool)}
-        return EnvState(sim=data, obs=self._obs(data), reward=jnp.zeros((), jnp.float32),
-                        done=jnp.zeros((), bool), info=info)
-
-    def joint_targets(self, data, action):
-        """Differential IK: joint-position targets for the arm that realise the commanded pose delta."""
-        p = self.params
-        eef_pos, _ = self.eef_pose(data)
-        jacp, jacr = mjx.jac(self.mjx_model, data, eef_pos, self._hand)     # (nv, 3) each
-        jac = jnp.concatenate([jacp[:ARM_DOF].T, jacr[:ARM_DOF].T])          # (6, 7)
-        delta = jnp.concatenate([action[:3] * p.pos_scale, action[3:6] * p.rot_scale])
-        gram = jac @ jac.T + (p.ik_damping ** 2) * jnp.eye(6)
-        dq = jac.T @ jnp.linalg.solve(gram, delta)
-        # Integrate on the previous target, not the measured joints: position servos lag within
-        # one control step, and re-basing on qpos would shrink every command to that lag. The
-        # clamp stops the target winding up while the hand is blocked (e.g. pressing the table).
-        qpos = data.qpos[:ARM_DOF]
-        base = jnp.clip(data.ctrl[:ARM_DOF], qpos - p.max_target_lead, qpos + p.max_target_lead)
-        q = base + dq
-        return jnp.clip(q, self._arm_range[:, 0], self._arm_range[:, 1])
-
-    def step(self, state: EnvState, action) -> EnvState:
-        p = self.params
-        action = jnp.clip(jnp.asarray(action, jnp.float32), -1.0, 1.0)
-        data = state.sim
-        finger = p.finger_open * 0.5 * (1.0 - action[6])
-        ctrl = jnp.concatenate([self.joint_targets(data, action), jnp.stack([finger, finger])])
-        data = data.replace(ctrl=ctrl)
-        data = jax.lax.fori_loop(0, p.n_substeps, lambda _, d: mjx.step(self.mjx_model, d), data)
-        can_pos, _ = self.can_pose(data)
-        obs = self._obs(data)
-        # A blown-up physics state (NaN/inf) never recovers: end the episode as a failure (no
-        # bootstrap, the reward of a failed step); the auto-reset starts a fresh one.
-        broken = core.nonfinite(data.qpos, data.qvel, obs)
-        success = self.in_target(can_pos) & ~broken
-        reward = jnp.where(success, p.success_bonus, -1.0).astype(jnp.float32)
-        info = {"success": success, "terminal": success | broken, "nonfinite": broken}
-        return EnvState(sim=data, obs=obs, reward=reward, done=success | broken, info=info)
+        return self.initial_state(arm, can)

@@ -1,0 +1,282 @@
+"""The Panda-like arm every MJX manipulation task shares: model loading, the differential-IK
+controller, the robomimic-style observation, the step with its non-finite guard.
+
+A task is a subclass of `ArmTask` that names its MJCF scene and its object body, and supplies
+`reset(key)` (where the object starts) and `is_success(data)`. Everything else is here:
+
+* control at `1 / control_dt` Hz (`control_dt = timestep * n_substeps`, 20 Hz by default);
+* action (7,) in [-1, 1]: end-effector position delta (3, scaled by `pos_scale` metres), rotation
+  delta (3, axis-angle in the world frame, scaled by `rot_scale` radians) and gripper (1, -1 open,
+  +1 closed). The pose delta becomes joint-position targets inside the jitted step through
+  damped-least-squares differential IK on the MJX Jacobian of the grip site;
+* observation with robomimic's low-dim keys and sizes (`OBS_KEYS`): `robot0_eef_pos` (3),
+  `robot0_eef_quat` (4, xyzw like robosuite), `robot0_gripper_qpos` (2), and `object` (14) = the
+  object's position, quaternion (xyzw), and position and quaternion in the end-effector frame;
+* reward -1 per step, `success_bonus` and terminate on success; a step whose physics state (qpos,
+  qvel) or observation is non-finite ends the episode as a failure (`info['nonfinite']`, terminal,
+  reward -1). The time limit is applied by `EpisodeWrapper` (see `ogpo_jax.envs.make`).
+
+The scenes (`assets/*.xml`) include one arm (`assets/panda_arm.xml`): arm links are visual-only
+capsules, the hand and the two friction pads collide through each scene's explicit contact-pair
+list, elliptic friction cones hold grasps (no welds), Newton solver with few iterations and MJX's
+elliptic-cone Hessian made consistent at the cone apex (`solver_patch`).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    from mujoco import mjx  # mujoco-mjx prints "Failed to import warp" when warp is absent
+
+from ogpo_jax.data import demos
+from ogpo_jax.envs import core
+from ogpo_jax.envs.core import EnvState
+from ogpo_jax.envs.mjx import compile_options, solver_patch
+
+OBS_KEYS = (("robot0_eef_pos", 3), ("robot0_eef_quat", 4), ("robot0_gripper_qpos", 2), ("object", 14))
+ARM_DOF = 7
+HOME_QPOS = (0.0, 0.2, 0.0, -2.6, 0.0, 2.94, 0.785)
+IMPLS = ("jax", "warp")
+
+
+def check_impl(impl: str) -> None:
+    """Fail early, naming the field, where the MJX backend `impl` cannot run here.
+
+    'warp' runs MJX on MuJoCo Warp (mujoco-mjx's vendored `mujoco_warp`), which needs the
+    `warp-lang` package and an NVIDIA GPU; 'jax' runs everywhere JAX does.
+    """
+    if impl not in IMPLS:
+        raise ValueError(f"env.kwargs.impl={impl!r}: the MJX backend must be one of {IMPLS}")
+    if impl == "warp":
+        import importlib.util
+        if importlib.util.find_spec("warp") is None:
+            raise ImportError(
+                "env.kwargs.impl='warp' needs the warp-lang package (pip install warp-lang) and an NVIDIA GPU; "
+                "it is not installed. Use env.kwargs.impl='jax' (the default; CPU, GPU and TPU).")
+        if jax.default_backend() != "gpu":
+            raise ValueError(f"env.kwargs.impl='warp' runs on NVIDIA GPUs only; the JAX backend here is "
+                             f"{jax.default_backend()!r}. Use env.kwargs.impl='jax'.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ArmParams:
+    """Simulation and controller settings shared by the arm tasks (a task's params extend these)."""
+
+    timestep: float = 0.005          # physics step (s)
+    n_substeps: int = 10             # physics steps per control step: 20 Hz control
+    # Newton solver budget per physics step. Under vmap every environment runs as many solver and
+    # line-search iterations as the slowest one, so these caps set the cost of a batched step;
+    # 4 line-search iterations and tolerance 1e-5 cut it 1.5-2x against 8 and 1e-8 while the
+    # scripted Can expert still succeeds in >= 0.99 of episodes (RESULTS.md, "Can physics").
+    solver_iterations: int = 4
+    ls_iterations: int = 4
+    solver_tolerance: float = 1e-5
+    pos_scale: float = 0.03          # metres per unit action (per control step)
+    rot_scale: float = 0.3           # radians per unit action
+    ik_damping: float = 0.05         # damped least squares lambda
+    max_target_lead: float = 0.15    # rad: joint targets stay within this of the measured joints
+    finger_open: float = 0.05        # finger joint target at gripper action -1 (m)
+    arm_init_noise: float = 0.02     # std of the initial joint-angle noise (robosuite's default)
+
+    def __post_init__(self):
+        name = type(self).__name__
+        if getattr(self, "impl", "jax") not in IMPLS:
+            raise ValueError(f"env.kwargs.impl={self.impl!r}: the MJX backend must be one of {IMPLS}")
+        if self.timestep <= 0 or self.n_substeps < 1:
+            raise ValueError(f"{name}: timestep={self.timestep} must be > 0 and n_substeps={self.n_substeps} >= 1")
+        if self.solver_iterations < 1 or self.ls_iterations < 1 or self.solver_tolerance <= 0:
+            raise ValueError(f"{name}: solver_iterations={self.solver_iterations} and ls_iterations="
+                             f"{self.ls_iterations} must be >= 1 and solver_tolerance={self.solver_tolerance} > 0")
+        if getattr(self, "max_steps", 1) < 1:
+            raise ValueError(f"{name}: max_steps must be >= 1, got {self.max_steps}")
+
+    @property
+    def control_dt(self) -> float:
+        return self.timestep * self.n_substeps
+
+
+def quat_wxyz_to_xyzw(q):
+    return jnp.concatenate([q[..., 1:], q[..., :1]], axis=-1)
+
+
+def quat_xyzw_to_wxyz(q):
+    return jnp.concatenate([q[..., 3:], q[..., :3]], axis=-1)
+
+
+def quat_mul(a, b):
+    aw, ax, ay, az = a[..., 0], a[..., 1], a[..., 2], a[..., 3]
+    bw, bx, by, bz = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
+    return jnp.stack([aw * bw - ax * bx - ay * by - az * bz,
+                      aw * bx + ax * bw + ay * bz - az * by,
+                      aw * by - ax * bz + ay * bw + az * bx,
+                      aw * bz + ax * by - ay * bx + az * bw], axis=-1)
+
+
+def quat_conj(q):
+    return q * jnp.array([1.0, -1.0, -1.0, -1.0])
+
+
+def quat_rotate(q, v):
+    """Rotate vector(s) `v` (..., 3) by unit quaternion(s) `q` (..., 4, wxyz)."""
+    w, u = q[..., :1], q[..., 1:]
+    t = 2.0 * jnp.cross(u, v)
+    return v + w * t + jnp.cross(u, t)
+
+
+def yaw_quat(angle):
+    """Quaternion (wxyz) of a rotation by `angle` about the world z axis."""
+    zero = jnp.zeros_like(angle)
+    return jnp.stack([jnp.cos(angle / 2), zero, zero, jnp.sin(angle / 2)], axis=-1)
+
+
+def wrap_angle(a, period=2 * jnp.pi):
+    """`a` wrapped into [-period / 2, period / 2)."""
+    return (a + period / 2) % period - period / 2
+
+
+def rotation_error(q_current, q_desired):
+    """World-frame axis-angle vector that rotates `q_current` onto `q_desired` (wxyz quaternions)."""
+    e = quat_mul(q_desired, quat_conj(q_current))
+    e = e * jnp.where(e[..., :1] < 0, -1.0, 1.0)            # shortest way round
+    vec = e[..., 1:]
+    s = jnp.linalg.norm(vec, axis=-1, keepdims=True)
+    angle = 2.0 * jnp.arctan2(s, e[..., :1])
+    return jnp.where(s > 1e-9, vec / jnp.maximum(s, 1e-9) * angle, 2.0 * vec)
+
+
+class ArmTask:
+    """Base of the arm tasks: a functional environment (`reset(key)`, `step(state, action)`),
+    jit/vmap-able. Subclasses set `asset_path` and `object_name` and implement `reset` and
+    `is_success`."""
+
+    action_size = 7
+    obs_keys = OBS_KEYS
+    observation_size = sum(n for _, n in OBS_KEYS)
+    asset_path: str = ""
+    object_name: str = ""            # the free body the `object` observation describes
+
+    def __init__(self, params: ArmParams):
+        check_impl(params.impl)
+        solver_patch.apply()
+        self.params = params
+        model = mujoco.MjModel.from_xml_path(self.asset_path)
+        model.opt.timestep = params.timestep
+        model.opt.iterations = params.solver_iterations
+        model.opt.ls_iterations = params.ls_iterations
+        model.opt.tolerance = params.solver_tolerance
+        self.mj_model = model
+        self.mjx_model = mjx.put_model(model, impl=params.impl)
+        self._site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "grip")
+        self._hand = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "hand")
+        self._object = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, self.object_name)
+        joint = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, self.object_name)
+        if self._object < 0 or joint < 0:
+            raise ValueError(f"{self.asset_path} has no body and free joint named {self.object_name!r}")
+        self._object_qadr = int(model.jnt_qposadr[joint])
+        self._arm_range = jnp.asarray(model.jnt_range[:ARM_DOF], jnp.float32)
+        # the hand's orientation at the home pose: gripper pointing down (used by the experts)
+        data = mujoco.MjData(model)
+        data.qpos[:ARM_DOF] = HOME_QPOS
+        mujoco.mj_forward(model, data)
+        self.home_hand_quat = np.array(data.xquat[self._hand], np.float32)
+        self.home_grip_pos = np.array(data.site_xpos[self._site], np.float32)
+        self.home_hand_xmat = np.array(data.xmat[self._hand], np.float32).reshape(3, 3)
+
+    @property
+    def compiler_options(self):
+        """Pass to `jax.jit(..., compiler_options=...)` for programs that step this env (see
+        `ogpo_jax.envs.mjx.compile_options`)."""
+        return compile_options.compiler_options()
+
+    @property
+    def max_vmap_batch(self):
+        """Largest batch to vmap `step` over in one program (None: any); see `compile_options`."""
+        return compile_options.max_vmap_batch()
+
+    # ------------------------------------------------------------------ observation
+    def eef_pose(self, data):
+        """(grip-site position (3,), hand quaternion wxyz (4,))."""
+        return data.site_xpos[self._site], data.xquat[self._hand]
+
+    def object_pose(self, data):
+        """(object body position (3,), quaternion wxyz (4,))."""
+        return data.xpos[self._object], data.xquat[self._object]
+
+    def _obs(self, data):
+        eef_pos, eef_quat = self.eef_pose(data)
+        obj_pos, obj_quat = self.object_pose(data)
+        rot = data.xmat[self._hand]                            # (3, 3) columns = hand axes in world
+        rel_pos = rot.T @ (obj_pos - eef_pos)
+        rel_quat = quat_mul(quat_conj(eef_quat), obj_quat)
+        obs = [eef_pos, quat_wxyz_to_xyzw(eef_quat), data.qpos[ARM_DOF:ARM_DOF + 2],
+               obj_pos, quat_wxyz_to_xyzw(obj_quat), rel_pos, quat_wxyz_to_xyzw(rel_quat)]
+        return jnp.concatenate(obs).astype(jnp.float32)
+
+    def split_obs(self, obs) -> dict:
+        """Flat observation(s) (..., 23) -> {robomimic key: (..., size)}."""
+        return demos.split_obs(obs, OBS_KEYS)
+
+    # ------------------------------------------------------------------ dynamics
+    def arm_reset_qpos(self, key):
+        """Home joint angles plus Gaussian noise (`arm_init_noise`), within the joint ranges."""
+        arm = jnp.asarray(HOME_QPOS) + self.params.arm_init_noise * jax.random.normal(key, (ARM_DOF,))
+        return jnp.clip(arm, self._arm_range[:, 0], self._arm_range[:, 1])
+
+    def initial_state(self, arm, object_qpos) -> EnvState:
+        """The episode's first state: arm joints (7,), open fingers, the object's free joint (7,)."""
+        fingers = jnp.full((2,), self.params.finger_open)
+        qpos = jnp.concatenate([arm, fingers, object_qpos])
+        data = mjx.make_data(self.mjx_model, impl=self.params.impl)
+        data = data.replace(qpos=qpos, ctrl=jnp.concatenate([arm, fingers]))
+        data = mjx.forward(self.mjx_model, data)
+        info = {"success": jnp.zeros((), bool), "terminal": jnp.zeros((), bool), "nonfinite": jnp.zeros((), bool)}
+        return EnvState(sim=data, obs=self._obs(data), reward=jnp.zeros((), jnp.float32),
+                        done=jnp.zeros((), bool), info=info)
+
+    def reset(self, key) -> EnvState:
+        raise NotImplementedError
+
+    def is_success(self, data):
+        """Scalar bool: the task is solved in this physics state."""
+        raise NotImplementedError
+
+    def joint_targets(self, data, action):
+        """Differential IK: joint-position targets for the arm that realise the commanded pose delta."""
+        p = self.params
+        eef_pos, _ = self.eef_pose(data)
+        jacp, jacr = mjx.jac(self.mjx_model, data, eef_pos, self._hand)     # (nv, 3) each
+        jac = jnp.concatenate([jacp[:ARM_DOF].T, jacr[:ARM_DOF].T])          # (6, 7)
+        delta = jnp.concatenate([action[:3] * p.pos_scale, action[3:6] * p.rot_scale])
+        gram = jac @ jac.T + (p.ik_damping ** 2) * jnp.eye(6)
+        dq = jac.T @ jnp.linalg.solve(gram, delta)
+        # Integrate on the previous target, not the measured joints: position servos lag within
+        # one control step, and re-basing on qpos would shrink every command to that lag. The
+        # clamp stops the target winding up while the hand is blocked (e.g. pressing the table).
+        qpos = data.qpos[:ARM_DOF]
+        base = jnp.clip(data.ctrl[:ARM_DOF], qpos - p.max_target_lead, qpos + p.max_target_lead)
+        q = base + dq
+        return jnp.clip(q, self._arm_range[:, 0], self._arm_range[:, 1])
+
+    def step(self, state: EnvState, action) -> EnvState:
+        p = self.params
+        action = jnp.clip(jnp.asarray(action, jnp.float32), -1.0, 1.0)
+        data = state.sim
+        finger = p.finger_open * 0.5 * (1.0 - action[6])
+        ctrl = jnp.concatenate([self.joint_targets(data, action), jnp.stack([finger, finger])])
+        data = data.replace(ctrl=ctrl)
+        data = jax.lax.fori_loop(0, p.n_substeps, lambda _, d: mjx.step(self.mjx_model, d), data)
+        obs = self._obs(data)
+        # A blown-up physics state (NaN/inf) never recovers: end the episode as a failure (no
+        # bootstrap, the reward of a failed step); the auto-reset starts a fresh one.
+        broken = core.nonfinite(data.qpos, data.qvel, obs)
+        success = self.is_success(data) & ~broken
+        reward = jnp.where(success, p.success_bonus, -1.0).astype(jnp.float32)
+        info = {"success": success, "terminal": success | broken, "nonfinite": broken}
+        return EnvState(sim=data, obs=obs, reward=reward, done=success | broken, info=info)

@@ -3,15 +3,17 @@
     python experiments/evaluate.py --workdir=runs/can_seed0                         # latest checkpoint
     python experiments/evaluate.py --workdir=runs/can_seed0 --source=bc --episodes=256
     python experiments/evaluate.py --workdir=runs/can_seed0 --modes=ode,sde,best_of_n --render=4
-    python experiments/evaluate.py --workdir=runs/can_seed0 --source=bc --failures     # Can only
+    python experiments/evaluate.py --workdir=runs/can_seed0 --source=bc --failures     # Can, Square
 
 --source: 'latest' (newest finetune checkpoint, else the BC actor), 'bc', or an env-step number of
 a finetune checkpoint. Success is over --episodes parallel episodes per sampler; results are
 printed and written to <workdir>/eval_<source>.json. --render=N draws N ODE episodes into
 <workdir>/eval_<source>.gif with mujoco.Renderer (MJX tasks; skipped with a message where no
-OpenGL backend exists: try MUJOCO_GL=egl on GPU machines or MUJOCO_GL=osmesa). --failures (Can)
-records --episodes ODE episodes and breaks the failures down (never lifted / dropped / held at the
-time limit, grasp height and can tilt; ogpo_jax.envs.mjx.can_diagnostics) into the JSON.
+OpenGL backend exists: try MUJOCO_GL=egl on GPU machines or MUJOCO_GL=osmesa). --failures
+records --episodes ODE episodes and breaks the failures down into the JSON: Can (never lifted /
+dropped / held at the time limit, grasp height and can tilt; ogpo_jax.envs.mjx.can_diagnostics),
+Square (never grasped / misaligned at the peg / held at the time limit / dropped, closest approach
+to the peg axis, final tilt; ogpo_jax.envs.mjx.square_diagnostics).
 """
 import json
 import os
@@ -34,7 +36,7 @@ _EPISODES = flags.DEFINE_integer("episodes", 64, "Evaluation episodes per sample
 _MODES = flags.DEFINE_list("modes", ["ode", "sde"], "Samplers: ode, sde, best_of_n (finetuned agents).")
 _SEED = flags.DEFINE_integer("seed", 12345, "Evaluation seed.")
 _RENDER = flags.DEFINE_integer("render", 0, "Render this many ODE episodes to a GIF (0: none).")
-_FAILURES = flags.DEFINE_bool("failures", False, "Can: failure-mode breakdown of --episodes ODE episodes.")
+_FAILURES = flags.DEFINE_bool("failures", False, "Can, Square: failure-mode breakdown of --episodes ODE episodes.")
 
 
 def main(argv):
@@ -69,17 +71,22 @@ def main(argv):
               + (f"; {broken} episode(s) ended by a non-finite simulation state (failures)" if broken else ""))
     tag = _SOURCE.value
     if _FAILURES.value:
-        if config.env.name != "can":
-            print(f"[failures] skipped: the breakdown reads Can observations, not {config.env.name!r}")
+        if config.env.name not in ("can", "square"):
+            print(f"[failures] skipped: breakdowns exist for the Can and Square tasks, not {config.env.name!r}")
         else:
-            from ogpo_jax.envs.mjx import can_diagnostics
+            from ogpo_jax.envs.mjx import can_diagnostics, square_diagnostics
             from ogpo_jax.envs.mjx.render import record_episodes
             t0 = time.time()
             rec = record_episodes(env, policies["ode"], params, jax.random.fold_in(key, 11), _EPISODES.value,
                                   horizon, episode_length)
-            report = can_diagnostics.failure_report(rec["obs"], rec["alive"], rec["success"])
+            if config.env.name == "can":
+                diag = can_diagnostics
+                report = diag.failure_report(rec["obs"], rec["alive"], rec["success"])
+            else:
+                diag = square_diagnostics
+                report = diag.failure_report(rec["obs"], rec["alive"], rec["success"], env.unwrapped.peg_pos)
             result["failures"] = report
-            print(f"[failures] ODE, {time.time() - t0:.0f}s incl. compile: " + can_diagnostics.format_report(report))
+            print(f"[failures] ODE, {time.time() - t0:.0f}s incl. compile: " + diag.format_report(report))
     if _RENDER.value > 0:
         if not hasattr(env.unwrapped, "mj_model"):
             print(f"[render] skipped: {config.env.name!r} is not an MJX task")

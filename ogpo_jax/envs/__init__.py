@@ -46,8 +46,18 @@ def _can(**kwargs):
     return env, experts.CanExpert(env, **expert_kwargs), params.max_steps
 
 
+def _square(**kwargs):
+    from ogpo_jax.envs.mjx import square
+    expert_keys = {f.name for f in dataclasses.fields(experts.SquareExpert)} - {"env"}
+    expert_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in expert_keys}
+    params = square.SquareParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
+    env = square.Square(params)
+    expert_kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in expert_kwargs.items()}
+    return env, experts.SquareExpert(env, **expert_kwargs), params.max_steps
+
+
 REGISTRY = {"point_gaps": _point_gaps, "countdown": _countdown, "chunk_bandit": _chunk_bandit,
-            "blowup": _blowup, "can": _can}
+            "blowup": _blowup, "can": _can, "square": _square}
 
 
 def make(name: str, **kwargs):

@@ -1,0 +1,100 @@
+"""Why Square episodes fail: a failure-mode breakdown from recorded observation trajectories.
+
+    rec = render.record_episodes(env, policy, params, key, 64, horizon, episode_length)
+    report = square_diagnostics.failure_report(rec["obs"], rec["alive"], rec["success"], env.peg_pos)
+
+Pure numpy on the flat robomimic-style observation of `ogpo_jax.envs.mjx.square.Square`
+(`OBS_KEYS`; `object` = nut position, quaternion, relative position, relative quaternion). Each
+episode is one of:
+
+* `success`
+* `never_grasped`: the nut centre never rose `lift_dz` above its initial height;
+* `misaligned_at_peg`: at the end the nut is near the peg (centre within `peg_radius` of its axis
+  in x and y) but not down around it: resting on the peg top or jammed tilted on it;
+* `held_at_timeout`: still lifted, away from the peg, when the time limit ended the episode;
+* `dropped`: lifted at some point, back on the table away from the peg at the end.
+
+It also gives, per category, the nut's closest approach to the peg axis while lifted, and, for
+episodes that reached the peg, the nut's tilt at the end (a nut tipped over the peg top's edge
+is tilted by tens of degrees).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ogpo_jax.data.demos import split_obs
+from ogpo_jax.envs.mjx.arm import OBS_KEYS
+
+OBS_SIZE = sum(n for _, n in OBS_KEYS)
+CATEGORIES = ("success", "never_grasped", "misaligned_at_peg", "held_at_timeout", "dropped")
+
+
+def _tilt_degrees(quat_xyzw):
+    """Angle between the nut's axis and the world z axis for quaternions (..., 4) in xyzw order."""
+    x, y = quat_xyzw[..., 0], quat_xyzw[..., 1]
+    cos = 1.0 - 2.0 * (x * x + y * y)
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+def failure_report(obs, alive, success, peg_pos, lift_dz: float = 0.03, peg_radius: float = 0.06) -> dict:
+    """obs (T, N, 23), alive (T, N) bool (frame belongs to a running episode), success (N,) bool,
+    peg_pos: the peg axis (x, y[, z]) (`Square.peg_pos`).
+
+    Returns counts per category, per-episode categories, and per category the mean closest
+    approach of the lifted nut to the peg axis and the mean final tilt.
+    """
+    obs, alive, success = np.asarray(obs), np.asarray(alive, bool), np.asarray(success, bool)
+    if obs.ndim != 3 or obs.shape[-1] != OBS_SIZE:
+        raise ValueError(f"obs must have shape (T, N, {OBS_SIZE}) (Square observations), got {obs.shape}")
+    steps, num = obs.shape[:2]
+    if alive.shape != (steps, num) or success.shape != (num,):
+        raise ValueError(f"alive must be {(steps, num)} and success {(num,)}, got {alive.shape} and {success.shape}")
+    peg = np.asarray(peg_pos, np.float64)[:2]
+    obj = split_obs(obs, OBS_KEYS)["object"]
+    nut_pos, nut_quat = obj[..., 0:3], obj[..., 3:7]
+    last = np.minimum(alive.sum(0), steps - 1)
+    frames = np.arange(steps)[:, None] <= last[None, :]
+    idx = np.arange(num)
+    z0 = nut_pos[0, :, 2]
+    lifted = (nut_pos[..., 2] > z0[None] + lift_dz) & frames
+    ever = lifted.any(0)
+    end = nut_pos[last, idx]
+    off = np.abs(end[:, :2] - peg).max(-1)
+    at_peg = off < peg_radius
+    held_end = lifted[last, idx]
+    categories = np.where(
+        success, "success",
+        np.where(~ever, "never_grasped",
+                 np.where(at_peg, "misaligned_at_peg", np.where(held_end, "held_at_timeout", "dropped"))))
+    axis_dist = np.linalg.norm(nut_pos[..., :2] - peg, axis=-1)
+    closest = np.where(lifted, axis_dist, np.inf).min(0)
+    tilt_end = _tilt_degrees(nut_quat[last, idx])
+
+    def stats(name):
+        mask = categories == name
+        out = {"episodes": int(mask.sum())}
+        if mask.any():
+            c = closest[mask & ever]
+            out["closest_to_peg_axis_m"] = float(c.mean()) if c.size else None
+            out["final_tilt_deg"] = float(tilt_end[mask].mean())
+        return out
+
+    return {
+        "episodes": int(num),
+        "success_rate": float(success.mean()),
+        "counts": {c: int((categories == c).sum()) for c in CATEGORIES},
+        "categories": categories.tolist(),
+        "per_category": {c: stats(c) for c in CATEGORIES},
+    }
+
+
+def format_report(report: dict) -> str:
+    counts = ", ".join(f"{c} {n}" for c, n in report["counts"].items())
+    lines = [f"{report['episodes']} episodes: {counts}"]
+    for name, s in report["per_category"].items():
+        if s["episodes"] and name != "never_grasped":
+            closest = s.get("closest_to_peg_axis_m")
+            lines.append(f"  {name}: {s['episodes']} episodes, lifted nut's closest approach to the peg axis "
+                         + (f"{1000 * closest:.1f} mm" if closest is not None else "-")
+                         + f", final tilt {s['final_tilt_deg']:.0f} deg")
+    return "\n".join(lines)

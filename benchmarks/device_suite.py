@@ -6,10 +6,11 @@
 
 Sections, run in this order, each within its share of `--budget_s` (what a section does not use
 passes to the next):
-  env     Can (MJX) control and physics steps/s at each batch of `--batches` (default 256, 1024,
-          4096, 8192) under `env_throughput.benchmark_actions` (a moving arm), with the compile
-          time of the reset and step programs; a batch that fails (out of memory) is recorded and
-          the larger ones skipped.
+  env     MJX control and physics steps/s of each task of `--env_tasks` (default Can and Square)
+          at each batch of `--batches` (default 256, 1024, 4096, 8192) under
+          `env_throughput.benchmark_actions` (a moving arm), with the compile time of the reset
+          and step programs; a batch that fails (out of memory) is recorded and the task's larger
+          ones skipped.
   update  ms per actor, critic and fused OGPO update at paper scale (DESIGN §4: 4x512, 10 heads,
           256 states x 32 chains, K = 10) and at the GPU preset's scale (configs/can.py), each in
           full fp32 (`highest`) and at the matmul precision the preset runs with (JAX's default,
@@ -47,6 +48,7 @@ from env_throughput import benchmark_actions  # noqa: E402
 from update_step import bench_scale, machine, write_results  # noqa: E402
 
 SECTIONS = ("env", "update", "e2e")
+MJX_TASKS = ("can", "square")
 # share of the whole budget each section may use; the e2e run gets whatever is left
 SHARE = {"env": 0.2, "update": 0.15}
 FINAL_RESERVE = 0.1          # of the budget, kept for the e2e run's final evaluation and report
@@ -72,28 +74,29 @@ def device_memory_gib():
 
 
 # ------------------------------------------------------------------------------------------ env
-def bench_env(batches, repeats: int, deadline: float, log) -> list:
+def bench_env(batches, repeats: int, deadline: float, log, task: str = "can") -> list:
+    from ogpo_jax import envs
     from ogpo_jax.envs.core import batched
-    from ogpo_jax.envs.mjx.can import Can, CanParams
     from ogpo_jax.training import progress
 
-    env = Can(CanParams())
+    env = envs.make(task)[0].unwrapped
+    name = type(env).__name__
     jit = lambda f: jax.jit(f, compiler_options=env.compiler_options)  # noqa: E731
     rows, last_cost = [], 0.0
     for batch in batches:
         if time.time() + last_cost > deadline:
-            rows.append({"batch": batch, "skipped": "section budget spent"})
-            log(f"[env] batch {batch}: skipped (budget)")
+            rows.append({"task": task, "batch": batch, "skipped": "section budget spent"})
+            log(f"[env] {name} batch {batch}: skipped (budget)")
             continue
         t_row = time.time()
         try:
             reset = jit(lambda keys: batched(env.reset, env, keys))
             step = jit(lambda s, a: batched(env.step, env, s, a))
             keys = jax.random.split(jax.random.PRNGKey(0), batch)
-            reset_c = progress.compile_program(reset, (keys,), f"Can reset, batch {batch}", log)
+            reset_c = progress.compile_program(reset, (keys,), f"{name} reset, batch {batch}", log)
             state = reset(keys)
             actions = benchmark_actions(jax.random.PRNGKey(1), repeats + 1, batch, env.action_size)
-            step_c = progress.compile_program(step, (state, actions[0]), f"Can step, batch {batch}", log)
+            step_c = progress.compile_program(step, (state, actions[0]), f"{name} step, batch {batch}", log)
             state = step(state, actions[0])           # warm call
             jax.block_until_ready(state.obs)
             times = []
@@ -104,15 +107,15 @@ def bench_env(batches, repeats: int, deadline: float, log) -> list:
                 times.append(time.perf_counter() - t0)
             dt = float(np.median(times))
             n = env.params.n_substeps
-            rows.append({"batch": batch, "vmap_batch": min(batch, env.max_vmap_batch or batch),
+            rows.append({"task": task, "batch": batch, "vmap_batch": min(batch, env.max_vmap_batch or batch),
                          "control_steps_per_s": batch / dt, "physics_steps_per_s": batch * n / dt,
                          "ms_per_batched_control_step": dt * 1e3, "compile_reset_s": reset_c,
                          "compile_step_s": step_c, "repeats": repeats})
-            log(f"[env] batch {batch}: {batch / dt:,.0f} control steps/s ({batch * n / dt:,.0f} physics), "
+            log(f"[env] {name} batch {batch}: {batch / dt:,.0f} control steps/s ({batch * n / dt:,.0f} physics), "
                 f"{dt * 1e3:.1f} ms per step; compile reset {reset_c:.1f}s, step {step_c:.1f}s")
         except Exception as e:       # out of memory at a large batch: record it, skip larger ones
-            rows.append({"batch": batch, "error": f"{type(e).__name__}: {str(e)[:200]}"})
-            log(f"[env] batch {batch}: {rows[-1]['error']}")
+            rows.append({"task": task, "batch": batch, "error": f"{type(e).__name__}: {str(e)[:200]}"})
+            log(f"[env] {name} batch {batch}: {rows[-1]['error']}")
             break
         last_cost = time.time() - t_row
     return rows
@@ -248,17 +251,18 @@ def to_markdown(res) -> str:
              f"Command: `{res['command']}` (budget {res['budget_s']:.0f} s; suite wall time "
              f"{_f(res.get('wall_seconds'), '{:.0f}')} s).", ""]
     if "env" in res:
-        lines += ["## Can env throughput (MJX)", "",
-                  "| batch (vmapped sub-batch) | control steps/s | physics steps/s | ms per control step | "
-                  "compile reset s | compile step s |", "|---|---|---|---|---|---|"]
+        lines += ["## Env throughput (MJX: Can, Square)", "",
+                  "| task | batch (vmapped sub-batch) | control steps/s | physics steps/s | ms per control step | "
+                  "compile reset s | compile step s |", "|---|---|---|---|---|---|---|"]
         for r in res["env"]:
+            task = r.get("task", "can")
             if "control_steps_per_s" in r:
                 sub = f" ({r['vmap_batch']})" if r["vmap_batch"] != r["batch"] else ""
-                lines.append(f"| {r['batch']}{sub} | {r['control_steps_per_s']:,.0f} | {r['physics_steps_per_s']:,.0f} | "
+                lines.append(f"| {task} | {r['batch']}{sub} | {r['control_steps_per_s']:,.0f} | {r['physics_steps_per_s']:,.0f} | "
                              f"{r['ms_per_batched_control_step']:.1f} | {r['compile_reset_s']:.1f} | "
                              f"{r['compile_step_s']:.1f} |")
             else:
-                lines.append(f"| {r['batch']} | {r.get('error') or r.get('skipped')} | | | | |")
+                lines.append(f"| {task} | {r['batch']} | {r.get('error') or r.get('skipped')} | | | | |")
         lines.append("")
     if "update" in res:
         lines += ["## OGPO update step", "",
@@ -321,6 +325,7 @@ def main(argv=None):
     parser.add_argument("--cpu", action="store_true", help="CPU mode: small batches, toy pipeline")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
     parser.add_argument("--batches", default="", help="env batches (default 256,1024,4096,8192; CPU mode 4)")
+    parser.add_argument("--env_tasks", default="", help="MJX tasks of the env section (default can,square; CPU mode can)")
     parser.add_argument("--repeats", type=int, default=0, help="timed repeats (default 20; CPU mode 3)")
     parser.add_argument("--workdir", default="", help="run directory of the e2e section (default: a temp dir)")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
@@ -332,6 +337,9 @@ def main(argv=None):
         parser.error(f"--sections: unknown {bad}; known {list(SECTIONS)}")
     if args.budget_s <= 0:
         parser.error(f"--budget_s must be > 0, got {args.budget_s}")
+    tasks = [t for t in (args.env_tasks or ("can" if args.cpu else "can,square")).split(",") if t]
+    if not tasks or any(t not in MJX_TASKS for t in tasks):
+        parser.error(f"--env_tasks: {args.env_tasks!r} must name tasks of {list(MJX_TASKS)}")
     batches = [int(b) for b in (args.batches or ("4" if args.cpu else "256,1024,4096,8192")).split(",")]
     repeats = args.repeats or (3 if args.cpu else 20)
     if not args.cpu and jax.default_backend() == "cpu":
@@ -364,7 +372,11 @@ def main(argv=None):
             deadline = start + spent_share * args.budget_s
             t0 = time.time()
             if section == "env":
-                res["env"] = bench_env(batches, repeats, deadline, log)
+                res["env"] = []
+                for i, task in enumerate(tasks):
+                    # each task may use its share of what is left of the section's time
+                    task_deadline = time.time() + (deadline - time.time()) / (len(tasks) - i)
+                    res["env"] += bench_env(batches, repeats, task_deadline, log, task)
             elif section == "update":
                 res["update"] = bench_updates(args.cpu, repeats, deadline, log)
             else:

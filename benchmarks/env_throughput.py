@@ -1,11 +1,12 @@
-"""Can task throughput: MJX control steps/s and physics steps/s by batch size, next to C MuJoCo
-and (optionally) robosuite's PickPlaceCan measured in the same run.
+"""MJX task throughput (Can, Square, two_nuts): control steps/s and physics steps/s by batch size, next to C
+MuJoCo and (Can, optionally) robosuite's PickPlaceCan measured in the same run.
 
-    python benchmarks/env_throughput.py                         # batches 1,16,64,256,1024,4096
+    python benchmarks/env_throughput.py                         # Can, batches 1,16,64,256,1024,4096
+    python benchmarks/env_throughput.py --task=square --batches=1,16,64,256 --tag=square_cpu
     python benchmarks/env_throughput.py --batches=64,256 --repeats=5 --robosuite_python=/tmp/rs/bin/python
 
-MJX: `jit(vmap(Can.step))` on the default backend (compiled with `Can.compiler_options`; batches
-above `Can.max_vmap_batch` run as `lax.map` over vmapped sub-batches, as in training), from reset
+MJX: `jit(vmap(env.step))` on the default backend (compiled with `env.compiler_options`; batches
+above `env.max_vmap_batch` run as `lax.map` over vmapped sub-batches, as in training), from reset
 states with `benchmark_actions` (0.3 x standard normal, clipped: the arm moves, so the solver
 works as in a rollout; zero actions leave it at rest and flatter the simulator), timed after
 compilation and blocking on the result. C MuJoCo: the same MJCF stepped with `mujoco.mj_step` in
@@ -34,7 +35,12 @@ import mujoco  # noqa: E402
 from update_step import machine, write_results  # noqa: E402
 
 from ogpo_jax.envs.core import batched  # noqa: E402
-from ogpo_jax.envs.mjx.can import HOME_QPOS, Can, CanParams  # noqa: E402
+from ogpo_jax.envs.mjx.arm import HOME_QPOS, ArmParams, ArmTask  # noqa: E402
+from ogpo_jax.envs.mjx.can import Can, CanParams  # noqa: E402
+from ogpo_jax.envs.mjx.square import Square, SquareParams  # noqa: E402
+from ogpo_jax.envs.mjx.two_nuts import TwoNuts, TwoNutsParams  # noqa: E402
+
+TASKS = {"can": (Can, CanParams), "square": (Square, SquareParams), "two_nuts": (TwoNuts, TwoNutsParams)}
 
 
 def benchmark_actions(key, num: int, batch: int, action_size: int) -> jax.Array:
@@ -42,7 +48,7 @@ def benchmark_actions(key, num: int, batch: int, action_size: int) -> jax.Array:
     return jnp.clip(0.3 * jax.random.normal(key, (num, batch, action_size)), -1.0, 1.0)
 
 
-def bench_mjx(env: Can, batch: int, repeats: int) -> dict:
+def bench_mjx(env: ArmTask, batch: int, repeats: int) -> dict:
     jit = lambda f: jax.jit(f, compiler_options=env.compiler_options)  # noqa: E731
     reset = jit(lambda keys: batched(env.reset, env, keys))
     step = jit(lambda s, a: batched(env.step, env, s, a))
@@ -63,7 +69,7 @@ def bench_mjx(env: Can, batch: int, repeats: int) -> dict:
             "ms_per_batch_step": dt * 1e3, "compile_s": compile_s}
 
 
-def bench_c(env: Can, seconds: float = 3.0) -> dict:
+def bench_c(env: ArmTask, seconds: float = 3.0) -> dict:
     m = env.mj_model
     d = mujoco.MjData(m)
     d.qpos[:7] = HOME_QPOS
@@ -92,7 +98,7 @@ def to_markdown(result) -> str:
     m = result["machine"]
     p = result["params"]
     lines = [
-        f"# Can env throughput ({result['date']})", "",
+        f"# {result.get('task', 'can').capitalize()} env throughput ({result['date']})", "",
         f"Machine: {m['device']} ({m['backend']}), {m['cpu_count']} CPU cores, {m['processor']}, "
         f"Python {m['python']}, jax {m['jax']}, mujoco {result['mujoco']}.",
         f"Physics: timestep {p['timestep']} s x {p['n_substeps']} substeps = {p['control_dt']} s control step (20 Hz)"
@@ -126,21 +132,25 @@ def to_markdown(result) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="can", choices=sorted(TASKS))
     parser.add_argument("--batches", default="1,16,64,256,1024,4096")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--n_substeps", type=int, default=CanParams.n_substeps)
-    parser.add_argument("--timestep", type=float, default=CanParams.timestep)
-    parser.add_argument("--ls_iterations", type=int, default=CanParams.ls_iterations)
-    parser.add_argument("--solver_tolerance", type=float, default=CanParams.solver_tolerance)
+    parser.add_argument("--n_substeps", type=int, default=ArmParams.n_substeps)
+    parser.add_argument("--timestep", type=float, default=ArmParams.timestep)
+    parser.add_argument("--ls_iterations", type=int, default=ArmParams.ls_iterations)
+    parser.add_argument("--solver_tolerance", type=float, default=ArmParams.solver_tolerance)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     parser.add_argument("--tag", default="")
     parser.add_argument("--robosuite_python", default="",
                         help="interpreter of an environment with robosuite: adds its PickPlaceCan row and ratios")
     parser.add_argument("--robosuite_steps", type=int, default=800)
     args = parser.parse_args(argv)
-    env = Can(CanParams(timestep=args.timestep, n_substeps=args.n_substeps, ls_iterations=args.ls_iterations,
+    if args.robosuite_python and args.task != "can":
+        parser.error("--robosuite_python: the robosuite comparison exists for --task=can only")
+    cls, params = TASKS[args.task]
+    env = cls(params(timestep=args.timestep, n_substeps=args.n_substeps, ls_iterations=args.ls_iterations,
                         solver_tolerance=args.solver_tolerance))
-    result = {"benchmark": "env_throughput", "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+    result = {"benchmark": "env_throughput", "task": args.task, "machine": machine(), "date": time.strftime("%Y-%m-%d"),
               "mujoco": mujoco.__version__, "command": "python " + " ".join(sys.argv),
               "params": {"timestep": args.timestep, "n_substeps": args.n_substeps,
                          "control_dt": env.params.control_dt, "solver_iterations": env.params.solver_iterations,

@@ -3,7 +3,7 @@
     python experiments/evaluate.py --workdir=runs/can_seed0                         # latest checkpoint
     python experiments/evaluate.py --workdir=runs/can_seed0 --source=bc --episodes=256
     python experiments/evaluate.py --workdir=runs/can_seed0 --modes=ode,sde,best_of_n --render=4
-    python experiments/evaluate.py --workdir=runs/can_seed0 --source=bc --failures     # Can, Square
+    python experiments/evaluate.py --workdir=runs/can_seed0 --source=bc --failures     # Can, Square, two_nuts
 
 --source: 'latest' (newest finetune checkpoint, else the BC actor), 'bc', or an env-step number of
 a finetune checkpoint. Success is over --episodes parallel episodes per sampler; results are
@@ -13,7 +13,8 @@ OpenGL backend exists: try MUJOCO_GL=egl on GPU machines or MUJOCO_GL=osmesa). -
 records --episodes ODE episodes and breaks the failures down into the JSON: Can (never lifted /
 dropped / held at the time limit, grasp height and can tilt; ogpo_jax.envs.mjx.can_diagnostics),
 Square (never grasped / misaligned at the peg / held at the time limit / dropped, closest approach
-to the peg axis, final tilt; ogpo_jax.envs.mjx.square_diagnostics).
+to the peg axis, final tilt; ogpo_jax.envs.mjx.square_diagnostics), two_nuts (stages done at the
+end, and the Square breakdown of each nut).
 """
 import json
 import os
@@ -36,7 +37,7 @@ _EPISODES = flags.DEFINE_integer("episodes", 64, "Evaluation episodes per sample
 _MODES = flags.DEFINE_list("modes", ["ode", "sde"], "Samplers: ode, sde, best_of_n (finetuned agents).")
 _SEED = flags.DEFINE_integer("seed", 12345, "Evaluation seed.")
 _RENDER = flags.DEFINE_integer("render", 0, "Render this many ODE episodes to a GIF (0: none).")
-_FAILURES = flags.DEFINE_bool("failures", False, "Can, Square: failure-mode breakdown of --episodes ODE episodes.")
+_FAILURES = flags.DEFINE_bool("failures", False, "can, square, two_nuts: failure-mode breakdown of --episodes ODE episodes.")
 
 
 def main(argv):
@@ -71,8 +72,8 @@ def main(argv):
               + (f"; {broken} episode(s) ended by a non-finite simulation state (failures)" if broken else ""))
     tag = _SOURCE.value
     if _FAILURES.value:
-        if config.env.name not in ("can", "square"):
-            print(f"[failures] skipped: breakdowns exist for the Can and Square tasks, not {config.env.name!r}")
+        if config.env.name not in ("can", "square", "two_nuts"):
+            print(f"[failures] skipped: breakdowns exist for the can, square and two_nuts tasks, not {config.env.name!r}")
         else:
             from ogpo_jax.envs.mjx import can_diagnostics, square_diagnostics
             from ogpo_jax.envs.mjx.render import record_episodes
@@ -80,13 +81,18 @@ def main(argv):
             rec = record_episodes(env, policies["ode"], params, jax.random.fold_in(key, 11), _EPISODES.value,
                                   horizon, episode_length)
             if config.env.name == "can":
-                diag = can_diagnostics
-                report = diag.failure_report(rec["obs"], rec["alive"], rec["success"])
+                report = can_diagnostics.failure_report(rec["obs"], rec["alive"], rec["success"])
+                text = can_diagnostics.format_report(report)
+            elif config.env.name == "square":
+                report = square_diagnostics.failure_report(rec["obs"], rec["alive"], rec["success"],
+                                                           env.unwrapped.peg_pos)
+                text = square_diagnostics.format_report(report)
             else:
-                diag = square_diagnostics
-                report = diag.failure_report(rec["obs"], rec["alive"], rec["success"], env.unwrapped.peg_pos)
+                report = square_diagnostics.stage_report(rec["obs"], rec["alive"], rec["success"],
+                                                         env.unwrapped.peg_positions)
+                text = square_diagnostics.format_stage_report(report)
             result["failures"] = report
-            print(f"[failures] ODE, {time.time() - t0:.0f}s incl. compile: " + diag.format_report(report))
+            print(f"[failures] ODE, {time.time() - t0:.0f}s incl. compile: " + text)
     if _RENDER.value > 0:
         if not hasattr(env.unwrapped, "mj_model"):
             print(f"[render] skipped: {config.env.name!r} is not an MJX task")

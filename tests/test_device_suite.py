@@ -24,7 +24,7 @@ def test_cpu_mode_produces_every_figure(tmp_path):
     assert res["machine"]["device"] and res["command"].startswith("python benchmarks/device_suite.py")
 
     (env_row,) = res["env"]
-    assert env_row["batch"] == 4
+    assert env_row["task"] == "can" and env_row["batch"] == 4
     assert env_row["control_steps_per_s"] > 0
     assert env_row["physics_steps_per_s"] == pytest.approx(10 * env_row["control_steps_per_s"])
     assert env_row["compile_reset_s"] > 0 and env_row["compile_step_s"] > 0
@@ -47,5 +47,5 @@ def test_cpu_mode_produces_every_figure(tmp_path):
     assert any(w.startswith("demo rollout") for w in whats) and any(w.startswith("BC training block") for w in whats)
     assert len(e["curve"]) >= 2 and all("ode" in p and "sde" in p for p in e["curve"])
     assert "final_success_ode" in e["summary"]
-    for heading in ("Can env throughput", "OGPO update step", "End to end"):
+    for heading in ("Env throughput (MJX", "OGPO update step", "End to end"):
         assert heading in md

@@ -56,8 +56,18 @@ def _square(**kwargs):
     return env, experts.SquareExpert(env, **expert_kwargs), params.max_steps
 
 
+def _two_nuts(**kwargs):
+    from ogpo_jax.envs.mjx import two_nuts
+    expert_keys = {f.name for f in dataclasses.fields(experts.TwoNutsExpert)} - {"env"}
+    expert_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in expert_keys}
+    params = two_nuts.TwoNutsParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
+    env = two_nuts.TwoNuts(params)
+    expert_kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in expert_kwargs.items()}
+    return env, experts.TwoNutsExpert(env, **expert_kwargs), params.max_steps
+
+
 REGISTRY = {"point_gaps": _point_gaps, "countdown": _countdown, "chunk_bandit": _chunk_bandit,
-            "blowup": _blowup, "can": _can, "square": _square}
+            "blowup": _blowup, "can": _can, "square": _square, "two_nuts": _two_nuts}
 
 
 def make(name: str, **kwargs):

@@ -184,15 +184,20 @@ class SquareExpert:
         }
 
     def act(self, latent, obs, key):
+        o = self.env.split_obs(obs)
+        return self.place(latent, o, o["object"][:14], self.env.peg_pos[:2], self.env.peg_top_z, key)
+
+    def place(self, latent, o, nut_obs, peg_xy, peg_top_z, key):
+        """The action that carries the nut described by `nut_obs` (its 14 `object` dims) onto the
+        peg at `peg_xy` with its top at `peg_top_z`; `o` is the split observation."""
         from ogpo_jax.envs.mjx import arm   # local: experts.py must import without MJX
         from ogpo_jax.envs.mjx.square import NUT_HALF_HEIGHT, Square
         env = self.env
         p = env.params
-        o = env.split_obs(obs)
         eef = o["robot0_eef_pos"]
         quat = arm.quat_xyzw_to_wxyz(o["robot0_eef_quat"])
         width = o["robot0_gripper_qpos"].sum()
-        nut, nut_q = o["object"][:3], arm.quat_xyzw_to_wxyz(o["object"][3:7])
+        nut, nut_q = nut_obs[:3], arm.quat_xyzw_to_wxyz(nut_obs[3:7])
         handle = Square.handle_pos(nut, nut_q)
         home = jnp.asarray(env.home_hand_quat)
         x_axis = jnp.array([1.0, 0.0, 0.0])
@@ -200,9 +205,9 @@ class SquareExpert:
         hand_yaw = jnp.arctan2(hv[1], hv[0])                  # hand yaw relative to the home pose
         nv = arm.quat_rotate(nut_q, x_axis)
         nut_yaw = jnp.arctan2(nv[1], nv[0])
-        peg = jnp.asarray(env.peg_pos[:2])
+        peg = jnp.asarray(peg_xy)
         carry_z = latent["carry_z"]
-        top = env.peg_top_z + NUT_HALF_HEIGHT                 # nut centre height with its bottom at the peg top
+        top = peg_top_z + NUT_HALF_HEIGHT                     # nut centre height with its bottom at the peg top
 
         rel = handle - eef
         hdist = jnp.linalg.norm(rel[:2])
@@ -265,6 +270,32 @@ class SquareExpert:
         noise = latent["noise"] * jnp.where(holding & (dist < 0.03), self.place_noise_frac, 1.0)
         action = action + noise * scale * jax.random.normal(key, action.shape)
         return jnp.clip(action, -1.0, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoNutsExpert(SquareExpert):
+    """Scripted two-stage assembly for `ogpo_jax.envs.mjx.two_nuts.TwoNuts`: nut 1 onto peg 1 with
+    the Square expert's controller (`SquareExpert.place`), then, once nut 1 is down around its peg
+    and the hand has let go of it (fingers fully open or the hand away from its handle), nut 2
+    onto peg 2. Same noise knobs and per-demo variability as `SquareExpert`."""
+
+    def act(self, latent, obs, key):
+        from ogpo_jax.envs.mjx import arm   # local: experts.py must import without MJX
+        from ogpo_jax.envs.mjx.square import NUT_HALF_HEIGHT, Square
+        env = self.env
+        o = env.split_obs(obs)
+        nut1, nut2 = o["object"][:14], o["object"][14:28]
+        pegs = env.peg_positions
+        on_peg = (jnp.linalg.norm(nut1[:2] - pegs[0, :2]) < 0.012) & (nut1[2] < env.peg_top_z + NUT_HALF_HEIGHT)
+        handle = Square.handle_pos(nut1[:3], arm.quat_xyzw_to_wxyz(nut1[3:7]))
+        eef = o["robot0_eef_pos"]
+        let_go = (o["robot0_gripper_qpos"].sum() > 0.09) | (jnp.linalg.norm(handle - eef) > 0.04)
+        stage2 = on_peg & let_go
+        k1, k2 = jax.random.split(key)
+        a1 = self.place(latent, o, nut1, pegs[0, :2], env.peg_top_z, k1)
+        a2 = self.place(latent, o, nut2, pegs[1, :2], env.peg_top_z, k2)
+        return jnp.where(stage2, a2, a1)
+
 
 def collect_demos(env, expert, num_demos: int, max_steps: int, key, log=None, segment_steps: int = 50):
     """Roll out `num_demos` expert episodes in parallel (env must not auto-reset).

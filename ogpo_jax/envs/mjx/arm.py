@@ -1,8 +1,9 @@
 """The Panda-like arm every MJX manipulation task shares: model loading, the differential-IK
 controller, the robomimic-style observation, the step with its non-finite guard.
 
-A task is a subclass of `ArmTask` that names its MJCF scene and its object body, and supplies
-`reset(key)` (where the object starts) and `is_success(data)`. Everything else is here:
+A task is a subclass of `ArmTask` that names its MJCF scene and its object bodies (free joints of
+the same names), and supplies `reset(key)` (where the objects start) and `is_success(data)`.
+Everything else is here:
 
 * control at `1 / control_dt` Hz (`control_dt = timestep * n_substeps`, 20 Hz by default);
 * action (7,) in [-1, 1]: end-effector position delta (3, scaled by `pos_scale` metres), rotation
@@ -10,8 +11,9 @@ A task is a subclass of `ArmTask` that names its MJCF scene and its object body,
   +1 closed). The pose delta becomes joint-position targets inside the jitted step through
   damped-least-squares differential IK on the MJX Jacobian of the grip site;
 * observation with robomimic's low-dim keys and sizes (`OBS_KEYS`): `robot0_eef_pos` (3),
-  `robot0_eef_quat` (4, xyzw like robosuite), `robot0_gripper_qpos` (2), and `object` (14) = the
-  object's position, quaternion (xyzw), and position and quaternion in the end-effector frame;
+  `robot0_eef_quat` (4, xyzw like robosuite), `robot0_gripper_qpos` (2), and `object` (14 per
+  object) = each object's position, quaternion (xyzw), and position and quaternion in the
+  end-effector frame, objects in `object_names` order;
 * reward -1 per step, `success_bonus` and terminate on success; a step whose physics state (qpos,
   qvel) or observation is non-finite ends the episode as a failure (`info['nonfinite']`, terminal,
   reward -1). The time limit is applied by `EpisodeWrapper` (see `ogpo_jax.envs.make`).
@@ -44,6 +46,11 @@ OBS_KEYS = (("robot0_eef_pos", 3), ("robot0_eef_quat", 4), ("robot0_gripper_qpos
 ARM_DOF = 7
 HOME_QPOS = (0.0, 0.2, 0.0, -2.6, 0.0, 2.94, 0.785)
 IMPLS = ("jax", "warp")
+
+
+def obs_layout(num_objects: int) -> tuple:
+    """robomimic-style observation keys and sizes of an arm task with `num_objects` objects."""
+    return OBS_KEYS[:3] + (("object", 14 * num_objects),)
 
 
 def check_impl(impl: str) -> None:
@@ -153,14 +160,15 @@ def rotation_error(q_current, q_desired):
 
 class ArmTask:
     """Base of the arm tasks: a functional environment (`reset(key)`, `step(state, action)`),
-    jit/vmap-able. Subclasses set `asset_path` and `object_name` and implement `reset` and
-    `is_success`."""
+    jit/vmap-able. Subclasses set `asset_path` and `object_names` and implement `reset` and
+    `is_success`; one with several objects also sets `obs_keys` and `observation_size`
+    (`obs_layout(n)`)."""
 
     action_size = 7
     obs_keys = OBS_KEYS
     observation_size = sum(n for _, n in OBS_KEYS)
     asset_path: str = ""
-    object_name: str = ""            # the free body the `object` observation describes
+    object_names: tuple = ()         # the free bodies the `object` observation describes, in order
 
     def __init__(self, params: ArmParams):
         check_impl(params.impl)
@@ -175,11 +183,17 @@ class ArmTask:
         self.mjx_model = mjx.put_model(model, impl=params.impl)
         self._site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "grip")
         self._hand = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "hand")
-        self._object = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, self.object_name)
-        joint = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, self.object_name)
-        if self._object < 0 or joint < 0:
-            raise ValueError(f"{self.asset_path} has no body and free joint named {self.object_name!r}")
-        self._object_qadr = int(model.jnt_qposadr[joint])
+        if dict(self.obs_keys)["object"] != 14 * len(self.object_names):
+            raise ValueError(f"{type(self).__name__}: obs_keys must give 'object' 14 x {len(self.object_names)} dims")
+        self._objects, self._object_qadrs = [], []
+        for name in self.object_names:
+            body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, name)
+            joint = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, name)
+            if body < 0 or joint < 0:
+                raise ValueError(f"{self.asset_path} has no body and free joint named {name!r}")
+            self._objects.append(body)
+            self._object_qadrs.append(int(model.jnt_qposadr[joint]))
+        self._object_qadr = self._object_qadrs[0]
         self._arm_range = jnp.asarray(model.jnt_range[:ARM_DOF], jnp.float32)
         # the hand's orientation at the home pose: gripper pointing down (used by the experts)
         data = mujoco.MjData(model)
@@ -205,23 +219,24 @@ class ArmTask:
         """(grip-site position (3,), hand quaternion wxyz (4,))."""
         return data.site_xpos[self._site], data.xquat[self._hand]
 
-    def object_pose(self, data):
-        """(object body position (3,), quaternion wxyz (4,))."""
-        return data.xpos[self._object], data.xquat[self._object]
+    def object_pose(self, data, i: int = 0):
+        """(position (3,), quaternion wxyz (4,)) of object `i` of `object_names`."""
+        return data.xpos[self._objects[i]], data.xquat[self._objects[i]]
 
     def _obs(self, data):
         eef_pos, eef_quat = self.eef_pose(data)
-        obj_pos, obj_quat = self.object_pose(data)
         rot = data.xmat[self._hand]                            # (3, 3) columns = hand axes in world
-        rel_pos = rot.T @ (obj_pos - eef_pos)
-        rel_quat = quat_mul(quat_conj(eef_quat), obj_quat)
-        obs = [eef_pos, quat_wxyz_to_xyzw(eef_quat), data.qpos[ARM_DOF:ARM_DOF + 2],
-               obj_pos, quat_wxyz_to_xyzw(obj_quat), rel_pos, quat_wxyz_to_xyzw(rel_quat)]
+        obs = [eef_pos, quat_wxyz_to_xyzw(eef_quat), data.qpos[ARM_DOF:ARM_DOF + 2]]
+        for i in range(len(self.object_names)):
+            obj_pos, obj_quat = self.object_pose(data, i)
+            rel_pos = rot.T @ (obj_pos - eef_pos)
+            rel_quat = quat_mul(quat_conj(eef_quat), obj_quat)
+            obs += [obj_pos, quat_wxyz_to_xyzw(obj_quat), rel_pos, quat_wxyz_to_xyzw(rel_quat)]
         return jnp.concatenate(obs).astype(jnp.float32)
 
     def split_obs(self, obs) -> dict:
-        """Flat observation(s) (..., 23) -> {robomimic key: (..., size)}."""
-        return demos.split_obs(obs, OBS_KEYS)
+        """Flat observation(s) (..., observation_size) -> {robomimic key: (..., size)}."""
+        return demos.split_obs(obs, self.obs_keys)
 
     # ------------------------------------------------------------------ dynamics
     def arm_reset_qpos(self, key):
@@ -230,7 +245,7 @@ class ArmTask:
         return jnp.clip(arm, self._arm_range[:, 0], self._arm_range[:, 1])
 
     def initial_state(self, arm, object_qpos) -> EnvState:
-        """The episode's first state: arm joints (7,), open fingers, the object's free joint (7,)."""
+        """The episode's first state: arm joints (7,), open fingers, the objects' free joints (7 each)."""
         fingers = jnp.full((2,), self.params.finger_open)
         qpos = jnp.concatenate([arm, fingers, object_qpos])
         data = mjx.make_data(self.mjx_model, impl=self.params.impl)

@@ -48,7 +48,7 @@ class Can(ArmTask):
     """The Can task as a functional environment (`reset(key)`, `step(state, action)`); jit/vmap-able."""
 
     asset_path = ASSET_PATH
-    object_name = "can"
+    object_names = ("can",)
 
     def __init__(self, params: CanParams = CanParams()):
         super().__init__(params)

@@ -56,7 +56,7 @@ class Square(ArmTask):
     """The Square task as a functional environment (`reset(key)`, `step(state, action)`); jit/vmap-able."""
 
     asset_path = ASSET_PATH
-    object_name = "nut"
+    object_names = ("nut",)
 
     def __init__(self, params: SquareParams = SquareParams()):
         super().__init__(params)

@@ -98,3 +98,41 @@ def format_report(report: dict) -> str:
                          + (f"{1000 * closest:.1f} mm" if closest is not None else "-")
                          + f", final tilt {s['final_tilt_deg']:.0f} deg")
     return "\n".join(lines)
+
+
+def stage_report(obs, alive, success, peg_positions, success_xy: float = 0.03, success_max_z: float = 0.05) -> dict:
+    """The two-nut task's breakdown: obs (T, N, 37) of `ogpo_jax.envs.mjx.two_nuts.TwoNuts`, alive
+    (T, N), success (N,), peg_positions (2, 2 or 3). Counts episodes by the stages done at their end
+    (nut i down around peg i: robosuite's on_peg check), and gives each nut's `failure_report`
+    against its own peg, where that nut's "success" is its stage being done at the end."""
+    obs, alive, success = np.asarray(obs), np.asarray(alive, bool), np.asarray(success, bool)
+    size = OBS_SIZE + 14
+    if obs.ndim != 3 or obs.shape[-1] != size:
+        raise ValueError(f"obs must have shape (T, N, {size}) (two-nut observations), got {obs.shape}")
+    steps, num = obs.shape[:2]
+    if alive.shape != (steps, num) or success.shape != (num,):
+        raise ValueError(f"alive must be {(steps, num)} and success {(num,)}, got {alive.shape} and {success.shape}")
+    pegs = np.asarray(peg_positions, np.float64)[:, :2]
+    last = np.minimum(alive.sum(0), steps - 1)
+    end = obs[last, np.arange(num)]
+    robot = obs[..., :OBS_SIZE - 14]
+    out, done = {"episodes": int(num), "success_rate": float(success.mean())}, []
+    for i in range(2):
+        nut_end = end[:, OBS_SIZE - 14 + 14 * i: OBS_SIZE + 14 * i]
+        off = np.abs(nut_end[:, :2] - pegs[i])
+        stage = success | ((off < success_xy).all(-1) & (nut_end[:, 2] < success_max_z))
+        done.append(stage)
+        view = np.concatenate([robot, obs[..., OBS_SIZE - 14 + 14 * i: OBS_SIZE + 14 * i]], -1)
+        out[f"nut{i + 1}"] = failure_report(view, alive, stage, pegs[i])
+    out["stages"] = {"none": int((~done[0] & ~done[1]).sum()), "nut1_only": int((done[0] & ~done[1]).sum()),
+                     "nut2_only": int((~done[0] & done[1]).sum()), "both": int((done[0] & done[1]).sum())}
+    return out
+
+
+def format_stage_report(report: dict) -> str:
+    s = report["stages"]
+    lines = [f"{report['episodes']} episodes, stages done at the end: both {s['both']}, nut 1 only {s['nut1_only']}, "
+             f"nut 2 only {s['nut2_only']}, none {s['none']}"]
+    for i in (1, 2):
+        lines.append(f"nut {i}: " + format_report(report[f"nut{i}"]).replace("\n", "\n  "))
+    return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""The two-nut assembly task: model, observation layout, the two-stage success predicate on
+constructed states (stage 1 done but not stage 2), the stage breakdown and the presets."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.xdist_group("mjx_two_nuts")
+
+two_nuts = pytest.importorskip("ogpo_jax.envs.mjx.two_nuts")
+from ogpo_jax import envs  # noqa: E402
+from ogpo_jax.envs.mjx import square_diagnostics  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def env():
+    wrapped, expert, horizon = envs.make("two_nuts")
+    assert horizon == 700
+    return wrapped.unwrapped
+
+
+def test_model_and_observation_layout(env):
+    assert env.observation_size == 37 and dict(env.obs_keys)["object"] == 28
+    np.testing.assert_allclose(env.peg_positions[:, :2], [[0.15, 0.2], [-0.05, 0.25]], atol=1e-6)
+    state = jax.jit(env.reset)(jax.random.PRNGKey(0))
+    o = env.split_obs(np.asarray(state.obs))
+    nut1, nut2 = o["object"][:3], o["object"][14:17]
+    p = env.params
+    assert p.nut1_x_range[0] - 1e-3 <= nut1[0] <= p.nut1_x_range[1] + 1e-3
+    assert p.nut2_y_range[0] - 1e-3 <= nut2[1] <= p.nut2_y_range[1] + 1e-3
+    assert np.linalg.norm(nut1[:2] - nut2[:2]) > 0.18          # the nuts start apart (they do not collide)
+    # each object's relative position is its own, in the hand frame
+    for i in (0, 1):
+        rel = o["object"][14 * i + 7: 14 * i + 10]
+        pos = o["object"][14 * i: 14 * i + 3]
+        assert abs(np.linalg.norm(rel) - np.linalg.norm(pos - o["robot0_eef_pos"])) < 1e-4
+
+
+def test_success_needs_both_stages(env):
+    (p1x, p1y, _), (p2x, p2y, _) = env.peg_positions
+    on = lambda a, b: np.asarray(env.on_pegs(jnp.array([a, b])))  # noqa: E731
+    np.testing.assert_array_equal(on([p1x, p1y, 0.01], [p2x, p2y, 0.01]), [True, True])
+    np.testing.assert_array_equal(on([p1x, p1y, 0.01], [0.0, 0.0, 0.01]), [True, False])      # stage 1 only
+    np.testing.assert_array_equal(on([p2x, p2y, 0.01], [p1x, p1y, 0.01]), [False, False])     # swapped pegs
+    np.testing.assert_array_equal(on([p1x, p1y, 0.11], [p2x, p2y, 0.03]), [False, True])      # nut 1 on the peg top
+
+
+def test_stage_report_counts_stages():
+    steps, num = 5, 3
+    obs = np.zeros((steps, num, 37), np.float32)
+    obs[:, :, 9:12] = (0.0, -0.25, 0.01)             # nut 1 start
+    obs[:, :, 23:26] = (0.0, 0.0, 0.01)              # nut 2 start
+    obs[1:3, :, 11] = 0.2                            # both lifted at some point
+    obs[1:3, :, 25] = 0.2
+    obs[3:, 0, 9:12] = (0.15, 0.2, 0.01)             # episode 0: nut 1 down on peg 1 only
+    obs[3:, 1, 9:12] = (0.15, 0.2, 0.01)             # episode 1: both (success)
+    obs[3:, 1, 23:26] = (-0.05, 0.25, 0.03)
+    alive = np.ones((steps, num), bool)
+    success = np.array([False, True, False])
+    rep = square_diagnostics.stage_report(obs, alive, success, [(0.15, 0.2), (-0.05, 0.25)])
+    assert rep["stages"] == {"none": 1, "nut1_only": 1, "nut2_only": 0, "both": 1}
+    assert rep["nut1"]["counts"]["success"] == 2 and rep["nut2"]["counts"]["success"] == 1
+    assert "nut 1 only 1" in square_diagnostics.format_stage_report(rep)
+    with pytest.raises(ValueError, match="two-nut observations"):
+        square_diagnostics.stage_report(obs[..., :23], alive, success, [(0, 0), (0, 0)])
+
+
+def test_two_nuts_presets():
+    from configs import two_nuts
+    from ogpo_jax.training.config import validate
+    for preset in ("", "quick"):
+        c = two_nuts.get_config(preset)
+        validate(c)
+        assert c.env.name == "two_nuts" and c.env.chunk_horizon == 8 and c.algo.discount == 0.999
+        assert c.env.kwargs.max_steps == 700
+        assert two_nuts.grad_steps_per_env_step(c) == pytest.approx(0.25)
+    assert two_nuts.get_config("").algo.actor_hidden_dims == (512,) * 5
+    assert two_nuts.get_config("").algo.critic_hidden_dims == (512,) * 5

@@ -36,34 +36,23 @@ def _blowup(length: int = 12, at_step: int = 6, p_blowup: float = 0.5):
     return env, None, length
 
 
-def _can(**kwargs):
-    from ogpo_jax.envs.mjx import can     # imported lazily: MJX compiles are only paid for when used
-    expert_keys = {f.name for f in dataclasses.fields(experts.CanExpert)} - {"env"}
-    expert_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in expert_keys}
-    params = can.CanParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
-    env = can.Can(params)
-    expert_kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in expert_kwargs.items()}
-    return env, experts.CanExpert(env, **expert_kwargs), params.max_steps
+def _arm_task(module: str, task: str, params: str, expert_cls):
+    """Factory of an MJX arm task: kwargs split into the expert's fields and the task params."""
+    def make_task(**kwargs):
+        import importlib
+        mod = importlib.import_module(f"ogpo_jax.envs.mjx.{module}")   # lazily: MJX only when used
+        tuples = lambda d: {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}  # noqa: E731
+        expert_keys = {f.name for f in dataclasses.fields(expert_cls)} - {"env"}
+        expert_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in expert_keys}
+        p = getattr(mod, params)(**tuples(kwargs))
+        env = getattr(mod, task)(p)
+        return env, expert_cls(env, **tuples(expert_kwargs)), p.max_steps
+    return make_task
 
 
-def _square(**kwargs):
-    from ogpo_jax.envs.mjx import square
-    expert_keys = {f.name for f in dataclasses.fields(experts.SquareExpert)} - {"env"}
-    expert_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in expert_keys}
-    params = square.SquareParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
-    env = square.Square(params)
-    expert_kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in expert_kwargs.items()}
-    return env, experts.SquareExpert(env, **expert_kwargs), params.max_steps
-
-
-def _two_nuts(**kwargs):
-    from ogpo_jax.envs.mjx import two_nuts
-    expert_keys = {f.name for f in dataclasses.fields(experts.TwoNutsExpert)} - {"env"}
-    expert_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in expert_keys}
-    params = two_nuts.TwoNutsParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
-    env = two_nuts.TwoNuts(params)
-    expert_kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in expert_kwargs.items()}
-    return env, experts.TwoNutsExpert(env, **expert_kwargs), params.max_steps
+_can = _arm_task("can", "Can", "CanParams", experts.CanExpert)
+_square = _arm_task("square", "Square", "SquareParams", experts.SquareExpert)
+_two_nuts = _arm_task("two_nuts", "TwoNuts", "TwoNutsParams", experts.TwoNutsExpert)
 
 
 REGISTRY = {"point_gaps": _point_gaps, "countdown": _countdown, "chunk_bandit": _chunk_bandit,

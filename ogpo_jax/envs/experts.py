@@ -212,7 +212,7 @@ class SquareExpert:
         rel = handle - eef
         hdist = jnp.linalg.norm(rel[:2])
         near = (hdist < 0.02) & (jnp.abs(rel[2] + self.grasp_dz) < 0.02)
-        holding = near & (width > 0.012) & (width < 0.09)
+        holding = near & (width > 0.008) & (width < 0.09)
         err = peg - nut[:2]
         dist = jnp.linalg.norm(err)
 

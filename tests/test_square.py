@@ -203,3 +203,15 @@ def test_square_presets_derive_from_can():
         assert square.grad_steps_per_env_step(c) == pytest.approx(0.25)
     with pytest.raises(ValueError, match="unknown preset"):
         square.get_config("fast")
+
+
+def test_failure_report_skips_the_tilt_of_a_nonfinite_end():
+    """An episode ended by a non-finite physics state (NaN observation) reports no final tilt
+    instead of NaN, and other episodes' tilts are unaffected."""
+    obs = np.concatenate([_synthetic(lambda t: (0.0, 0.0, 0.2 if t < 5 else 0.01, 0.5)),
+                          _synthetic(lambda t: (0.0, 0.0, 0.2 if t < 5 else 0.01, 0.0))], axis=1)
+    obs[-1, 0, 12:16] = np.nan
+    report = square_diagnostics.failure_report(obs, np.ones((10, 2), bool), np.zeros(2, bool), (0.15, 0.2))
+    assert report["categories"] == ["dropped", "dropped"]
+    assert report["per_category"]["dropped"]["final_tilt_deg"] == pytest.approx(0.0, abs=1e-3)
+    assert "final tilt 0 deg" in square_diagnostics.format_report(report)

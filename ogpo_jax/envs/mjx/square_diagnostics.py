@@ -76,7 +76,9 @@ def failure_report(obs, alive, success, peg_pos, lift_dz: float = 0.03, peg_radi
         if mask.any():
             c = closest[mask & ever]
             out["closest_to_peg_axis_m"] = float(c.mean()) if c.size else None
-            out["final_tilt_deg"] = float(tilt_end[mask].mean())
+            # an episode ended by a non-finite state has no tilt to report
+            tilts = tilt_end[mask][np.isfinite(tilt_end[mask])]
+            out["final_tilt_deg"] = float(tilts.mean()) if tilts.size else None
         return out
 
     return {
@@ -96,7 +98,7 @@ def format_report(report: dict) -> str:
             closest = s.get("closest_to_peg_axis_m")
             lines.append(f"  {name}: {s['episodes']} episodes, lifted nut's closest approach to the peg axis "
                          + (f"{1000 * closest:.1f} mm" if closest is not None else "-")
-                         + f", final tilt {s['final_tilt_deg']:.0f} deg")
+                         + (f", final tilt {s['final_tilt_deg']:.0f} deg" if s["final_tilt_deg"] is not None else ""))
     return "\n".join(lines)
 
 

@@ -187,6 +187,12 @@ class SquareExpert:
         o = self.env.split_obs(obs)
         return self.place(latent, o, o["object"][:14], self.env.peg_pos[:2], self.env.peg_top_z, key)
 
+    @staticmethod
+    def around_peg(nut_pos, peg_xy, peg_top_z):
+        """The nut is down around the peg: centre within 12 mm of its axis, bottom below its top."""
+        from ogpo_jax.envs.mjx.square import NUT_HALF_HEIGHT
+        return (jnp.linalg.norm(jnp.asarray(peg_xy) - nut_pos[:2]) < 0.012) & (nut_pos[2] < peg_top_z + NUT_HALF_HEIGHT)
+
     def place(self, latent, o, nut_obs, peg_xy, peg_top_z, key):
         """The action that carries the nut described by `nut_obs` (its 14 `object` dims) onto the
         peg at `peg_xy` with its top at `peg_top_z`; `o` is the split observation."""
@@ -249,7 +255,7 @@ class SquareExpert:
         at_height = eef[2] - grasp_point[2] <= 0.004
         # a nut released around the peg is left alone: open fully, then back away upwards (pulling
         # up with the pads still on the handle tips it)
-        at_peg = (dist < 0.012) & (nut[2] < top)
+        at_peg = self.around_peg(nut, peg, peg_top_z)
         clear_goal = jnp.where(width < 0.09, eef, jnp.concatenate([eef[:2], (handle[2] + 0.1)[None]]))
         free_goal = jnp.where(at_peg, clear_goal, jnp.where(aligned, grasp_point, approach_goal))
         free_grip = jnp.where(aligned & at_height & ~at_peg, 1.0, -1.0)
@@ -281,12 +287,12 @@ class TwoNutsExpert(SquareExpert):
 
     def act(self, latent, obs, key):
         from ogpo_jax.envs.mjx import arm   # local: experts.py must import without MJX
-        from ogpo_jax.envs.mjx.square import NUT_HALF_HEIGHT, Square
+        from ogpo_jax.envs.mjx.square import Square
         env = self.env
         o = env.split_obs(obs)
         nut1, nut2 = o["object"][:14], o["object"][14:28]
         pegs = env.peg_positions
-        on_peg = (jnp.linalg.norm(nut1[:2] - pegs[0, :2]) < 0.012) & (nut1[2] < env.peg_top_z + NUT_HALF_HEIGHT)
+        on_peg = self.around_peg(nut1[:3], pegs[0, :2], env.peg_top_z)
         handle = Square.handle_pos(nut1[:3], arm.quat_xyzw_to_wxyz(nut1[3:7]))
         eef = o["robot0_eef_pos"]
         let_go = (o["robot0_gripper_qpos"].sum() > 0.09) | (jnp.linalg.norm(handle - eef) > 0.04)

@@ -108,6 +108,13 @@ class ArmParams:
     def control_dt(self) -> float:
         return self.timestep * self.n_substeps
 
+    def check_ranges(self, *names: str) -> None:
+        """Each named field must be a (low, high) pair with low <= high."""
+        for name in names:
+            lo, hi = getattr(self, name)
+            if not lo <= hi:
+                raise ValueError(f"{type(self).__name__}: {name}={getattr(self, name)} must be (low, high) with low <= high")
+
 
 def quat_wxyz_to_xyzw(q):
     return jnp.concatenate([q[..., 1:], q[..., :1]], axis=-1)
@@ -146,6 +153,14 @@ def yaw_quat(angle):
 def wrap_angle(a, period=2 * jnp.pi):
     """`a` wrapped into [-period / 2, period / 2)."""
     return (a + period / 2) % period - period / 2
+
+
+def tilt_degrees(quat_xyzw):
+    """Angle (degrees, numpy) between a body's z axis and the world z axis, for quaternions
+    (..., 4) in the observation's xyzw order."""
+    x, y = quat_xyzw[..., 0], quat_xyzw[..., 1]
+    cos = 1.0 - 2.0 * (x * x + y * y)
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
 def rotation_error(q_current, q_desired):

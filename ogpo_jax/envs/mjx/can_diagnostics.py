@@ -21,17 +21,11 @@ from __future__ import annotations
 import numpy as np
 
 from ogpo_jax.data.demos import split_obs
+from ogpo_jax.envs.mjx.arm import tilt_degrees
 from ogpo_jax.envs.mjx.can import OBS_KEYS, Can
 
 OBS_SIZE = Can.observation_size
 CATEGORIES = ("success", "never_lifted", "dropped", "held_at_timeout")
-
-
-def _tilt_degrees(quat_xyzw):
-    """Angle between the can's axis and the world z axis for quaternions (..., 4) in xyzw order."""
-    x, y = quat_xyzw[..., 0], quat_xyzw[..., 1]
-    cos = 1.0 - 2.0 * (x * x + y * y)
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
 def failure_report(obs, alive, success, lift_dz: float = 0.03) -> dict:
@@ -59,7 +53,7 @@ def failure_report(obs, alive, success, lift_dz: float = 0.03) -> dict:
                           np.where(~ever, "never_lifted", np.where(held_end, "held_at_timeout", "dropped")))
     first = np.argmax(lifted, axis=0)
     grasp_height = rel_pos[first, np.arange(num), 2]
-    tilt = np.where(lifted, _tilt_degrees(can_quat), 0.0).max(0)
+    tilt = np.where(lifted, tilt_degrees(can_quat), 0.0).max(0)
 
     def stats(mask):
         mask = mask & ever

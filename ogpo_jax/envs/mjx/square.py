@@ -30,7 +30,18 @@ from ogpo_jax.envs.mjx.arm import ArmParams, ArmTask, quat_rotate
 ASSET_PATH = os.path.join(os.path.dirname(__file__), "assets", "square.xml")
 NUT_HALF_HEIGHT = 0.01
 HANDLE_OFFSET = 0.054          # handle centre along the nut's local x axis (m), from square.xml
-HOLE_HALF_WIDTH = 0.02275      # inner face of the nut's walls (m)
+
+
+def on_peg(nut_pos, peg_xy, success_xy: float, success_max_z: float):
+    """robosuite's on_peg check: nut centre(s) (..., 3) within `success_xy` of the peg axis (..., 2)
+    in x and in y, and below `success_max_z`."""
+    d = jnp.abs(nut_pos[..., :2] - peg_xy)
+    return (d[..., 0] < success_xy) & (d[..., 1] < success_xy) & (nut_pos[..., 2] < success_max_z)
+
+
+def nut_qpos(x, y, yaw):
+    """Free-joint qpos (7,) of a nut lying flat on the table at (x, y) with the given yaw."""
+    return jnp.array([x, y, NUT_HALF_HEIGHT + 1e-4, jnp.cos(yaw / 2), 0.0, 0.0, jnp.sin(yaw / 2)])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,10 +57,7 @@ class SquareParams(ArmParams):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("nut_x_range", "nut_y_range", "nut_yaw_range"):
-            lo, hi = getattr(self, name)
-            if not lo <= hi:
-                raise ValueError(f"SquareParams: {name}={getattr(self, name)} must be (low, high) with low <= high")
+        self.check_ranges("nut_x_range", "nut_y_range", "nut_yaw_range")
 
 
 class Square(ArmTask):
@@ -70,10 +78,7 @@ class Square(ArmTask):
 
     def on_peg(self, nut_pos):
         """robosuite's success check on the nut centre position (3,)."""
-        p = self.params
-        dx = jnp.abs(nut_pos[0] - self.peg_pos[0])
-        dy = jnp.abs(nut_pos[1] - self.peg_pos[1])
-        return (dx < p.success_xy) & (dy < p.success_xy) & (nut_pos[2] < p.success_max_z)
+        return on_peg(nut_pos, self.peg_pos[:2], self.params.success_xy, self.params.success_max_z)
 
     def is_success(self, data):
         return self.on_peg(self.nut_pose(data)[0])
@@ -90,5 +95,4 @@ class Square(ArmTask):
         x = jax.random.uniform(k_x, (), minval=p.nut_x_range[0], maxval=p.nut_x_range[1])
         y = jax.random.uniform(k_y, (), minval=p.nut_y_range[0], maxval=p.nut_y_range[1])
         yaw = jax.random.uniform(k_yaw, (), minval=p.nut_yaw_range[0], maxval=p.nut_yaw_range[1])
-        nut = jnp.array([x, y, NUT_HALF_HEIGHT + 1e-4, jnp.cos(yaw / 2), 0.0, 0.0, jnp.sin(yaw / 2)])
-        return self.initial_state(arm, nut)
+        return self.initial_state(arm, nut_qpos(x, y, yaw))

@@ -24,7 +24,7 @@ import numpy as np
 
 from ogpo_jax.envs.core import EnvState
 from ogpo_jax.envs.mjx.arm import ArmParams, ArmTask, obs_layout
-from ogpo_jax.envs.mjx.square import NUT_HALF_HEIGHT, Square
+from ogpo_jax.envs.mjx.square import nut_qpos, on_peg
 
 ASSET_PATH = os.path.join(os.path.dirname(__file__), "assets", "two_nuts.xml")
 OBS_KEYS = obs_layout(2)
@@ -45,10 +45,7 @@ class TwoNutsParams(ArmParams):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("nut1_x_range", "nut1_y_range", "nut2_x_range", "nut2_y_range", "nut_yaw_range"):
-            lo, hi = getattr(self, name)
-            if not lo <= hi:
-                raise ValueError(f"TwoNutsParams: {name}={getattr(self, name)} must be (low, high) with low <= high")
+        self.check_ranges("nut1_x_range", "nut1_y_range", "nut2_x_range", "nut2_y_range", "nut_yaw_range")
 
 
 class TwoNuts(ArmTask):
@@ -69,17 +66,13 @@ class TwoNuts(ArmTask):
 
     def on_pegs(self, nut_positions):
         """(2,) bool: robosuite's on_peg check of each nut (rows of (2, 3)) on its own peg."""
-        p = self.params
-        d = jnp.abs(nut_positions[:, :2] - self.peg_positions[:, :2])
-        return (d[:, 0] < p.success_xy) & (d[:, 1] < p.success_xy) & (nut_positions[:, 2] < p.success_max_z)
+        return on_peg(nut_positions, self.peg_positions[:, :2], self.params.success_xy, self.params.success_max_z)
 
     def stages_done(self, data):
         return self.on_pegs(jnp.stack([self.object_pose(data, 0)[0], self.object_pose(data, 1)[0]]))
 
     def is_success(self, data):
         return self.stages_done(data).all()
-
-    handle_pos = staticmethod(Square.handle_pos)
 
     def reset(self, key) -> EnvState:
         p = self.params
@@ -90,7 +83,7 @@ class TwoNuts(ArmTask):
         def nut(kx, ky, xr, yr, yaw):
             x = jax.random.uniform(kx, (), minval=xr[0], maxval=xr[1])
             y = jax.random.uniform(ky, (), minval=yr[0], maxval=yr[1])
-            return jnp.array([x, y, NUT_HALF_HEIGHT + 1e-4, jnp.cos(yaw / 2), 0.0, 0.0, jnp.sin(yaw / 2)])
+            return nut_qpos(x, y, yaw)
 
         nuts = jnp.concatenate([nut(k1x, k1y, p.nut1_x_range, p.nut1_y_range, yaws[0]),
                                 nut(k2x, k2y, p.nut2_x_range, p.nut2_y_range, yaws[1])])

@@ -2,13 +2,19 @@
 
 Public API (pure, jittable, vmappable over seeds):
 
-    state = init(key, obs_dim, chunk_shape, config)          # -> OGPOState
+    actor_params = init_actor(key, obs_dim, chunk_shape, config)   # or a BC checkpoint's params
+    state = init(key, obs_dim, chunk_shape, config, actor_params)  # -> OGPOState
     state, metrics = update(state, batch, success_batch)     # one actor + one critic step
-    chunk = act(state, obs, key, mode)                       # mode: 'ode' | 'sde' | 'best_of_n'
+    chunk = act(state, obs, key)                             # mode: config.rollout_mode, or
+                                                             # 'ode' | 'sde' | 'best_of_n' (static)
+    params, opt_state, metrics = bc_step(config, chunk_shape, params, opt_state, step, data, key)
 
 `batch` is a dict of chunk transitions: obs (B, obs_dim), actions (B, H, da), rewards (B, H),
-valid (B, H), next_obs (B, obs_dim), terminal (B,). `success_batch` holds obs, actions, valid from
-successful episodes (OGPO+ flow-matching BC); pass None to regularize on `batch` instead.
+valid (B, H), next_obs (B, obs_dim), terminal (B,), B >= ppo_batch_size (extra keys are ignored).
+`success_batch` holds obs, actions, valid from successful episodes (OGPO+ flow-matching BC); None
+regularizes on `batch` instead (a trace-time choice: `ogpo_jax.data.replay.sample_success` gives a
+jittable batch that falls back to replay rows until the success buffer holds enough). `init` and
+`update` check params, keys and shapes at trace time and name the offending field.
 
 `update` = `actor_step` (skipped during the critic-only warm-up) + `critic_step` + the critics'
 Polyak average. `actor_step` reads top-down: `sample_group` (G chains per state from the EMA actor,
@@ -21,12 +27,13 @@ from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
-from ogpo_jax.algorithms import common, extraction
+from ogpo_jax.algorithms import checks, common, extraction
 from ogpo_jax.algorithms import critic as critic_lib
-from ogpo_jax.algorithms.actor import actor_apply, actor_module, actor_optimizer, sample_actions  # noqa: F401
+from ogpo_jax.algorithms.actor import actor_apply, actor_module, actor_optimizer, bc_step, sample_actions  # noqa: F401
 from ogpo_jax.algorithms.advantages import awr_weights, chi2_advantage, chi2_upper_clip, compute_advantage
 from ogpo_jax.algorithms.advantages import postprocess as postprocess_advantage
 from ogpo_jax.algorithms.base import Algorithm
@@ -58,6 +65,7 @@ class OGPOState(struct.PyTreeNode):
     value: Any = None          # baseline='value': V(s) params
     value_opt: Any = None      # baseline='value': its optimizer state
     hparams: Any = None        # a sweep member's own values of SWEEPABLE fields (`config.swept`)
+    obs_dim: int | None = struct.field(pytree_node=False, default=None)   # checks `update`'s batches
 
     @property
     def action_dim(self) -> int:
@@ -104,8 +112,38 @@ def check_config(config: OGPOConfig) -> None:
         raise ValueError(f"algo.name must be {NAME!r} for ogpo.init, got {config.name!r}")
 
 
+def init_actor(key, obs_dim: int, chunk_shape, config=None):
+    """Fresh velocity-field params (the inner 'params' of `actor_module(config, H * da)`) for
+    observations of `obs_dim` and chunks of `chunk_shape` = (H, da): what `init(actor_params=...)`
+    and `bc_step` take. Widths from `config.actor_hidden_dims` and `config.time_emb_dim`."""
+    config = as_config(config)
+    horizon, act_dim = (int(c) for c in chunk_shape)
+    dim = horizon * act_dim
+    return actor_module(config, dim).init(key, jnp.zeros((1, obs_dim)), jnp.zeros((1, dim)), jnp.zeros((1,)))["params"]
+
+
+def bc_optimizer(config=None):
+    """The actor's optimizer (AdamW on the cyclic cosine schedule): `bc_optimizer(config).init(params)`
+    is the `opt_state` that `bc_step` advances."""
+    return actor_optimizer(as_config(config))[0]
+
+
+def check_actor_params(actor_params, obs_dim: int, chunk_shape, config=None):
+    """`actor_params` unwrapped from {'params': ...} if needed, after checking its structure and
+    shapes against the network `config` describes. -> the params."""
+    config = as_config(config)
+    actor_params = checks.unwrap_params(actor_params)
+    expected = jax.eval_shape(lambda k: init_actor(k, obs_dim, chunk_shape, config), jax.random.PRNGKey(0))
+    checks.check_params_like(actor_params, expected, "actor_params",
+                             f"actor_hidden_dims={tuple(config.actor_hidden_dims)}, time_emb_dim={config.time_emb_dim}, "
+                             f"obs_dim={obs_dim}, chunk_shape={tuple(chunk_shape)}")
+    return actor_params
+
+
 def init(key, obs_dim: int, chunk_shape, config=None, actor_params=None) -> OGPOState:
-    """Fresh OGPO state. `actor_params` (e.g. a BC checkpoint) initialise actor and EMA actor."""
+    """Fresh OGPO state. `actor_params` (e.g. a BC checkpoint: the velocity field's inner params,
+    as `init_actor` makes them; {'params': p} is unwrapped) initialise actor and EMA actor; they
+    must match the config's actor network (checked here, naming the field that differs)."""
     config = as_config(config)
     check_config(config)
     horizon, act_dim = (int(c) for c in chunk_shape)
@@ -115,7 +153,9 @@ def init(key, obs_dim: int, chunk_shape, config=None, actor_params=None) -> OGPO
     dim = horizon * act_dim
     obs = jnp.zeros((1, obs_dim))
     if actor_params is None:
-        actor_params = actor_module(config, dim).init(k_actor, obs, jnp.zeros((1, dim)), jnp.zeros((1,)))["params"]
+        actor_params = init_actor(k_actor, obs_dim, (horizon, act_dim), config)
+    else:
+        actor_params = check_actor_params(actor_params, obs_dim, (horizon, act_dim), config)
     critic_params = critic_module(config).init(k_critic, obs, jnp.zeros((1, dim)))["params"]
     actor_tx, _ = actor_optimizer(config)
     optional = {}
@@ -135,6 +175,7 @@ def init(key, obs_dim: int, chunk_shape, config=None, actor_params=None) -> OGPO
         key=k_state,
         config=config,
         chunk_shape=(horizon, act_dim),
+        obs_dim=int(obs_dim),
         **optional,
     )
 
@@ -148,16 +189,19 @@ def _params_for(state: OGPOState, actor: str | None):
     return state.actor_ema if actor == "ema" else state.actor
 
 
-def act(state: OGPOState, obs, key, mode: str = "sde", actor: str | None = None) -> jax.Array:
+def act(state: OGPOState, obs, key, mode: str | None = None, actor: str | None = None) -> jax.Array:
     """Action chunks for a batch of observations: obs (B, obs_dim) -> (B, H, da) in [-1, 1].
 
-    mode 'ode': deterministic Euler (evaluation); 'sde': one stochastic chain; 'best_of_n': N
-    stochastic chunks, pick the argmax of the min over `best_of_n_heads` random target-critic heads.
-    `actor` is 'ema' or 'current' (default: config.act_with). A single obs (obs_dim,) gives (H, da).
+    mode (default: config.rollout_mode) 'ode': deterministic Euler (evaluation); 'sde': one
+    stochastic chain; 'best_of_n': N stochastic chunks, pick the argmax of the min over
+    `best_of_n_heads` random target-critic heads. `actor` is 'ema' or 'current' (default:
+    config.act_with). A single obs (obs_dim,) gives (H, da). `jax.jit(act)` works as is; a mode or
+    actor passed under `jit` must be static (`static_argnames=("mode", "actor")`).
     """
     if obs.ndim == 1:
         return act(state, obs[None], key, mode, actor)[0]
     cfg = state.config
+    mode = cfg.rollout_mode if mode is None else mode
     params = _params_for(state, actor)
     if mode in ("ode", "sde"):
         return sample_actions(cfg, state.chunk_shape, params, obs, key, mode)
@@ -455,6 +499,17 @@ def critic_step(state: OGPOState, batch, key):
     return state.replace(critic=critic, critic_opt=critic_opt), metrics
 
 
+def _check_batches(state: OGPOState, batch, success_batch) -> None:
+    obs_dim = state.obs_dim
+    if obs_dim is None:                 # a state built without `init` (e.g. restored by hand)
+        obs_dim = int(np.shape(batch["obs"])[-1]) if isinstance(batch, Mapping) and "obs" in batch else 0
+    cfg = state.config
+    min_rows = cfg.ppo_batch_size if cfg.ppo_coeff != 0 else 1
+    checks.check_batch(batch, obs_dim, state.chunk_shape, "batch", min_rows=min_rows)
+    if success_batch is not None:
+        checks.check_batch(success_batch, obs_dim, state.chunk_shape, "success_batch", checks.BC_SHAPES)
+
+
 def update(state: OGPOState, batch, success_batch=None):
     """One OGPO update: actor PPO step (+ EMA), critic TD step(s), critic Polyak. Pure.
 
@@ -462,6 +517,7 @@ def update(state: OGPOState, batch, success_batch=None):
     read 0) and only the critic learns.
     """
     cfg = state.config
+    _check_batches(state, batch, success_batch)
     key, k_actor, k_critic, k_succ = jax.random.split(state.key, 4)
     bc_batch = success_batch if success_batch is not None else batch
     state = state.replace(key=key)

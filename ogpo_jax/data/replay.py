@@ -76,9 +76,27 @@ def insert(buffer: ReplayBuffer, rows: dict, mask=None) -> ReplayBuffer:
 
 
 def sample(buffer: ReplayBuffer, key, batch_size: int) -> dict:
-    """Uniform sample (with replacement) of valid rows. An empty buffer returns row 0 (zeros)."""
+    """Uniform sample (with replacement) of valid rows. An empty buffer returns copies of row 0
+    (zeros): check `buffer.size` or use `sample_success` for a batch that must be real data."""
     idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(buffer.size, 1))
     return jax.tree_util.tree_map(lambda d: d[idx], buffer.data)
+
+
+def with_fallback(success_rows: dict, replay_rows: dict, ready, batch_size: int) -> dict:
+    """The success batch while `ready`, else `batch_size` rows of the replay batch (its first rows,
+    cycled if it is smaller): before the success buffer can fill a batch, OGPO+ regularizes on
+    replay data (the paper's code). Jittable; `ready` may be traced. Keys of `success_rows`."""
+    n = jax.tree_util.tree_leaves(replay_rows)[0].shape[0]
+    idx = jnp.arange(batch_size) % n
+    fallback = {k: replay_rows[k][idx] for k in success_rows}
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(ready, a, b), success_rows, fallback)
+
+
+def sample_success(success_buffer: ReplayBuffer, replay_rows: dict, key, batch_size: int) -> dict:
+    """A success batch for `update`: `batch_size` uniform rows of the success buffer once it holds
+    that many, the replay batch's rows until then (`with_fallback`). Jittable."""
+    rows = sample(success_buffer, key, batch_size)
+    return with_fallback(rows, replay_rows, success_buffer.size >= batch_size, batch_size)
 
 
 # ----------------------------------------------------------------------------- success staging

@@ -19,7 +19,7 @@ step when K = T); `sample_ode` and `integrate_ode` are deterministic DDIM (eta =
 The std floor `min_std` (DPPO's `min_sampling_denoising_std`) keeps every step a proper Gaussian,
 so the chain has a log-probability under any params. The network's time input t_i = i / K is the
 flow's convention (0 = noise), so a network, DPPO's partial finetuning and the samplers' `times`
-read the same way for both policy classes. `apply_fn(params, obs, x, t) -> eps`.
+read the same way for both policy classes. `apply_fn(params, obs, x, t) -> eps`, t of shape (N,).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ogpo_jax.gcp.flow import ApplyFn, _gaussian_log_density, _normalize_log_prob
+from ogpo_jax.gcp.flow import ApplyFn, _gaussian_log_density, _normalize_log_prob, batch_time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +131,7 @@ def integrate_ode(apply_fn: ApplyFn, params, obs, x0, spec: DiffusionSpec) -> ja
 
     def step(x, inputs):
         t, a_i, a_n, s_i = inputs
-        return _step_mean(apply_fn(params, obs, x, t), x, a_i, a_n, s_i, spec), None
+        return _step_mean(apply_fn(params, obs, x, batch_time(t, x)), x, a_i, a_n, s_i, spec), None
 
     x, _ = jax.lax.scan(step, x0, (spec.times(), a, a_next, sigma))
     return jnp.clip(x, -1.0, 1.0)
@@ -151,7 +151,7 @@ def sample_sde(apply_fn: ApplyFn, params, obs, key, spec: DiffusionSpec, action_
 
     def step(x, inputs):
         t, a_i, a_n, s_i, k = inputs
-        mu = _step_mean(apply_fn(params, obs, x, t), x, a_i, a_n, s_i, spec)
+        mu = _step_mean(apply_fn(params, obs, x, batch_time(t, x)), x, a_i, a_n, s_i, spec)
         std = _stds(spec, s_i)
         z = jax.random.normal(k, x.shape, x.dtype)
         if spec.sample_clip_stds > 0:

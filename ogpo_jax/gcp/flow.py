@@ -13,7 +13,9 @@ The stochastic sampler is the one used by OGPO for RL. Step i (t_i = i / K, dt =
 and the executed action is clip(x_K, -1, 1). The chain (x_0 .. x_K) is returned unclipped so its
 log-probability can be recomputed exactly under any parameters (`chain_log_prob`).
 
-`apply_fn(params, obs, x, t) -> v` is any velocity field, e.g. `VelocityField.apply`.
+`apply_fn(params, obs, x, t) -> v` is any velocity field, e.g. `VelocityField.apply`. Every
+function here calls it with batched inputs, obs (N, obs_dim), x (N, D) and t (N,): one time per
+row (the samplers broadcast their step's time with `batch_time`); it returns v (N, D).
 """
 from __future__ import annotations
 
@@ -28,6 +30,11 @@ ApplyFn = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
 
 
 NOISE_SCHEDULES = ("tapered", "constant")
+
+
+def batch_time(t, x) -> jax.Array:
+    """A step's time as one value per row of x (N, D) -> (N,): the `apply_fn` contract."""
+    return jnp.broadcast_to(t, x.shape[:-1])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +114,7 @@ def integrate_ode(apply_fn: ApplyFn, params, obs, x0, spec: FlowSpec) -> jax.Arr
     dt = 1.0 / spec.num_steps
 
     def step(x, t):
-        return x + dt * apply_fn(params, obs, x, t), None
+        return x + dt * apply_fn(params, obs, x, batch_time(t, x)), None
 
     x, _ = jax.lax.scan(step, x0, spec.times())
     return jnp.clip(x, -1.0, 1.0)
@@ -152,7 +159,7 @@ def sample_sde(apply_fn: ApplyFn, params, obs, key, spec: FlowSpec, action_dim: 
 
     def step(x, inputs):
         t, sigma, k = inputs
-        mu = _step_mean(apply_fn(params, obs, x, t), x, t, sigma, spec)
+        mu = _step_mean(apply_fn(params, obs, x, batch_time(t, x)), x, t, sigma, spec)
         x_next = mu + sigma * jax.random.normal(k, x.shape, x.dtype)
         if spec.sample_clip_stds > 0:
             bound = spec.sample_clip_stds * sigma

@@ -165,10 +165,7 @@ def _updates(agent, replay, success, key, num_updates: int, halted=False, halt_o
         batch = sample(replay, k_batch, cfg.batch_size)
         succ = sample(success, k_succ, cfg.success_batch_size)
         ready = jnp.min(success.size) * num_blocks(success) >= cfg.success_batch_size
-        # Before the success buffer can fill a batch, regularize on the replay batch (paper code).
-        fallback = {k: batch[k][: cfg.success_batch_size] if cfg.success_batch_size <= cfg.batch_size
-                    else batch[k][jnp.arange(cfg.success_batch_size) % cfg.batch_size] for k in succ}
-        succ = jax.tree_util.tree_map(lambda a, b: jnp.where(ready, a, b), succ, fallback)
+        succ = rb.with_fallback(succ, batch, ready, cfg.success_batch_size)
         new, metrics = algo_update(agent, batch, succ)
         bad = jnp.stack([~jnp.all(jnp.isfinite(metrics[name])) for name in sorted(metrics)])
         keep = ~bad.any() & ~halted

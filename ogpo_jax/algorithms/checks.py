@@ -1,0 +1,73 @@
+"""Input checks of the public update API, run at trace time (shapes are static under `jit`, so
+they cost nothing per call): a wrong actor checkpoint, a missing transition key or a wrongly
+shaped array fails at `init` / the first `update` with a message naming the field, instead of a
+Flax scope error or a broadcasting error deep inside the update.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import jax
+import numpy as np
+
+# The chunk transition `update` reads: key -> shape as a function of (B, obs_dim, H, da).
+TRANSITION_SHAPES = {
+    "obs": lambda b, o, h, a: (b, o),
+    "actions": lambda b, o, h, a: (b, h, a),
+    "rewards": lambda b, o, h, a: (b, h),
+    "valid": lambda b, o, h, a: (b, h),
+    "next_obs": lambda b, o, h, a: (b, o),
+    "terminal": lambda b, o, h, a: (b,),
+}
+# What a success batch (flow-matching BC data) needs.
+BC_SHAPES = {key: TRANSITION_SHAPES[key] for key in ("obs", "actions", "valid")}
+
+
+def unwrap_params(params, what: str = "actor_params"):
+    """Flax variables {'params': p} -> p (the inner params every function here expects)."""
+    if isinstance(params, Mapping) and set(params.keys()) == {"params"}:
+        return params["params"]
+    return params
+
+
+def check_params_like(params, expected, what: str, fields: str) -> None:
+    """`params` must have the tree structure and leaf shapes of `expected` (e.g. from
+    `jax.eval_shape` of a fresh init); `fields` names the config fields that set those shapes."""
+    got_leaves, got_tree = jax.tree_util.tree_flatten_with_path(params)
+    want_leaves, want_tree = jax.tree_util.tree_flatten_with_path(expected)
+    if got_tree != want_tree:
+        got = sorted(jax.tree_util.keystr(p) for p, _ in got_leaves)
+        want = sorted(jax.tree_util.keystr(p) for p, _ in want_leaves)
+        missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+        raise ValueError(
+            f"{what} do not match the network the config describes ({fields}): "
+            f"missing {missing[:4]}{' ...' if len(missing) > 4 else ''}, "
+            f"unexpected {extra[:4]}{' ...' if len(extra) > 4 else ''}")
+    for (path, got), (_, want) in zip(got_leaves, want_leaves):
+        if tuple(np.shape(got)) != tuple(want.shape):
+            raise ValueError(
+                f"{what}{jax.tree_util.keystr(path)} has shape {tuple(np.shape(got))}, the config's network "
+                f"needs {tuple(want.shape)}: check {fields}")
+
+
+def check_batch(batch, obs_dim: int, chunk_shape, name: str = "batch", shapes=None, min_rows: int = 1) -> None:
+    """`batch` must be a mapping holding every key of `shapes` (default: the chunk transition)
+    with shapes (B, ...) consistent with `obs_dim` and `chunk_shape` = (H, da), and B >= min_rows."""
+    shapes = TRANSITION_SHAPES if shapes is None else shapes
+    if not isinstance(batch, Mapping):
+        raise TypeError(f"{name} must be a dict of arrays with keys {sorted(shapes)}, got {type(batch).__name__}")
+    missing = sorted(k for k in shapes if k not in batch)
+    if missing:
+        raise KeyError(f"{name} is missing {missing}; it needs {sorted(shapes)} "
+                       f"(README, 'Using the update in your own JAX code')")
+    rows = np.shape(batch["obs"])[0] if np.ndim(batch["obs"]) else None
+    h, a = (int(c) for c in chunk_shape)
+    for key, shape_fn in shapes.items():
+        want = shape_fn(rows, obs_dim, h, a)
+        got = tuple(np.shape(batch[key]))
+        if got != want:
+            raise ValueError(f"{name}[{key!r}] has shape {got}, expected {want} "
+                             f"(B = {rows} rows, obs_dim = {obs_dim}, chunk (H, da) = ({h}, {a}))")
+    if rows < min_rows:
+        raise ValueError(f"{name} has {rows} rows, fewer than the {min_rows} the update uses "
+                         f"(config.ppo_batch_size / batch_size): sample at least that many")

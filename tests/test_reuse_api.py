@@ -1,0 +1,131 @@
+"""The public update API as another JAX program uses it: actor params from `init_actor` / BC,
+checked at `init`; batches checked at `update` with the offending key named; `act` jittable with
+its mode from the config; one time convention for a user's own velocity field; a jittable success
+batch that falls back to replay rows."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ogpo_jax import ogpo
+from ogpo_jax.algorithms.config import OGPOConfig
+from ogpo_jax.data import replay as rb
+from ogpo_jax.gcp import flow
+
+CFG = OGPOConfig(actor_hidden_dims=(16, 16), critic_hidden_dims=(16, 16), num_critics=2, flow_steps=3,
+                 batch_size=8, ppo_batch_size=4, group_size=2, success_batch_size=4, best_of_n=2,
+                 best_of_n_heads=2, rollout_mode="ode")
+OBS, CHUNK = 3, (2, 2)
+
+
+def _batch(key, n=8, obs=OBS, chunk=CHUNK):
+    ks = jax.random.split(key, 3)
+    return {
+        "obs": jax.random.normal(ks[0], (n, obs)),
+        "actions": jax.random.uniform(ks[1], (n, *chunk), minval=-1, maxval=1),
+        "rewards": -jnp.ones((n, chunk[0])),
+        "valid": jnp.ones((n, chunk[0]), bool),
+        "next_obs": jax.random.normal(ks[2], (n, obs)),
+        "terminal": jnp.zeros((n,), bool),
+    }
+
+
+def test_init_rejects_actor_params_of_another_width_naming_the_field():
+    small = ogpo.init_actor(jax.random.PRNGKey(0), OBS, CHUNK, OGPOConfig(actor_hidden_dims=(8, 8)))
+    with pytest.raises(ValueError, match="actor_hidden_dims=\\(16, 16\\)"):
+        ogpo.init(jax.random.PRNGKey(1), OBS, CHUNK, CFG, actor_params=small)
+    wrong_obs = ogpo.init_actor(jax.random.PRNGKey(0), OBS + 1, CHUNK, CFG)
+    with pytest.raises(ValueError, match="obs_dim=3"):
+        ogpo.init(jax.random.PRNGKey(1), OBS, CHUNK, CFG, actor_params=wrong_obs)
+
+
+def test_init_unwraps_flax_variables_and_keeps_the_params():
+    params = ogpo.init_actor(jax.random.PRNGKey(0), OBS, CHUNK, CFG)
+    state = ogpo.init(jax.random.PRNGKey(1), OBS, CHUNK, CFG, actor_params={"params": params})
+    for a, b in zip(jax.tree_util.tree_leaves(state.actor), jax.tree_util.tree_leaves(params)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("mutate, error, match", [
+    (lambda b: {k: v for k, v in b.items() if k != "terminal"}, KeyError, "terminal"),
+    (lambda b: {**b, "actions": b["actions"].reshape(8, -1)}, ValueError, "'actions'.*\\(8, 4\\).*\\(8, 2, 2\\)"),
+    (lambda b: {**b, "rewards": b["rewards"][:, 0]}, ValueError, "'rewards'"),
+    (lambda b: {k: v[:3] for k, v in b.items()}, ValueError, "3 rows, fewer than the 4"),
+    (lambda b: {**b, "next_obs": b["next_obs"][:, :2]}, ValueError, "'next_obs'"),
+])
+def test_update_names_the_bad_batch_field(mutate, error, match):
+    state = ogpo.init(jax.random.PRNGKey(0), OBS, CHUNK, CFG)
+    with pytest.raises(error, match=match):
+        jax.jit(ogpo.update)(state, mutate(_batch(jax.random.PRNGKey(1))), None)
+
+
+def test_update_checks_the_success_batch_and_accepts_extra_keys():
+    state = ogpo.init(jax.random.PRNGKey(0), OBS, CHUNK, CFG)
+    batch = {**_batch(jax.random.PRNGKey(1)), "success": jnp.zeros((8,), bool)}   # replay rows carry it
+    succ = {k: _batch(jax.random.PRNGKey(2), 4)[k] for k in ("obs", "actions")}
+    with pytest.raises(KeyError, match="success_batch is missing \\['valid'\\]"):
+        ogpo.update(state, batch, succ)
+    succ["valid"] = jnp.ones((4, CHUNK[0]), bool)
+    new, metrics = jax.jit(ogpo.update)(state, batch, succ)
+    assert int(new.step) == 1 and np.isfinite(float(metrics["critic/loss"]))
+
+
+def test_act_jits_as_is_with_the_configured_mode():
+    state = ogpo.init(jax.random.PRNGKey(0), OBS, CHUNK, CFG)
+    obs, key = jnp.ones((5, OBS)), jax.random.PRNGKey(3)
+    chunks = jax.jit(ogpo.act)(state, obs, key)
+    assert chunks.shape == (5, *CHUNK)
+    np.testing.assert_allclose(chunks, ogpo.act(state, obs, key, mode="ode"), rtol=1e-5, atol=1e-6)
+    sde = jax.jit(ogpo.act, static_argnames=("mode",))(state, obs, key, mode="sde")
+    assert not np.allclose(sde, chunks)          # the mode argument is honoured under jit
+
+
+def test_samplers_call_a_user_field_with_one_time_per_row():
+    """A field written against the (N,) time convention of `bc_loss` / `chain_log_prob` works in
+    the samplers too."""
+    seen = []
+
+    def field(params, obs, x, t):
+        seen.append(t.shape)
+        return params * x + t[:, None] * obs[:, :1]   # indexes t per row: fails on a scalar t
+
+    obs, spec, dim = jnp.ones((4, 2)), CFG.gcp_spec, 3
+    flow.sample_ode(field, 0.5, obs, jax.random.PRNGKey(0), spec, dim)
+    chain, _ = flow.sample_sde(field, 0.5, obs, jax.random.PRNGKey(1), spec, dim)
+    lp = flow.chain_log_prob(field, 0.5, obs, chain, spec)
+    _, _, lp_sampler = flow.sample_sde(field, 0.5, obs, jax.random.PRNGKey(1), spec, dim, log_prob=True)
+    np.testing.assert_allclose(lp, lp_sampler, rtol=1e-5, atol=1e-5)
+    assert set(seen) <= {(4,), (4 * CFG.flow_steps,)}
+
+
+def test_bc_step_from_init_actor_lowers_the_flow_matching_loss():
+    data = {k: v for k, v in _batch(jax.random.PRNGKey(0), 32).items() if k in ("obs", "actions", "valid")}
+    data["actions"] = jnp.tanh(data["obs"][:, :2])[:, None, :].repeat(CHUNK[0], 1)   # a function of obs
+    cfg = dataclasses.replace(CFG, actor_lr=1e-3, actor_lr_warmup=0)
+    params = ogpo.init_actor(jax.random.PRNGKey(1), OBS, CHUNK, cfg)
+    opt = ogpo.bc_optimizer(cfg).init(params)
+    step = jax.jit(lambda p, o, i, k: ogpo.bc_step(cfg, CHUNK, p, o, i, data, k))
+    losses = []
+    for i in range(300):
+        params, opt, m = step(params, opt, i, jax.random.PRNGKey(i))
+        losses.append(float(m["actor/bc_loss"]))
+    assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:20])
+    ogpo.init(jax.random.PRNGKey(2), OBS, CHUNK, CFG, actor_params=params)   # accepted as is
+
+
+def test_sample_success_falls_back_to_replay_rows_until_full():
+    example = rb.transition_spec(OBS, CHUNK)
+    success = rb.init_buffer(example, 16)
+    replay_rows = {**_batch(jax.random.PRNGKey(0)), "success": jnp.zeros((8,), bool)}
+    fn = jax.jit(lambda buf, k: rb.sample_success(buf, replay_rows, k, 4))
+    rows = fn(success, jax.random.PRNGKey(1))
+    np.testing.assert_array_equal(rows["obs"], replay_rows["obs"][:4])          # empty: replay rows
+    stored = {**_batch(jax.random.PRNGKey(5), 3), "success": jnp.ones((3,), bool)}
+    success = rb.insert(success, stored)
+    np.testing.assert_array_equal(fn(success, jax.random.PRNGKey(1))["obs"], replay_rows["obs"][:4])  # 3 < 4
+    success = rb.insert(success, {**_batch(jax.random.PRNGKey(6), 1), "success": jnp.ones((1,), bool)})
+    rows = fn(success, jax.random.PRNGKey(1))
+    held = np.asarray(success.data["obs"][:4])
+    assert all(any(np.array_equal(r, h) for h in held) for r in np.asarray(rows["obs"]))

@@ -156,3 +156,29 @@ def test_readme_reuse_snippet_runs_as_shown():
     assert int(namespace["state"].step) == 1
     assert np.isfinite(float(namespace["metrics"]["critic/loss"]))
     assert np.isfinite(float(namespace["bc_metrics"]["actor/bc_loss"]))
+
+
+def _example():
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "reuse_update.py"
+    spec = importlib.util.spec_from_file_location("reuse_update", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reuse_example_imports_only_the_public_api_and_runs():
+    import ast
+    example = _example()
+    tree = ast.parse(open(example.__file__).read())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert {m for m in imported if m.startswith("ogpo_jax")} == {"ogpo_jax", "ogpo_jax.data"}
+    bc, final = example.main(["--bc_steps=200", "--iterations=12", "--eval_every=6", "--num_envs=16"])
+    assert 0.0 <= bc <= 1.0 and 0.0 <= final <= 1.0
+
+
+@pytest.mark.slow
+def test_reuse_example_improves_over_its_bc_policy():
+    bc, final = _example().main([])
+    assert bc < 0.4 and final > bc + 0.3

@@ -11,7 +11,7 @@ is a success (terminal). The scripted demonstrator heads for either door with eq
 so the cloned policy splits between them, and its deterministic samples often stop in between:
 it succeeds in ~0.2 of the episodes. OGPO's critic tells the doors apart and the policy moves to
 the right one (seed 0 on a 2-core CPU: BC 0.184 -> 0.945 after 51k env steps, 1,588 updates,
-~45 s in all).
+58 s wall with two training jobs sharing the CPU).
 
     python examples/reuse_update.py                    # the run above
     python examples/reuse_update.py --iterations=20    # a smoke run

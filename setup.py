@@ -30,6 +30,7 @@ setup(
         "mujoco-mjx>=3.3.7,<4",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "wandb>=0.19"],
+        "wandb": ["wandb>=0.19"],
     },
 )

@@ -13,6 +13,7 @@ import numbers
 from ogpo_jax.algorithms import base as algorithms
 from ogpo_jax.algorithms.config import OGPOConfig
 
+WANDB_MODES = ("", "online", "offline", "disabled")
 SECTIONS = ("seed", "num_seeds", "env", "demos", "bc", "algo", "train", "log", "distributed")
 NONFINITE = ("stop", "skip")
 MATMUL_PRECISIONS = ("", "default", "high", "highest", "bfloat16", "tensorfloat32", "float32")
@@ -110,6 +111,9 @@ def validate(config) -> OGPOConfig:
     _require(t.matmul_precision in MATMUL_PRECISIONS, "train.matmul_precision", t.matmul_precision,
              f"one of {MATMUL_PRECISIONS}")
     _require(t.sized_for in SIZED_FOR, "train.sized_for", t.sized_for, f"one of {SIZED_FOR}")
+    _require(config.log.wandb_mode in WANDB_MODES, "log.wandb_mode", config.log.wandb_mode, f"one of {WANDB_MODES}")
+    _require(not config.log.wandb or bool(config.log.wandb_project), "log.wandb_project", config.log.wandb_project,
+             "a project name when log.wandb is True")
     _require(dist.num_devices >= 0, "distributed.num_devices", dist.num_devices, ">= 0 (0 = all devices)")
     _require(dist.num_processes >= 0, "distributed.num_processes", dist.num_processes, ">= 0 (0 = from the environment)")
     _require(dist.process_id >= -1, "distributed.process_id", dist.process_id, ">= -1 (-1 = from the environment)")

@@ -64,4 +64,8 @@ def get_config(preset: str = "") -> ConfigDict:
     c.log = ConfigDict()
     c.log.tensorboard = True
     c.log.progress = True
+    c.log.wandb = False                  # also log to Weights & Biases (pip install 'ogpo-jax[wandb]')
+    c.log.wandb_project = "ogpo-jax"
+    c.log.wandb_entity = ""              # "" = your default entity
+    c.log.wandb_mode = ""                # "" = wandb's default ($WANDB_MODE); 'offline' needs no network
     return c

@@ -182,3 +182,9 @@ def test_reuse_example_imports_only_the_public_api_and_runs():
 def test_reuse_example_improves_over_its_bc_policy():
     bc, final = _example().main([])
     assert bc < 0.4 and final > bc + 0.3
+
+
+def test_insert_names_missing_transition_keys():
+    buf = rb.init_buffer(rb.transition_spec(OBS, CHUNK), 8)
+    with pytest.raises(KeyError, match="missing \\['success'\\]"):
+        rb.insert(buf, _batch(jax.random.PRNGKey(0), 2))

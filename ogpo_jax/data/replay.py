@@ -58,6 +58,10 @@ def insert(buffer: ReplayBuffer, rows: dict, mask=None) -> ReplayBuffer:
     Rows kept are written contiguously from `insert_pos`, wrapping around (oldest overwritten).
     If more than `capacity` rows are kept at once, only the last `capacity` survive.
     """
+    if isinstance(rows, dict) and set(rows) != set(buffer.data):
+        missing, extra = sorted(set(buffer.data) - set(rows)), sorted(set(rows) - set(buffer.data))
+        raise KeyError(f"rows for the buffer are missing {missing} and have unexpected {extra}; "
+                       f"the buffer holds {sorted(buffer.data)} (`transition_spec`)")
     n = jax.tree_util.tree_leaves(rows)[0].shape[0]
     cap = buffer.capacity
     if mask is None:

@@ -23,7 +23,7 @@ TRANSITION_SHAPES = {
 BC_SHAPES = {key: TRANSITION_SHAPES[key] for key in ("obs", "actions", "valid")}
 
 
-def unwrap_params(params, what: str = "actor_params"):
+def unwrap_params(params):
     """Flax variables {'params': p} -> p (the inner params every function here expects)."""
     if isinstance(params, Mapping) and set(params.keys()) == {"params"}:
         return params["params"]

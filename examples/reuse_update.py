@@ -11,7 +11,7 @@ is a success (terminal). The scripted demonstrator heads for either door with eq
 so the cloned policy splits between them, and its deterministic samples often stop in between:
 it succeeds in ~0.2 of the episodes. OGPO's critic tells the doors apart and the policy moves to
 the right one (seed 0 on a 2-core CPU: BC 0.184 -> 0.945 after 51k env steps, 1,588 updates,
-58 s wall with two training jobs sharing the CPU).
+38 s wall with two training jobs sharing the CPU).
 
     python examples/reuse_update.py                    # the run above
     python examples/reuse_update.py --iterations=20    # a smoke run
@@ -140,9 +140,11 @@ def main(argv=None):
     for i in range(args.bc_steps):
         params, opt_state, _ = bc_update(params, opt_state, i, jax.random.fold_in(k_bc, i))
 
+    # one compiled evaluator for every evaluation (same state structure each time)
+    success_fn = jax.jit(lambda s, k: rollout_success(lambda o, kk: ogpo.act(s, o, kk, mode="ode"), k, 256))
+
     def evaluate(state, k):
-        return float(jax.jit(lambda s, k: rollout_success(
-            lambda o, kk: ogpo.act(s, o, kk, mode="ode"), k, 256))(state, k))
+        return float(success_fn(state, k))
 
     state = ogpo.init(k_init, OBS, chunk_shape, config, actor_params=params)
     bc_success = evaluate(state, k_eval)

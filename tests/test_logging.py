@@ -36,9 +36,9 @@ def test_logger_writes_jsonl_and_an_offline_wandb_run_that_resumes(tmp_path):
 
 def test_wandb_settings_group_seeds_of_a_workdir(tmp_path):
     c = defaults.get_config()
-    assert finetune._wandb_settings(c, str(tmp_path / "run"), str(tmp_path / "run"), 0) is None
+    assert finetune._wandb_settings(c, str(tmp_path / "run"), 0) is None
     c.log.wandb, c.log.wandb_mode = True, "offline"
-    s = finetune._wandb_settings(c, str(tmp_path / "run"), str(tmp_path / "run" / "seed_3"), 3)
+    s = finetune._wandb_settings(c, str(tmp_path / "run"), 3)
     assert s["group"] == "run" and s["name"] == "run/seed3" and s["mode"] == "offline"
     assert s["config"]["log"]["wandb"] is True
 

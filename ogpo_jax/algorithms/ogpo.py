@@ -27,13 +27,13 @@ from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import struct
 
 from ogpo_jax.algorithms import checks, common, extraction
 from ogpo_jax.algorithms import critic as critic_lib
-from ogpo_jax.algorithms.actor import actor_apply, actor_module, actor_optimizer, bc_step, sample_actions  # noqa: F401
+from ogpo_jax.algorithms.actor import (actor_apply, actor_module, actor_optimizer, bc_step,  # noqa: F401
+                                       init_actor_params, sample_actions)
 from ogpo_jax.algorithms.advantages import awr_weights, chi2_advantage, chi2_upper_clip, compute_advantage
 from ogpo_jax.algorithms.advantages import postprocess as postprocess_advantage
 from ogpo_jax.algorithms.base import Algorithm
@@ -65,7 +65,7 @@ class OGPOState(struct.PyTreeNode):
     value: Any = None          # baseline='value': V(s) params
     value_opt: Any = None      # baseline='value': its optimizer state
     hparams: Any = None        # a sweep member's own values of SWEEPABLE fields (`config.swept`)
-    obs_dim: int | None = struct.field(pytree_node=False, default=None)   # checks `update`'s batches
+    obs_dim: int | None = struct.field(pytree_node=False, default=None)   # set by `init`; checks `update`'s batches
 
     @property
     def action_dim(self) -> int:
@@ -116,10 +116,8 @@ def init_actor(key, obs_dim: int, chunk_shape, config=None):
     """Fresh velocity-field params (the inner 'params' of `actor_module(config, H * da)`) for
     observations of `obs_dim` and chunks of `chunk_shape` = (H, da): what `init(actor_params=...)`
     and `bc_step` take. Widths from `config.actor_hidden_dims` and `config.time_emb_dim`."""
-    config = as_config(config)
     horizon, act_dim = (int(c) for c in chunk_shape)
-    dim = horizon * act_dim
-    return actor_module(config, dim).init(key, jnp.zeros((1, obs_dim)), jnp.zeros((1, dim)), jnp.zeros((1,)))["params"]
+    return init_actor_params(as_config(config), key, obs_dim, horizon * act_dim)
 
 
 def bc_optimizer(config=None):
@@ -500,14 +498,11 @@ def critic_step(state: OGPOState, batch, key):
 
 
 def _check_batches(state: OGPOState, batch, success_batch) -> None:
-    obs_dim = state.obs_dim
-    if obs_dim is None:                 # a state built without `init` (e.g. restored by hand)
-        obs_dim = int(np.shape(batch["obs"])[-1]) if isinstance(batch, Mapping) and "obs" in batch else 0
     cfg = state.config
     min_rows = cfg.ppo_batch_size if cfg.ppo_coeff != 0 else 1
-    checks.check_batch(batch, obs_dim, state.chunk_shape, "batch", min_rows=min_rows)
+    checks.check_batch(batch, state.obs_dim, state.chunk_shape, "batch", min_rows=min_rows)
     if success_batch is not None:
-        checks.check_batch(success_batch, obs_dim, state.chunk_shape, "success_batch", checks.BC_SHAPES)
+        checks.check_batch(success_batch, state.obs_dim, state.chunk_shape, "success_batch", checks.BC_SHAPES)
 
 
 def update(state: OGPOState, batch, success_batch=None):

@@ -178,7 +178,7 @@ def run(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shape, obs_dim,
     return r.summaries(r.evaluate(list(r.policies), final=True))
 
 
-def _wandb_settings(config, workdir: str, log_dir: str, seed: int) -> dict | None:
+def _wandb_settings(config, workdir: str, seed: int) -> dict | None:
     """`start_wandb` arguments of one seed's W&B run (None unless log.wandb): runs of one workdir
     form a group named after it, each run named after the workdir and its seed."""
     lc = config.log
@@ -243,7 +243,7 @@ class _Run:
                 Logger(d, tcfg.total_env_steps, int(self.env_steps[i]), config.log.tensorboard,
                        config.log.progress and i == 0,
                        purge_step=int(self.env_steps[i]) + 1 if self.resumed else None,
-                       wandb=_wandb_settings(config, workdir, d, self.seeds[i])) if self.main else None)
+                       wandb=_wandb_settings(config, workdir, self.seeds[i])) if self.main else None)
         every_eval, every_ckpt = tcfg.eval_every_env_steps, tcfg.checkpoint_every_env_steps
         self.next_eval = (self.env_steps // every_eval + 1) * every_eval
         self.next_ckpt = (int(self.env_steps.min()) // every_ckpt + 1) * every_ckpt

@@ -54,14 +54,13 @@ class Logger:
         record = {"env_steps": int(step), **{k: v for k, v in record.items() if k != "env_steps"}}
         self.jsonl.write(json.dumps(record) + "\n")
         self.jsonl.flush()
+        scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "env_steps"}
         if self.writer is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k != "env_steps":
-                    self.writer.add_scalar(k, v, step)
+            for k, v in scalars.items():
+                self.writer.add_scalar(k, v, step)
             self.writer.flush()
         if self.wandb is not None:     # records of one env step (train, eval) merge into one W&B step
-            self.wandb.log({k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "env_steps"},
-                           step=int(step))
+            self.wandb.log(scalars, step=int(step))
         self.bar.update(max(step - self._last, 0))
         self._last = max(step, self._last)
         post = {short: f"{record[k]:.3g}" for k, short in _CONSOLE_KEYS if k in record}

@@ -163,6 +163,18 @@ def tilt_degrees(quat_xyzw):
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
+def episode_arrays(obs, alive, success, size: int, what: str):
+    """obs (T, N, size), alive (T, N) and success (N,) as numpy arrays (the
+    failure diagnostics' input), or a ValueError naming the shapes."""
+    obs, alive, success = np.asarray(obs), np.asarray(alive, bool), np.asarray(success, bool)
+    if obs.ndim != 3 or obs.shape[-1] != size:
+        raise ValueError(f"obs must have shape (T, N, {size}) ({what}), got {obs.shape}")
+    steps, num = obs.shape[:2]
+    if alive.shape != (steps, num) or success.shape != (num,):
+        raise ValueError(f"alive must be {(steps, num)} and success {(num,)}, got {alive.shape} and {success.shape}")
+    return obs, alive, success
+
+
 def rotation_error(q_current, q_desired):
     """World-frame axis-angle vector that rotates `q_current` onto `q_desired` (wxyz quaternions)."""
     e = quat_mul(q_desired, quat_conj(q_current))

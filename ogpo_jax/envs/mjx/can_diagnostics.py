@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ogpo_jax.data.demos import split_obs
-from ogpo_jax.envs.mjx.arm import tilt_degrees
+from ogpo_jax.envs.mjx.arm import episode_arrays, tilt_degrees
 from ogpo_jax.envs.mjx.can import OBS_KEYS, Can
 
 OBS_SIZE = Can.observation_size
@@ -34,12 +34,8 @@ def failure_report(obs, alive, success, lift_dz: float = 0.03) -> dict:
     Returns counts per category, per-episode categories, and grasp statistics (mean / std of the
     grasp height and of the largest tilt while lifted, for successful and failed lifted episodes).
     """
-    obs, alive, success = np.asarray(obs), np.asarray(alive, bool), np.asarray(success, bool)
-    if obs.ndim != 3 or obs.shape[-1] != OBS_SIZE:
-        raise ValueError(f"obs must have shape (T, N, {OBS_SIZE}) (Can observations), got {obs.shape}")
+    obs, alive, success = episode_arrays(obs, alive, success, OBS_SIZE, "Can observations")
     steps, num = obs.shape[:2]
-    if alive.shape != (steps, num) or success.shape != (num,):
-        raise ValueError(f"alive must be {(steps, num)} and success {(num,)}, got {alive.shape} and {success.shape}")
     obj = split_obs(obs, OBS_KEYS)["object"]      # can pos (3), quat xyzw (4), rel pos (3), rel quat (4)
     can_pos, can_quat, rel_pos = obj[..., 0:3], obj[..., 3:7], obj[..., 7:10]
     # frames of each episode: the alive ones plus the final state right after them

@@ -23,22 +23,11 @@ from __future__ import annotations
 import numpy as np
 
 from ogpo_jax.data.demos import split_obs
-from ogpo_jax.envs.mjx.arm import OBS_KEYS, tilt_degrees
+from ogpo_jax.envs.mjx.arm import OBS_KEYS, episode_arrays, tilt_degrees
 
 OBS_SIZE = sum(n for _, n in OBS_KEYS)
 CATEGORIES = ("success", "never_grasped", "misaligned_at_peg", "held_at_timeout", "dropped")
 
-
-
-def _episode_arrays(obs, alive, success, size: int, what: str):
-    """obs (T, N, size), alive (T, N) and success (N,) as numpy arrays, or a ValueError naming the shapes."""
-    obs, alive, success = np.asarray(obs), np.asarray(alive, bool), np.asarray(success, bool)
-    if obs.ndim != 3 or obs.shape[-1] != size:
-        raise ValueError(f"obs must have shape (T, N, {size}) ({what}), got {obs.shape}")
-    steps, num = obs.shape[:2]
-    if alive.shape != (steps, num) or success.shape != (num,):
-        raise ValueError(f"alive must be {(steps, num)} and success {(num,)}, got {alive.shape} and {success.shape}")
-    return obs, alive, success
 
 
 def failure_report(obs, alive, success, peg_pos, lift_dz: float = 0.03, peg_radius: float = 0.06) -> dict:
@@ -48,7 +37,7 @@ def failure_report(obs, alive, success, peg_pos, lift_dz: float = 0.03, peg_radi
     Returns counts per category, per-episode categories, and per category the mean closest
     approach of the lifted nut to the peg axis and the mean final tilt.
     """
-    obs, alive, success = _episode_arrays(obs, alive, success, OBS_SIZE, "Square observations")
+    obs, alive, success = episode_arrays(obs, alive, success, OBS_SIZE, "Square observations")
     steps, num = obs.shape[:2]
     peg = np.asarray(peg_pos, np.float64)[:2]
     obj = split_obs(obs, OBS_KEYS)["object"]
@@ -108,7 +97,7 @@ def stage_report(obs, alive, success, peg_positions, success_xy: float = 0.03, s
     (T, N), success (N,), peg_positions (2, 2 or 3). Counts episodes by the stages done at their end
     (nut i down around peg i: robosuite's on_peg check), and gives each nut's `failure_report`
     against its own peg, where that nut's "success" is its stage being done at the end."""
-    obs, alive, success = _episode_arrays(obs, alive, success, OBS_SIZE + 14, "two-nut observations")
+    obs, alive, success = episode_arrays(obs, alive, success, OBS_SIZE + 14, "two-nut observations")
     steps, num = obs.shape[:2]
     pegs = np.asarray(peg_positions, np.float64)[:, :2]
     last = np.minimum(alive.sum(0), steps - 1)

@@ -30,7 +30,11 @@ setup(
         "mujoco-mjx>=3.3.7,<4",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "wandb>=0.19"],
+        # the test suite also runs a MuJoCo Playground environment through the brax adapter
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "wandb>=0.19", "playground>=0.2.0"],
         "wandb": ["wandb>=0.19"],
+        # brax / MuJoCo Playground environments through ogpo_jax.envs.brax_adapter; the mujoco<4
+        # pin above keeps Playground on the same mujoco release as mujoco-mjx
+        "playground": ["playground>=0.2.0"],
     },
 )

@@ -1,0 +1,85 @@
+"""A MuJoCo Playground environment through the brax adapter: the dm_control-suite reacher
+(`ReacherHard`: touch a 15 mm target with a two-link arm) as a sparse-success task.
+
+    pip install -e ".[playground]"
+    python experiments/train.py --config=configs/reacher.py:quick    # 2-core CPU
+    python experiments/train.py --config=configs/reacher.py          # one GPU
+
+Pipeline: scripted demos (`brax_adapter.ReacherExpert`, inverse kinematics + PD with per-demo
+action noise) -> clipped BC (stop at SDE success >= 0.45) -> OGPO finetune, as for Can.
+
+Task: Playground's raw `ReacherHard` (MJX, `impl='jax'`), wrapped by `BraxAdapter` +
+`SparseSuccess`: success when the environment's own reward reaches 1 (the finger sphere touches
+the target sphere: centres within 25 mm), reward -1 per step and +5 on success, which ends the
+episode; a 40-step (0.8 s) time limit, which truncates (bootstrap: the observation holds no
+time). The targets lie 5-20 cm from the shoulder and the noise-free expert needs a median of
+23 steps; H = 4 chunks run 80 ms open-loop, so a sloppy policy overshoots the small target.
+
+The learning recipe is the toy task's (`configs/toy.py`: 3x128 actor, 10 x 2x128 critics, 8
+updates per iteration of 32 envs, actor EMA tau 0.05, SDE rollouts), sized for seconds per
+thousand updates on a CPU; the GPU preset scales the env count and updates per iteration.
+"""
+from ml_collections import ConfigDict
+
+from configs import base
+
+
+def get_config(preset: str = "") -> ConfigDict:
+    if preset not in ("", "quick"):
+        raise ValueError(f"unknown preset {preset!r} for configs/reacher.py; known: '' (one GPU), 'quick' (2-core CPU)")
+    c = base.get_config()
+    c.env.name = "playground"
+    c.env.kwargs = ConfigDict({"env_name": "ReacherHard", "max_steps": 40, "impl": "jax",
+                               "success_threshold": 1.0, "noise_max": 1.0})
+    c.env.chunk_horizon = 4
+    c.demos.num_demos = 100
+
+    c.bc.max_steps = 20_000
+    c.bc.eval_every = 500
+    c.bc.eval_episodes = 128
+    c.bc.stop_success = 0.45
+
+    a = c.algo
+    a.discount = 0.99
+    a.actor_hidden_dims = (128, 128, 128)
+    a.critic_hidden_dims = (128, 128)
+    a.num_critics = 10
+    a.flow_steps = 10
+    a.batch_size = 32
+    a.ppo_batch_size = 32
+    a.group_size = 16
+    a.success_batch_size = 32
+    a.actor_tau = 0.05
+    a.critic_lr = 3e-4
+    a.actor_lr = 3e-4
+    a.actor_lr_floor = 1e-4
+    a.actor_lr_warmup = 100
+    a.actor_lr_period = 100_000
+    a.rollout_mode = "sde"
+
+    t = c.train
+    t.num_envs = 32
+    t.total_env_steps = 100_000
+    t.start_training = 2_000
+    t.updates_per_iteration = 8
+    t.log_every_iterations = 25
+    t.replay_capacity = 200_000
+    t.success_capacity = 50_000
+    t.eval_every_env_steps = 10_000
+    t.eval_episodes = 128
+    t.checkpoint_every_env_steps = 25_000
+    t.sized_for = "cpu"
+
+    if preset == "":
+        t.num_envs = 256
+        t.updates_per_iteration = 64
+        t.total_env_steps = 300_000
+        t.start_training = 10_000
+        t.log_every_iterations = 5
+        t.replay_capacity = 1_000_000
+        t.success_capacity = 200_000
+        t.eval_every_env_steps = 25_000
+        t.eval_episodes = 256
+        t.checkpoint_every_env_steps = 100_000
+        t.sized_for = "gpu"
+    return c

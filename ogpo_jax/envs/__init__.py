@@ -76,13 +76,51 @@ def _playground(env_name: str = "ReacherHard", max_steps: int = 1000, impl: str 
     return env, expert, int(max_steps)
 
 
+def _robosuite(task: str = "can", python=None, num_workers=None, max_steps=None, env_kwargs=None,
+               env_args_from=None, obs_keys=None, success_bonus: float = 5.0, noise_min: float = 0.0,
+               noise_max: float = 0.3):
+    """robomimic's tasks on robosuite in host worker processes (`envs.host`; README, "robosuite").
+
+    `python`: the interpreter of robosuite's own environment; `env_args_from`: a robomimic HDF5
+    whose `env_args` (robosuite env name and kwargs, e.g. its controller) the workers use;
+    `max_steps`: the time limit (default: robomimic's rollout horizon of the task).
+    """
+    from ogpo_jax.envs import host
+    if task not in host.ROBOMIMIC_TASKS:
+        raise ValueError(f"env.kwargs.task={task!r} must be one of {sorted(host.ROBOMIMIC_TASKS)}")
+    env_name, horizon, robots = host.ROBOMIMIC_TASKS[task]
+    kwargs = {"robots": robots}
+    if task == "transport":
+        kwargs["env_configuration"] = "single-arm-opposed"
+    if env_args_from:
+        args = host.env_args_from_file(env_args_from)
+        if args.get("env_name", env_name) != env_name:
+            raise ValueError(f"{env_args_from} is a {args.get('env_name')!r} dataset, env.kwargs.task={task!r} is {env_name!r}")
+        kwargs = dict(args.get("env_kwargs", {}))
+    kwargs.update(env_kwargs or {})
+    keys = tuple(obs_keys) if obs_keys else (host.TRANSPORT_OBS_KEYS if task == "transport" else host.ROBOMIMIC_OBS_KEYS)
+    length = int(max_steps or horizon)
+    env = host.HostEnv("robosuite", env_name, kwargs, keys, length, python=python, num_workers=num_workers,
+                       success_bonus=success_bonus)
+    return env, host.HostExpert(env, noise_min, noise_max), length
+
+
+def _host_point(max_steps: int = 60, python=None, num_workers=None, noise_min: float = 0.0, noise_max: float = 0.5):
+    """A numpy point-reaching task in host worker processes: the robosuite path without robosuite."""
+    from ogpo_jax.envs import host
+    env = host.HostEnv("debug_point", "debug_point", {}, ("state",), max_steps, python=python,
+                       num_workers=num_workers)
+    return env, host.HostExpert(env, noise_min, noise_max), int(max_steps)
+
+
 _can = _arm_task("can", "Can", "CanParams", experts.CanExpert)
 _square = _arm_task("square", "Square", "SquareParams", experts.SquareExpert)
 _two_nuts = _arm_task("two_nuts", "TwoNuts", "TwoNutsParams", experts.TwoNutsExpert)
 
 
 REGISTRY = {"point_gaps": _point_gaps, "countdown": _countdown, "chunk_bandit": _chunk_bandit,
-            "blowup": _blowup, "can": _can, "square": _square, "two_nuts": _two_nuts, "playground": _playground}
+            "blowup": _blowup, "can": _can, "square": _square, "two_nuts": _two_nuts, "playground": _playground,
+            "robosuite": _robosuite, "host_point": _host_point}
 
 
 def make(name: str, **kwargs):
@@ -92,6 +130,8 @@ def make(name: str, **kwargs):
         env, expert, episode_length = REGISTRY[name](**kwargs)
     except TypeError as e:
         raise ValueError(f"bad env.kwargs for {name!r}: {e}") from None
+    if getattr(env, "host_batched", False):      # host workers keep the time limit and flag non-finite steps
+        return env, expert, episode_length
     return EpisodeWrapper(NonFiniteWrapper(env), episode_length), expert, episode_length
 
 

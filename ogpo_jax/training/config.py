@@ -14,6 +14,7 @@ from ogpo_jax.algorithms import base as algorithms
 from ogpo_jax.algorithms.config import OGPOConfig
 
 WANDB_MODES = ("", "online", "offline", "disabled")
+HOST_ENVS = ("robosuite", "host_point")
 SECTIONS = ("seed", "num_seeds", "env", "demos", "bc", "algo", "train", "log", "distributed")
 NONFINITE = ("stop", "skip")
 MATMUL_PRECISIONS = ("", "default", "high", "highest", "bfloat16", "tensorfloat32", "float32")
@@ -130,6 +131,11 @@ def validate(config) -> OGPOConfig:
              dist.num_devices, "0 (every device) or 1 in a multi-host run")
     if dist.num_devices > 1:
         check_divisible(t, algo, dist.num_devices)
+    if e.name in HOST_ENVS:     # simulators in worker processes, stepped through io_callback (envs/host.py)
+        _require(config.num_seeds == 1, "num_seeds", config.num_seeds,
+                 f"1 for env.name={e.name!r} (host-simulated: one seed per run)")
+        _require(dist.num_devices == 1 and not dist.enabled, "distributed.num_devices", dist.num_devices,
+                 f"1 (and distributed.enabled False) for env.name={e.name!r} (host-simulated: one device)")
     return algo
 
 

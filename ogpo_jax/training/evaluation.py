@@ -63,7 +63,10 @@ def make_evaluator(env, horizon: int, episode_length: int, num_episodes: int, vm
     """
     if num_episodes < 1:
         raise ValueError(f"eval episodes must be >= 1, got {num_episodes}")
-    chunked = VmapWrapper(ChunkWrapper(env, horizon), num_episodes)
+    if getattr(env, "host_batched", False):          # host workers chunk and batch (envs/host.py)
+        chunked = env.batched(num_episodes, horizon, auto_reset=False)
+    else:
+        chunked = VmapWrapper(ChunkWrapper(env, horizon), num_episodes)
     num_chunks = -(-episode_length // horizon)
 
     def evaluate(policy, params, key, index):

@@ -220,6 +220,9 @@ class _Run:
             ls = _distinct_buffers(self.ckpt.restore(ls))
             log(f"[finetune] resumed from checkpoint at {self.ckpt.latest_step()} env steps")
             ls, _ = loop.drop_nonfinite_rows(ls, log)
+            if getattr(env, "host_batched", False):
+                ls = loop.restart_host_episodes(ls, env, tcfg, episode_length)
+                log("[finetune] host-simulated envs start fresh episodes (their simulator state is not checkpointed)")
         self.ls = ls
         self.eval_keys = [rundir.seed_stage_keys(s)[4] for s in self.seeds]
         if self.vmapped or evaluate is None:

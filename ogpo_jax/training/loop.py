@@ -36,8 +36,25 @@ class LoopState(struct.PyTreeNode):
 
 
 def training_env(env, horizon: int, num_envs: int):
-    """task (with EpisodeWrapper) -> chunked, auto-resetting, batched env."""
+    """task (with EpisodeWrapper) -> chunked, auto-resetting, batched env. A host-simulated task
+    (`envs.host.HostEnv`) does all three in its worker processes."""
+    if getattr(env, "host_batched", False):
+        return env.batched(num_envs, horizon, auto_reset=True)
     return VmapWrapper(AutoResetWrapper(ChunkWrapper(env, horizon)), num_envs)
+
+
+def restart_host_episodes(ls: LoopState, env, train_cfg, episode_length: int) -> LoopState:
+    """Fresh episodes for every env of a host-simulated task after a restore: the simulators'
+    state lives in worker processes, not in the checkpoint, so the saved observations, running
+    returns and the success staging of the episodes in progress are dropped."""
+    horizon = ls.agent.chunk_shape[0]
+    benv = training_env(env, horizon, train_cfg.num_envs)
+    k_env, key = jax.random.split(ls.key)
+    example = rb.transition_spec(ls.env_state.obs.shape[-1], ls.agent.chunk_shape)
+    staging = rb.init_staging(example, train_cfg.num_envs, -(-episode_length // horizon))
+    # distinct arrays: the training interval donates its input, and a buffer cannot be donated twice
+    return ls.replace(env_state=_reset(benv, env, k_env), key=key, staging=staging,
+                      episode_return=jnp.zeros((train_cfg.num_envs,)), episode_length=jnp.zeros((train_cfg.num_envs,)))
 
 
 def init_loop(key, env, agent, obs_dim: int, train_cfg, episode_length: int,

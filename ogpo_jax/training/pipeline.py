@@ -33,7 +33,10 @@ def collect_demos_to_file(config, env, expert, episode_length: int, path: str, k
     t0 = time.time()
     log(f"[demos] rolling out {config.demos.num_demos} scripted-expert episodes of up to {episode_length} "
         f"steps in parallel")
-    rollouts = collect_demos(env, expert, config.demos.num_demos, episode_length, key, log=log)
+    if hasattr(expert, "collect"):                # a host-simulated task's expert runs in its workers
+        rollouts = expert.collect(config.demos.num_demos, episode_length, key, log=log)
+    else:
+        rollouts = collect_demos(env, expert, config.demos.num_demos, episode_length, key, log=log)
     obs_layout = getattr(env, "obs_keys", None)
     stats = {
         "num_demos": int(config.demos.num_demos),

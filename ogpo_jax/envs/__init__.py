@@ -92,7 +92,7 @@ def _robosuite(task: str = "can", python=None, num_workers=None, max_steps=None,
     kwargs = {"robots": robots}
     if task == "transport":
         kwargs["env_configuration"] = "single-arm-opposed"
-    if env_args_from:
+    if env_args_from:             # '' in configs: robomimic's settings
         args = host.env_args_from_file(env_args_from)
         if args.get("env_name", env_name) != env_name:
             raise ValueError(f"{env_args_from} is a {args.get('env_name')!r} dataset, env.kwargs.task={task!r} is {env_name!r}")
@@ -102,6 +102,8 @@ def _robosuite(task: str = "can", python=None, num_workers=None, max_steps=None,
     length = int(max_steps or horizon)
     env = host.HostEnv("robosuite", env_name, kwargs, keys, length, python=python, num_workers=num_workers,
                        success_bonus=success_bonus)
+    # what robomimic reads from a dataset to rebuild the env (type 1: robosuite)
+    env.robomimic_env_args = {"env_name": env_name, "type": 1, "env_kwargs": kwargs}
     return env, host.HostExpert(env, noise_min, noise_max), length
 
 

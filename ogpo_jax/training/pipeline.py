@@ -47,9 +47,11 @@ def collect_demos_to_file(config, env, expert, episode_length: int, path: str, k
         "seconds": time.time() - t0,
     }
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    # robosuite tasks store robomimic's env_args (robomimic can rebuild the env from the file)
+    env_args = dict(getattr(env, "robomimic_env_args", None) or
+                    {"env_name": config.env.name, "env_kwargs": config.env.kwargs.to_dict()})
     demo_io.write_hdf5(path, demo_io.episodes_from_rollouts(rollouts, obs_layout),
-                       {"env_name": config.env.name, "env_kwargs": config.env.kwargs.to_dict(),
-                        "expert_success": stats["expert_success"]})
+                       dict(env_args, expert_success=stats["expert_success"]))
     log(f"[demos] {stats['num_demos']} demos, expert success {stats['expert_success']:.3f}, mean length "
         f"{stats['mean_length']:.0f} steps, {stats['seconds']:.1f}s -> {path}")
     return stats

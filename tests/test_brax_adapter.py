@@ -125,6 +125,20 @@ def test_dict_observations_need_obs_key():
     np.testing.assert_allclose(np.asarray(state.obs), [0.1, 1.0, -0.1], atol=1e-6)
 
 
+def test_obs_fn_maps_observations_and_sets_the_size():
+    env = ba.BraxAdapter(_Line(), obs_fn=lambda o: jnp.concatenate([o, o ** 2, o[:1]]))
+    assert env.observation_size == 5
+    state = env.step(env.reset(jax.random.PRNGKey(0)), jnp.ones((1,)))
+    np.testing.assert_allclose(np.asarray(state.obs), [0.1, 1.0, 0.01, 1.0, 0.1], atol=1e-6)
+
+
+def test_reacher_features_are_cos_sin_of_the_angles():
+    obs = jnp.array([7.0, -1.0, 0.1, 0.2, 3.0, -4.0])
+    f = ba.reacher_features(obs)
+    np.testing.assert_allclose(np.asarray(f), [np.cos(7.0), np.cos(-1.0), np.sin(7.0), np.sin(-1.0), 0.1, 0.2, 3.0, -4.0],
+                               rtol=1e-6)
+
+
 def test_not_brax_shaped_is_named():
     with pytest.raises(TypeError, match="brax-shaped env with `reset`"):
         ba.BraxAdapter(object())
@@ -141,10 +155,16 @@ def _reacher(**kwargs):
 
 def test_reacher_loads_with_its_shapes():
     env, expert, length = _reacher()
-    assert (env.observation_size, env.action_size, length) == (6, 2, 40)
+    assert (env.observation_size, env.action_size, length) == (8, 2, 40)
     assert isinstance(expert, ba.ReacherExpert)
     state = jax.jit(env.reset)(jax.random.PRNGKey(0))
-    assert state.obs.shape == (6,) and not bool(state.done)
+    assert state.obs.shape == (8,) and not bool(state.done)
+    raw = state.sim.obs                                  # Playground's own: angles, to-target, velocities
+    np.testing.assert_allclose(np.asarray(state.obs), np.asarray(ba.reacher_features(raw)), atol=1e-6)
+    raw_env, raw_expert, _ = _reacher(features=False)
+    assert raw_env.observation_size == 6 and raw_expert.raw_obs
+    np.testing.assert_allclose(np.asarray(expert.joint_goal(state.obs)), np.asarray(raw_expert.joint_goal(raw)),
+                               atol=1e-5)
     state = jax.jit(env.step)(state, jnp.zeros(2))
     assert float(state.reward) == -1.0 and int(state.info["steps"]) == 1
 
@@ -207,6 +227,12 @@ def test_reacher_config_runs_end_to_end(tmp_path):
     from configs import reacher
     from ogpo_jax.training import pipeline
     c = reacher.get_config("quick")
+    # small networks and chains: this checks the path, configs/reacher.py's learning is in RESULTS.md
+    c.algo.actor_hidden_dims = (64, 64)
+    c.algo.critic_hidden_dims = (64, 64)
+    c.algo.num_critics = 2
+    c.algo.flow_steps = 3
+    c.algo.group_size = 4
     c.demos.num_demos = 32
     c.bc.max_steps = 1_000
     c.bc.eval_every = 500

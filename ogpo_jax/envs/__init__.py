@@ -52,23 +52,27 @@ def _arm_task(module: str, task: str, params: str, expert_cls):
 
 def _playground(env_name: str = "ReacherHard", max_steps: int = 1000, impl: str = "jax", obs_key=None,
                 success_threshold=None, sparse: bool = True, success_bonus: float = 5.0,
-                playground_config=None, **expert_kwargs):
+                playground_config=None, features: bool = True, **expert_kwargs):
     """A MuJoCo Playground environment through `brax_adapter` (the `playground` extra).
 
     `success_threshold`: success when the environment's own step reward is >= it; with `sparse`
-    the reward becomes -1 per step / `success_bonus` and success terminates. Remaining kwargs
-    configure the scripted expert, which exists for the reacher (`ReacherExpert`).
+    the reward becomes -1 per step / `success_bonus` and success terminates. `features`: the
+    reacher's angles as cos/sin (`brax_adapter.reacher_features`). Remaining kwargs configure the
+    scripted expert, which exists for the reacher (`ReacherExpert`).
     """
     from ogpo_jax.envs import brax_adapter as ba    # lazily: Playground only when used
     if sparse and success_threshold is None:
         raise ValueError("env.kwargs.sparse=True needs env.kwargs.success_threshold (what counts as success)")
     raw = ba.make_playground(env_name, impl=impl, config_overrides=playground_config)
     success_fn = None if success_threshold is None else ba.reward_at_least(success_threshold)
-    env = ba.BraxAdapter(raw, success_fn=success_fn, obs_key=obs_key)
+    reacher = env_name.startswith("Reacher")
+    env = ba.BraxAdapter(raw, success_fn=success_fn, obs_key=obs_key,
+                         obs_fn=ba.reacher_features if reacher and features else None)
     if sparse:
         env = ba.SparseSuccess(env, success_bonus=success_bonus)
-    if env_name.startswith("Reacher"):
-        expert = ba.ReacherExpert(env, **{k: tuple(v) if isinstance(v, list) else v for k, v in expert_kwargs.items()})
+    if reacher:
+        expert = ba.ReacherExpert(env, raw_obs=not features,
+                                  **{k: tuple(v) if isinstance(v, list) else v for k, v in expert_kwargs.items()})
     elif expert_kwargs:
         raise ValueError(f"{env_name!r} has no scripted expert, so {sorted(expert_kwargs)} are unknown env.kwargs")
     else:

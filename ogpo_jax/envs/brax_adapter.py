@@ -21,6 +21,7 @@ dm_control-suite reacher, so `configs/reacher.py` runs demos -> clipped BC -> fi
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, Optional
 
 import jax
@@ -45,10 +46,12 @@ class BraxAdapter:
         `reward_at_least(1.0)`); without it `info['success']` is always False.
       obs_key: for environments whose observation is a dict (Playground's `{'state': ...,
         'privileged_state': ...}`), the entry to use; required then.
+      obs_fn: `(observation array) -> array`, a feature map applied after `obs_key` (e.g.
+        `reacher_features`: joint angles as cos/sin); `observation_size` is its output's size.
     """
 
     def __init__(self, env, success_fn: Optional[Callable[[Any], jax.Array]] = None,
-                 obs_key: Optional[str] = None):
+                 obs_key: Optional[str] = None, obs_fn: Optional[Callable[[jax.Array], jax.Array]] = None):
         for attr in ("reset", "step", "action_size"):
             if not hasattr(env, attr):
                 raise TypeError(f"BraxAdapter needs a brax-shaped env with `{attr}`; got {type(env).__name__}")
@@ -65,7 +68,11 @@ class BraxAdapter:
             size = size[obs_key]
         elif obs_key is not None:
             raise ValueError(f"obs_key={obs_key!r} given but {type(env).__name__} has array observations")
+        self.obs_fn = obs_fn
         self.observation_size = _flat_size(size)
+        if obs_fn is not None:
+            out = jax.eval_shape(obs_fn, jax.ShapeDtypeStruct((self.observation_size,), jnp.float32))
+            self.observation_size = int(math.prod(out.shape))
         self.action_size = int(env.action_size)
 
     @property
@@ -74,7 +81,8 @@ class BraxAdapter:
 
     def _obs(self, bstate) -> jax.Array:
         obs = bstate.obs[self.obs_key] if self.obs_key is not None else bstate.obs
-        return jnp.reshape(obs, (-1,)).astype(jnp.float32)
+        obs = jnp.reshape(obs, (-1,)).astype(jnp.float32)
+        return obs if self.obs_fn is None else jnp.reshape(self.obs_fn(obs), (-1,)).astype(jnp.float32)
 
     def _wrap(self, bstate, reward) -> EnvState:
         terminal = jnp.asarray(bstate.done) > 0
@@ -126,12 +134,22 @@ class SparseSuccess(Wrapper):
         return nxt.replace(reward=reward, done=nxt.done | success, info=info)
 
 
+def reacher_features(obs: jax.Array) -> jax.Array:
+    """The reacher's observation (shoulder, wrist, finger-to-target x/y, joint velocities) with
+    the joint angles as (cos, sin): the raw shoulder angle grows without bound as the arm turns,
+    so the same pose reaches the network as many different inputs."""
+    q = obs[0:2]
+    return jnp.concatenate([jnp.cos(q), jnp.sin(q), obs[2:]])
+
+
 @dataclasses.dataclass(frozen=True)
 class ReacherExpert:
     """Scripted demonstrator for the dm_control-suite two-link reacher (Playground `ReacherEasy` /
     `ReacherHard`), a function of the observation only.
 
-    The observation is (shoulder, wrist) angles, finger-to-target (x, y) and joint velocities. The
+    The observation is `reacher_features`' (cos, sin of the shoulder and wrist angles,
+    finger-to-target x/y, joint velocities), or with `raw_obs` Playground's own (the angles
+    themselves, finger-to-target, joint velocities). The
     expert solves the arm's inverse kinematics for the target (of the two elbow solutions, the
     one nearer the current joint angles), and drives the joints there with a PD torque
     (`kp` per radian, `kd` per rad/s, in units of the motors' control range). Per demo (`init`):
@@ -146,6 +164,7 @@ class ReacherExpert:
     gain_range: tuple = (0.7, 1.0)
     noise_min: float = 0.0
     noise_max: float = 0.5
+    raw_obs: bool = False
 
     def init(self, key):
         k_gain, k_noise = jax.random.split(key)
@@ -153,8 +172,8 @@ class ReacherExpert:
                 "noise": jax.random.uniform(k_noise, (), minval=self.noise_min, maxval=self.noise_max)}
 
     def joint_goal(self, obs):
-        """Joint angles that put the finger on the target (nearest elbow solution)."""
-        q, to_target = obs[0:2], obs[2:4]
+        """Joint-angle errors that put the finger on the target (nearest elbow solution)."""
+        q, to_target, _ = self._split(obs)
         l1, l2 = self.link_lengths
         finger = jnp.stack([l1 * jnp.cos(q[0]) + l2 * jnp.cos(q[0] + q[1]),
                             l1 * jnp.sin(q[0]) + l2 * jnp.sin(q[0] + q[1])])
@@ -170,8 +189,13 @@ class ReacherExpert:
             costs.append(jnp.abs(dq).sum())
         return jnp.where(costs[0] <= costs[1], goals[0], goals[1])   # (shoulder, wrist) errors
 
+    def _split(self, obs):
+        if self.raw_obs:
+            return obs[0:2], obs[2:4], obs[4:6]
+        return jnp.arctan2(obs[2:4], obs[0:2]), obs[4:6], obs[6:8]
+
     def act(self, latent, obs, key):
-        dq, qvel = self.joint_goal(obs), obs[4:6]
+        dq, qvel = self.joint_goal(obs), self._split(obs)[2]
         action = latent["gain"] * (self.kp * dq - self.kd * qvel)
         action = action + latent["noise"] * jax.random.normal(key, action.shape)
         return jnp.clip(action, -1.0, 1.0)

@@ -22,6 +22,7 @@ import json
 import os
 import struct
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -301,7 +302,9 @@ def serve(inp, out) -> None:
             elif cmd == "reset":
                 send(out, {"ok": True}, batch.reset(header["seed"]))
             elif cmd == "step":
-                send(out, {"ok": True}, batch.step(arrays["chunks"]))
+                t0 = time.perf_counter()
+                result = batch.step(arrays["chunks"])
+                send(out, {"ok": True, "sim_s": time.perf_counter() - t0}, result)
             elif cmd == "demos":
                 if batch.auto_reset:
                     raise ValueError("demos need a batch without auto_reset")

@@ -23,55 +23,26 @@ thousand updates on a CPU; the GPU preset scales the env count and updates per i
 """
 from ml_collections import ConfigDict
 
-from configs import base
+from configs import toy
 
 
 def get_config(preset: str = "") -> ConfigDict:
     if preset not in ("", "quick"):
         raise ValueError(f"unknown preset {preset!r} for configs/reacher.py; known: '' (one GPU), 'quick' (2-core CPU)")
-    c = base.get_config()
+    c = toy.get_config()                   # the toy task's learning recipe, networks and 32-env loop
     c.env.name = "playground"
     c.env.kwargs = ConfigDict({"env_name": "ReacherEasy", "max_steps": 40, "impl": "jax",
                                "success_threshold": 1.0, "noise_max": 1.0})
     c.env.chunk_horizon = 4
     c.demos.num_demos = 100
-
-    c.bc.max_steps = 20_000
     c.bc.eval_every = 500
-    c.bc.eval_episodes = 128
     c.bc.stop_success = 0.45
 
-    a = c.algo
-    a.discount = 0.99
-    a.actor_hidden_dims = (128, 128, 128)
-    a.critic_hidden_dims = (128, 128)
-    a.num_critics = 10
-    a.flow_steps = 10
-    a.batch_size = 32
-    a.ppo_batch_size = 32
-    a.group_size = 16
-    a.success_batch_size = 32
-    a.actor_tau = 0.05
-    a.critic_lr = 3e-4
-    a.actor_lr = 3e-4
-    a.actor_lr_floor = 1e-4
-    a.actor_lr_warmup = 100
-    a.actor_lr_period = 100_000
-    a.rollout_mode = "sde"
-
     t = c.train
-    t.num_envs = 32
+    t.truncation_is_terminal = False       # the reacher does not observe time: a time limit bootstraps
     t.total_env_steps = 100_000
-    t.start_training = 2_000
-    t.updates_per_iteration = 8
-    t.log_every_iterations = 25
-    t.replay_capacity = 200_000
-    t.success_capacity = 50_000
-    t.eval_every_env_steps = 10_000
-    t.eval_episodes = 128
     t.checkpoint_every_env_steps = 25_000
     t.sized_for = "cpu"
-
     if preset == "":
         t.num_envs = 256
         t.updates_per_iteration = 64

@@ -144,6 +144,16 @@ def test_not_brax_shaped_is_named():
         ba.BraxAdapter(object())
 
 
+@pytest.mark.parametrize("preset", ["", "quick"])
+def test_reacher_presets_validate_and_bootstrap_at_the_time_limit(preset):
+    from configs import reacher
+    from ogpo_jax.training.config import validate
+    c = reacher.get_config(preset)
+    validate(c)
+    assert c.env.name == "playground" and not c.train.truncation_is_terminal
+    assert c.train.sized_for == ("gpu" if preset == "" else "cpu")
+
+
 # --- MuJoCo Playground (the `playground` extra) --------------------------------------------------
 
 def _reacher(**kwargs):

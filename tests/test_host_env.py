@@ -125,8 +125,8 @@ def test_host_envs_run_one_seed_on_one_device():
     c.num_seeds = 2
     with pytest.raises(ValueError, match="num_seeds must be 1 for env.name='host_point'.*got 2"):
         config_lib.validate(c)
-    c = robomimic.get_config("quick")
-    config_lib.validate(c)
+    for preset in ("", "quick"):
+        config_lib.validate(robomimic.get_config(preset))
 
 
 def _robomimic_file(path, num_demos=3, length=5, env_name="PickPlaceCan"):

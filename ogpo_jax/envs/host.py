@@ -26,6 +26,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -177,9 +178,9 @@ class HostEnv:
 
     def __init__(self, kind: str, env_name: str, env_kwargs: dict, obs_keys, episode_length: int,
                  python: str | None = None, num_workers: int | None = None, success_bonus: float = 5.0):
-        self.python = python or sys.executable
+        self.python = shutil.which(python) or python if python else sys.executable
         if not os.path.exists(self.python):
-            raise FileNotFoundError(f"env.kwargs.python={self.python!r} does not exist")
+            raise FileNotFoundError(f"env.kwargs.python={python!r} does not exist")
         self.num_workers = int(num_workers or os.cpu_count() or 1)
         if self.num_workers < 1:
             raise ValueError(f"env.kwargs.num_workers must be >= 1, got {num_workers}")
@@ -187,12 +188,12 @@ class HostEnv:
         self.spec = {"kind": kind, "env_name": env_name, "env_kwargs": dict(env_kwargs or {}),
                      "obs_keys": list(obs_keys), "episode_length": self.episode_length,
                      "success_bonus": float(success_bonus)}
-        info = _INFO.get(json.dumps([self.spec, self.python], sort_keys=True))
-        if info is None:          # one short-lived worker tells the observation layout
+        key = json.dumps([self.spec, self.python], sort_keys=True)
+        if key not in _INFO:      # one short-lived worker tells the observation layout
             probe = WorkerPool(dict(self.spec, auto_reset=False), 1, 1, self.python)
-            info = probe.info
+            _INFO[key] = probe.info
             probe.close()
-            _INFO[json.dumps([self.spec, self.python], sort_keys=True)] = info
+        info = _INFO[key]
         self.obs_keys = tuple((k, int(n)) for k, n in info["obs_sizes"])
         self.observation_size = sum(n for _, n in self.obs_keys)
         self.action_size = int(info["action_size"])

@@ -12,8 +12,8 @@ Task: Playground's raw `ReacherEasy` (MJX, `impl='jax'`), wrapped by `BraxAdapte
 `SparseSuccess`: success when the environment's own reward reaches 1 (the finger sphere touches
 the target sphere: centres within 6 cm; `ReacherHard`'s target is 15 mm, within 25 mm), reward -1
 per step and +5 on success, which ends the episode; a 40-step (0.8 s) time limit, which
-truncates (bootstrap: the observation holds no time). Observations: the joint angles as cos/sin
-(`brax_adapter.reacher_features`), finger-to-target, joint velocities. The targets lie 5-20 cm
+truncates (bootstrap: the observation holds no time). Observations: the joint angles as cos/sin,
+finger-to-target and joint velocities, scaled to order one (`brax_adapter.reacher_features`). The targets lie 5-20 cm
 from the shoulder; H = 4 chunks run 80 ms open-loop. Clipped BC on 100 noisy demos lands at
 ~0.4 (RESULTS.md, "MuJoCo Playground").
 

@@ -135,8 +135,8 @@ def test_obs_fn_maps_observations_and_sets_the_size():
 def test_reacher_features_are_cos_sin_of_the_angles():
     obs = jnp.array([7.0, -1.0, 0.1, 0.2, 3.0, -4.0])
     f = ba.reacher_features(obs)
-    np.testing.assert_allclose(np.asarray(f), [np.cos(7.0), np.cos(-1.0), np.sin(7.0), np.sin(-1.0), 0.1, 0.2, 3.0, -4.0],
-                               rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(f), [np.cos(7.0), np.cos(-1.0), np.sin(7.0), np.sin(-1.0), 1.0, 2.0,
+                                               1.0, -4.0 / 3.0], rtol=1e-6)
 
 
 def test_not_brax_shaped_is_named():

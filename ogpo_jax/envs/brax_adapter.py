@@ -134,12 +134,20 @@ class SparseSuccess(Wrapper):
         return nxt.replace(reward=reward, done=nxt.done | success, info=info)
 
 
+# scales that bring the reacher's features to order one (demo std: finger-to-target 0.13 m,
+# joint velocities 3.4 rad/s), so no input dominates the networks' first layer
+REACHER_TO_TARGET_SCALE = 10.0
+REACHER_QVEL_SCALE = 1.0 / 3.0
+
+
 def reacher_features(obs: jax.Array) -> jax.Array:
     """The reacher's observation (shoulder, wrist, finger-to-target x/y, joint velocities) with
     the joint angles as (cos, sin): the raw shoulder angle grows without bound as the arm turns,
-    so the same pose reaches the network as many different inputs."""
+    so the same pose reaches the network as many different inputs. Finger-to-target (m) and the
+    joint velocities (rad/s) are scaled to order one."""
     q = obs[0:2]
-    return jnp.concatenate([jnp.cos(q), jnp.sin(q), obs[2:]])
+    return jnp.concatenate([jnp.cos(q), jnp.sin(q), REACHER_TO_TARGET_SCALE * obs[2:4],
+                            REACHER_QVEL_SCALE * obs[4:6]])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,7 +200,8 @@ class ReacherExpert:
     def _split(self, obs):
         if self.raw_obs:
             return obs[0:2], obs[2:4], obs[4:6]
-        return jnp.arctan2(obs[2:4], obs[0:2]), obs[4:6], obs[6:8]
+        return (jnp.arctan2(obs[2:4], obs[0:2]), obs[4:6] / REACHER_TO_TARGET_SCALE,
+                obs[6:8] / REACHER_QVEL_SCALE)
 
     def act(self, latent, obs, key):
         dq, qvel = self.joint_goal(obs), self._split(obs)[2]

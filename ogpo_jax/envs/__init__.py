@@ -36,12 +36,16 @@ def _blowup(length: int = 12, at_step: int = 6, p_blowup: float = 0.5):
     return env, None, length
 
 
+def tuples(kwargs: dict) -> dict:
+    """Config lists (ml_collections turns tuples into lists) back into the tuples dataclasses hold."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+
+
 def _arm_task(module: str, task: str, params: str, expert_cls):
     """Factory of an MJX arm task: kwargs split into the expert's fields and the task params."""
     def make_task(**kwargs):
         import importlib
         mod = importlib.import_module(f"ogpo_jax.envs.mjx.{module}")   # lazily: MJX only when used
-        tuples = lambda d: {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}  # noqa: E731
         expert_keys = {f.name for f in dataclasses.fields(expert_cls)} - {"env"}
         expert_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in expert_keys}
         p = getattr(mod, params)(**tuples(kwargs))
@@ -71,8 +75,7 @@ def _playground(env_name: str = "ReacherHard", max_steps: int = 1000, impl: str 
     if sparse:
         env = ba.SparseSuccess(env, success_bonus=success_bonus)
     if reacher:
-        expert = ba.ReacherExpert(env, raw_obs=not features,
-                                  **{k: tuple(v) if isinstance(v, list) else v for k, v in expert_kwargs.items()})
+        expert = ba.ReacherExpert(env, raw_obs=not features, **tuples(expert_kwargs))
     elif expert_kwargs:
         raise ValueError(f"{env_name!r} has no scripted expert, so {sorted(expert_kwargs)} are unknown env.kwargs")
     else:

@@ -31,9 +31,7 @@ from ogpo_jax.envs.core import EnvState, Wrapper
 
 
 def _flat_size(size) -> int:
-    if isinstance(size, int):
-        return size
-    return int(jnp.prod(jnp.asarray(size))) if size else 1
+    return size if isinstance(size, int) else int(math.prod(size))
 
 
 class BraxAdapter:

@@ -259,17 +259,15 @@ class HostBatch:
     def __init__(self, env: HostEnv, num_envs: int, horizon: int, auto_reset: bool):
         self.env, self.num_envs, self.horizon, self.auto_reset = env, num_envs, horizon, auto_reset
         self.observation_size, self.action_size = env.observation_size, env.action_size
+        n, h, d = num_envs, horizon, env.observation_size
+        f, b, sds = jnp.float32, jnp.bool_, jax.ShapeDtypeStruct
+        # what every reset / step callback returns
+        self.shapes = {"obs": sds((n, d), f), "final_obs": sds((n, d), f), "rewards": sds((n, h), f),
+                       "valid": sds((n, h), b), "done": sds((n,), b), "success": sds((n,), b),
+                       "terminal": sds((n,), b), "truncated": sds((n,), b), "nonfinite": sds((n,), b)}
 
     def _pool(self):
         return self.env.pool(self.num_envs, self.auto_reset)
-
-    def _shapes(self):
-        n, h, d = self.num_envs, self.horizon, self.observation_size
-        f, b = jnp.float32, jnp.bool_
-        sds = jax.ShapeDtypeStruct
-        return {"obs": sds((n, d), f), "final_obs": sds((n, d), f), "rewards": sds((n, h), f),
-                "valid": sds((n, h), b), "done": sds((n,), b), "success": sds((n,), b), "terminal": sds((n,), b),
-                "truncated": sds((n,), b), "nonfinite": sds((n,), b)}
 
     def _state(self, sim, out) -> EnvState:
         info = {k: out[k] for k in _INFO_KEYS}
@@ -280,13 +278,11 @@ class HostBatch:
 
         def host_reset(seed):
             obs = self._pool().reset(int(seed))
-            n, h = self.num_envs, self.horizon
-            zeros = lambda shape, dt: np.zeros(shape, dt)  # noqa: E731
-            return {"obs": obs, "final_obs": obs.copy(), "rewards": zeros((n, h), np.float32),
-                    "valid": zeros((n, h), bool), "done": zeros(n, bool), "success": zeros(n, bool),
-                    "terminal": zeros(n, bool), "truncated": zeros(n, bool), "nonfinite": zeros(n, bool)}
+            out = {k: np.zeros(s.shape, s.dtype) for k, s in self.shapes.items()}   # no transition yet
+            out.update(obs=obs, final_obs=obs.copy())
+            return out
 
-        out = io_callback(host_reset, self._shapes(), seed, ordered=True)
+        out = io_callback(host_reset, self.shapes, seed, ordered=True)
         return self._state(jnp.zeros((), jnp.int32), out)
 
     def step(self, state: EnvState, chunks) -> EnvState:
@@ -297,9 +293,9 @@ class HostBatch:
 
         def host_step(chunks):
             out = self._pool().step(chunks)
-            return {k: out[k].astype(self._shapes()[k].dtype) for k in self._shapes()}
+            return {k: out[k].astype(s.dtype) for k, s in self.shapes.items()}
 
-        out = io_callback(host_step, self._shapes(), chunks, ordered=True)
+        out = io_callback(host_step, self.shapes, chunks, ordered=True)
         return self._state(state.sim + 1, out)
 
 

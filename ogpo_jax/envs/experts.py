@@ -174,6 +174,14 @@ class SquareExpert:
     hover_gap: float = 0.01           # m: nut bottom above the peg top while centring
     engage_depth: float = 0.005       # m: nut bottom below the peg top when it opens
     max_descent: float = 0.01         # m: lowering goal at most this far below the hand per step
+    squeeze_width: float = 0.035      # m: finger opening above which a closing grip still waits to lift
+    grasp_yaw: str = "nearest"        # hand yaw for a grasp: 'nearest' (the shorter turn, modulo pi) |
+                                      # 'home' (the handle's yaw modulo pi nearest the home pose)
+    hold_max_action: float = 1.0      # bound on the arm action dims while holding the nut (before noise)
+
+    def __post_init__(self):
+        if self.grasp_yaw not in ("nearest", "home"):
+            raise ValueError(f"{type(self).__name__}: grasp_yaw={self.grasp_yaw!r} must be 'nearest' or 'home'")
 
     def init(self, key):
         k = jax.random.split(key, 3)
@@ -226,7 +234,7 @@ class SquareExpert:
             return (eef[2] + z - nut[2])[None]
 
         # --- holding: squeeze, lift, square the nut to the peg, carry, hover, centre, descend, open
-        squeezing = width > 0.035
+        squeezing = width > self.squeeze_width
         yaw_off = arm.wrap_angle(nut_yaw, jnp.pi / 2)       # nut yaw off the peg's faces
         engaged = nut[2] < top                               # walls around the peg: position held by it
         tol = jnp.where(engaged, 0.008, jnp.where(nut[2] < top + self.hover_gap + 0.005, 1.7, 1.0) * self.place_tol)
@@ -247,7 +255,13 @@ class SquareExpert:
 
         # --- not holding: turn to the handle's yaw, approach from above, descend, close
         grasp_point = handle + jnp.array([0.0, 0.0, self.grasp_dz])
-        yaw_err = arm.wrap_angle(nut_yaw - hand_yaw, jnp.pi)   # fingers across the handle, either way round
+        if self.grasp_yaw == "home":
+            # the handle's yaw modulo pi nearest the home pose, reached without crossing the yaw
+            # opposite home (the wrist's joint limit lies there): unwrapped, so a turn of more than
+            # pi goes the long way round, commanded at most 1 rad ahead per step
+            yaw_err = arm.wrap_angle(nut_yaw, jnp.pi) - hand_yaw
+        else:
+            yaw_err = arm.wrap_angle(nut_yaw - hand_yaw, jnp.pi)   # fingers across the handle, either way round
         above = handle + jnp.array([0.0, 0.0, 0.08])
         low_and_far = (eef[2] < handle[2] + 0.04) & (hdist > 0.015)
         approach_goal = jnp.where(low_and_far, jnp.concatenate([eef[:2], above[2:]]), above)
@@ -259,7 +273,7 @@ class SquareExpert:
         clear_goal = jnp.where(width < 0.09, eef, jnp.concatenate([eef[:2], (handle[2] + 0.1)[None]]))
         free_goal = jnp.where(at_peg, clear_goal, jnp.where(aligned, grasp_point, approach_goal))
         free_grip = jnp.where(aligned & at_height & ~at_peg, 1.0, -1.0)
-        free_yaw = jnp.where(at_peg, hand_yaw, hand_yaw + yaw_err)
+        free_yaw = jnp.where(at_peg, hand_yaw, hand_yaw + jnp.clip(yaw_err, -1.0, 1.0))
 
         goal = jnp.where(holding, hold_goal, free_goal)
         # the workspace: a nut stuck to the fingers must not lead the hand away
@@ -267,9 +281,10 @@ class SquareExpert:
         grip = jnp.where(holding, hold_grip, free_grip)
         target = arm.quat_mul(arm.yaw_quat(jnp.where(holding, hold_yaw, free_yaw)), home)
         gain = latent["gain"] / p.pos_scale
+        lim = jnp.where(holding, self.hold_max_action, 1.0)   # a gentler carry keeps a light grip
         action = jnp.concatenate([
-            jnp.clip((goal - eef) * gain, -1.0, 1.0),
-            jnp.clip(arm.rotation_error(quat, target) / p.rot_scale, -1.0, 1.0),
+            jnp.clip((goal - eef) * gain, -lim, lim),
+            jnp.clip(arm.rotation_error(quat, target) / p.rot_scale, -lim, lim),
             grip[None]])
         scale = jnp.concatenate([jnp.ones(3), jnp.full((3,), self.rot_noise_frac), jnp.zeros(1)])
         # steadier hands while placing, as in human demonstrations of the insertion
@@ -283,7 +298,19 @@ class TwoNutsExpert(SquareExpert):
     """Scripted two-stage assembly for `ogpo_jax.envs.mjx.two_nuts.TwoNuts`: nut 1 onto peg 1 with
     the Square expert's controller (`SquareExpert.place`), then, once nut 1 is down around its peg
     and the hand has let go of it (fingers fully open or the hand away from its handle), nut 2
-    onto peg 2. Same noise knobs and per-demo variability as `SquareExpert`."""
+    onto peg 2. Same noise knobs and per-demo variability as `SquareExpert`.
+
+    Its grasp settings differ from Square's for the capsule handle collider of the two-nut scene
+    (`assets/two_nuts.xml`): the fingers close to the 20 mm capsule (held at ~12 mm finger opening)
+    before the hand lifts, so the pads close around the capsule's centre line instead of sliding
+    up it (`squeeze_width`); the carry moves at under a third of full speed (`hold_max_action`):
+    a fast carry pulls the light nut down through the grip; and the wrist turns to each grasp
+    without crossing the yaw opposite its home pose (`grasp_yaw='home'`), where the second
+    nut's handle could otherwise lie beyond its joint limit."""
+
+    squeeze_width: float = 0.0145
+    grasp_yaw: str = "home"
+    hold_max_action: float = 0.3
 
     def act(self, latent, obs, key):
         from ogpo_jax.envs.mjx import arm   # local: experts.py must import without MJX

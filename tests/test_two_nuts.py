@@ -93,7 +93,6 @@ def test_expert_places_both_nuts_in_order(env, expert_demos):
     d = expert_demos
     assert d["success"].sum() >= 4, d["success"]
     o = env.split_obs(d["obs"])["object"]
-    pegs = env.peg_positions
     for i in np.flatnonzero(d["success"]):
         n = d["length"][i]
         assert d["rewards"][i, n - 1] == 5.0 and d["dones"][i, n - 1]

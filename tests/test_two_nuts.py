@@ -37,6 +37,12 @@ def test_model_and_observation_layout(env):
         assert abs(np.linalg.norm(rel) - np.linalg.norm(pos - o["robot0_eef_pos"])) < 1e-4
 
 
+def test_vmap_cap_is_below_the_batch_that_hangs(env):
+    from ogpo_jax.envs.mjx import compile_options
+    arm_cap = compile_options.max_vmap_batch()
+    assert env.max_vmap_batch == (None if arm_cap is None else min(arm_cap, 64))
+
+
 def test_success_needs_both_stages(env):
     (p1x, p1y, _), (p2x, p2y, _) = env.peg_positions
     on = lambda a, b: np.asarray(env.on_pegs(jnp.array([a, b])))  # noqa: E731

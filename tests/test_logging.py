@@ -51,3 +51,10 @@ def test_bad_wandb_settings_are_named():
     c.log.wandb_mode, c.log.wandb, c.log.wandb_project = "offline", True, ""
     with pytest.raises(ValueError, match="log.wandb_project"):
         config_lib.validate(c)
+
+
+def test_rate_line_reports_slow_stages_as_seconds_per_unit():
+    from ogpo_jax.training import progress
+    assert progress.rate_line(10, 100, 5.0, "steps") == "2 steps/s, ETA 45s"
+    # one 50-step demo segment every 95 s: a rate of 0 segments/s would say nothing
+    assert progress.rate_line(1, 14, 95.2, "segments") == "95.2 s per segment, ETA 20m38s"

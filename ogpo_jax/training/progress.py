@@ -44,8 +44,11 @@ def duration(seconds: float) -> str:
 
 
 def rate_line(done: float, total: float, elapsed: float, unit: str) -> str:
-    """'1234 <unit>/s, ETA 3m12s' for `done` of `total` after `elapsed` seconds."""
+    """'1234 <unit>/s, ETA 3m12s' for `done` of `total` after `elapsed` seconds; below one unit per
+    second, '95.2 s per <unit singular>' instead (a rate that rounds to 0 says nothing)."""
     rate = done / elapsed if elapsed > 0 else float("nan")
     left = (total - done) / rate if rate and rate == rate and rate > 0 else float("nan")
     eta = duration(left) if left == left else "?"
+    if rate == rate and 0 < rate < 1:
+        return f"{1 / rate:.1f} s per {unit[:-1] if unit.endswith('s') else unit}, ETA {eta}"
     return f"{rate:.0f} {unit}/s, ETA {eta}"

@@ -131,7 +131,7 @@ def test_demos_round_trip_through_robomimic_hdf5(square, expert_demos, tmp_path)
     demos.write_hdf5(path, eps, {"env_name": "square"})
     back, env_args = demos.read_hdf5(path, tuple(k for k, _ in env.obs_keys))
     assert env_args == {"env_name": "square"} and len(back) == len(eps)
-    for i, (a, b) in enumerate(zip(eps, back)):
+    for i, b in enumerate(back):
         n = expert_demos["length"][i]
         np.testing.assert_array_equal(b["obs"], expert_demos["obs"][i, :n])
         np.testing.assert_array_equal(b["actions"], expert_demos["actions"][i, :n])

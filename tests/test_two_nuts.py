@@ -124,7 +124,7 @@ def test_demos_round_trip_through_robomimic_hdf5(env, expert_demos, tmp_path):
     demos.write_hdf5(path, eps, {"env_name": "two_nuts"})
     back, env_args = demos.read_hdf5(path, tuple(k for k, _ in env.obs_keys))
     assert env_args == {"env_name": "two_nuts"} and len(back) == len(eps) == EXPERT_EPISODES
-    for i, (a, b) in enumerate(zip(eps, back)):
+    for i, b in enumerate(back):
         n = expert_demos["length"][i]
         assert b["obs"].shape == (n, 37)
         np.testing.assert_array_equal(b["obs"], expert_demos["obs"][i, :n])

@@ -49,6 +49,6 @@ def rate_line(done: float, total: float, elapsed: float, unit: str) -> str:
     rate = done / elapsed if elapsed > 0 else float("nan")
     left = (total - done) / rate if rate and rate == rate and rate > 0 else float("nan")
     eta = duration(left) if left == left else "?"
-    if rate == rate and 0 < rate < 1:
+    if 0 < rate < 1:                  # False for nan too
         return f"{1 / rate:.1f} s per {unit[:-1] if unit.endswith('s') else unit}, ETA {eta}"
     return f"{rate:.0f} {unit}/s, ETA {eta}"

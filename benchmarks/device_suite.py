@@ -6,7 +6,7 @@
 
 Sections, run in this order, each within its share of `--budget_s` (what a section does not use
 passes to the next):
-  env     MJX control and physics steps/s of each task of `--env_tasks` (default Can and Square)
+  env     MJX control and physics steps/s of each task of `--env_tasks` (default Can, Square, two_nuts)
           at each batch of `--batches` (default 256, 1024, 4096, 8192) under
           `env_throughput.benchmark_actions` (a moving arm), with the compile time of the reset
           and step programs; a batch that fails (out of memory) is recorded and the task's larger
@@ -48,7 +48,7 @@ from env_throughput import benchmark_actions  # noqa: E402
 from update_step import bench_scale, machine, write_results  # noqa: E402
 
 SECTIONS = ("env", "update", "e2e")
-MJX_TASKS = ("can", "square")
+MJX_TASKS = ("can", "square", "two_nuts")
 # share of the whole budget each section may use; the e2e run gets whatever is left
 SHARE = {"env": 0.2, "update": 0.15}
 FINAL_RESERVE = 0.1          # of the budget, kept for the e2e run's final evaluation and report
@@ -325,7 +325,7 @@ def main(argv=None):
     parser.add_argument("--cpu", action="store_true", help="CPU mode: small batches, toy pipeline")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
     parser.add_argument("--batches", default="", help="env batches (default 256,1024,4096,8192; CPU mode 4)")
-    parser.add_argument("--env_tasks", default="", help="MJX tasks of the env section (default can,square; CPU mode can)")
+    parser.add_argument("--env_tasks", default="", help="MJX tasks of the env section (default can,square,two_nuts; CPU mode can)")
     parser.add_argument("--repeats", type=int, default=0, help="timed repeats (default 20; CPU mode 3)")
     parser.add_argument("--workdir", default="", help="run directory of the e2e section (default: a temp dir)")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
@@ -337,7 +337,7 @@ def main(argv=None):
         parser.error(f"--sections: unknown {bad}; known {list(SECTIONS)}")
     if args.budget_s <= 0:
         parser.error(f"--budget_s must be > 0, got {args.budget_s}")
-    tasks = [t for t in (args.env_tasks or ("can" if args.cpu else "can,square")).split(",") if t]
+    tasks = [t for t in (args.env_tasks or ("can" if args.cpu else ",".join(MJX_TASKS))).split(",") if t]
     if not tasks or any(t not in MJX_TASKS for t in tasks):
         parser.error(f"--env_tasks: {args.env_tasks!r} must name tasks of {list(MJX_TASKS)}")
     batches = [int(b) for b in (args.batches or ("4" if args.cpu else "256,1024,4096,8192")).split(",")]

@@ -15,7 +15,27 @@ def pytest_addoption(parser):
 _CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
 
 
+def _check_loadgroup(config):
+    """pytest 9.2 keeps node ids in a structure that pytest-xdist 3.8's loadgroup does not update, so
+    every xdist_group mark is silently ignored (pytest-xdist issue 1386): the MJX modules' shared
+    fixtures and compiles then run on both workers and the suite takes ~25% longer."""
+    if config.getoption("dist", "no") != "loadgroup":
+        return
+    from importlib.metadata import version
+
+    def release(name):
+        return tuple(int(p) for p in version(name).split(".")[:2] if p.isdigit())
+
+    if release("pytest") >= (9, 2) and release("pytest-xdist") <= (3, 8):
+        raise pytest.UsageError(
+            f"pytest {version('pytest')} with pytest-xdist {version('pytest-xdist')} ignores xdist_group marks, "
+            "so --dist loadgroup would run the MJX modules' fixtures on both workers; install the test extra's "
+            "pin: pip install 'pytest>=8,<9.2'")
+
+
 def pytest_configure(config):
+    if not hasattr(config, "workerinput"):
+        _check_loadgroup(config)
     # One persistent XLA compilation cache for the whole session, shared by the xdist workers and
     # the subprocesses tests start (train.py, compare.py, distributed workers inherit the
     # environment): many tests compile the same tiny-config programs again (resume, SIGKILL

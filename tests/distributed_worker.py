@@ -1,7 +1,7 @@
 """Subprocess worker of tests/test_distributed.py: multi-device checks need their device count fixed
 before JAX starts, so they run here (not collected by pytest).
 
-    python tests/distributed_worker.py dp OUT.json                     # 4 forced CPU devices
+    python tests/distributed_worker.py dp OUT.json [SEED]              # 4 forced CPU devices
     python tests/distributed_worker.py multihost OUT.json PORT PID     # 2 processes x 2 CPU devices
 """
 import json
@@ -38,20 +38,28 @@ def tiny_config(num_envs=8):
     return c
 
 
-def setup(c):
+def run_keys(seed: int = 0):
+    """(BC actor, agent, loop) keys; seed 0 is the tests' run, others measure its spread."""
+    if seed == 0:
+        return jax.random.PRNGKey(42), jax.random.PRNGKey(0), jax.random.PRNGKey(1)
+    return tuple(jax.random.split(jax.random.PRNGKey(1000 + seed), 3))
+
+
+def setup(c, seed: int = 0):
     env, _, episode_length = envs.make(c.env.name, **c.env.kwargs.to_dict())
     chunk_shape = (c.env.chunk_horizon, env.action_size)
     algo = validate(c)
-    bc = ogpo.init(jax.random.PRNGKey(42), env.observation_size, chunk_shape, algo).actor
+    bc = ogpo.init(run_keys(seed)[0], env.observation_size, chunk_shape, algo).actor
     return env, episode_length, chunk_shape, env.observation_size, algo, bc
 
 
-def sharded_state(c, env, ep_len, chunk_shape, obs_dim, algo, bc, mesh):
+def sharded_state(c, env, ep_len, chunk_shape, obs_dim, algo, bc, mesh, seed: int = 0):
     n = mesh.size
+    _, k_agent, k_loop = run_keys(seed)
 
     def init():
-        agent = ogpo.init(jax.random.PRNGKey(0), obs_dim, chunk_shape, algo, actor_params=bc)
-        return loop.init_loop(jax.random.PRNGKey(1), env, agent, obs_dim, c.train, ep_len, num_shards=n)
+        agent = ogpo.init(k_agent, obs_dim, chunk_shape, algo, actor_params=bc)
+        return loop.init_loop(k_loop, env, agent, obs_dim, c.train, ep_len, num_shards=n)
 
     shardings = distributed.loop_shardings(mesh, jax.eval_shape(init))
     ls = jax.jit(init, out_shardings=shardings)()
@@ -62,14 +70,14 @@ def checksum(tree) -> float:
     return float(sum(np.abs(np.asarray(x, np.float64)).sum() for x in jax.tree_util.tree_leaves(tree)))
 
 
-def dp(out_path):
+def dp(out_path, seed: int = 0):
     assert len(jax.devices()) == 4, jax.devices()
     c = tiny_config()
-    env, ep_len, chunk_shape, obs_dim, algo, bc = setup(c)
+    env, ep_len, chunk_shape, obs_dim, algo, bc = setup(c, seed)
     result = {}
 
     # one update: the same global batch on 1 device and sharded over 4
-    agent = ogpo.init(jax.random.PRNGKey(0), obs_dim, chunk_shape, algo, actor_params=bc)
+    agent = ogpo.init(run_keys(seed)[1], obs_dim, chunk_shape, algo, actor_params=bc)
     rng = np.random.default_rng(0)
     B, (H, da) = algo.batch_size, chunk_shape
     batch = {"obs": rng.normal(size=(B, obs_dim)).astype(np.float32),
@@ -96,7 +104,7 @@ def dp(out_path):
     runs = {}
     for n in (1, 4):
         mesh = distributed.make_mesh(n)
-        ls = sharded_state(c, env, ep_len, chunk_shape, obs_dim, algo, bc, mesh)
+        ls = sharded_state(c, env, ep_len, chunk_shape, obs_dim, algo, bc, mesh, seed)
         interval = loop.make_interval(env, c.train, c.train.log_every_iterations, mesh=mesh, donate=True)
         td, succ_rate = [], []
         for _ in range(8):
@@ -134,6 +142,6 @@ def multihost(out_path, port, pid):
 
 if __name__ == "__main__":
     if MODE == "dp":
-        dp(sys.argv[2])
+        dp(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0)
     else:
         multihost(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))

@@ -55,30 +55,47 @@ def test_sb_bc_rejects_settings_it_cannot_run():
         sb_bc.act(state, jnp.ones((2, OBS)), jax.random.PRNGKey(1), mode="best_of_n")
 
 
-def test_sb_bc_imitates_its_success_batch():
-    """Every success chunk is the same target a*: after a few hundred BC updates the ODE sampler
-    of the current and of the EMA actor returns a* (the EMA lags by its tau), starting far from it."""
+def sb_bc_imitation(seed: int = 0) -> dict:
+    """Every success chunk is the same target a*: the largest ODE-action error of the current and the
+    EMA actor before and after 400 BC updates, and the BC loss (mean of the last 20 over the first 20)."""
+    k_init, k_obs, k_act = jax.random.split(jax.random.PRNGKey(seed), 3)
     cfg = OGPOConfig(name="sb_bc", actor_hidden_dims=(64, 64), flow_steps=5, actor_lr=3e-3, actor_lr_floor=3e-3,
                      actor_lr_warmup=0, actor_tau=0.1, rollout_mode="sde")
     target = jnp.asarray([[0.5, -0.25], [0.75, 0.0]])
-    obs = jax.random.normal(jax.random.PRNGKey(1), (64, OBS))
+    obs = jax.random.normal(k_obs, (64, OBS))
     succ = {"obs": obs, "actions": jnp.broadcast_to(target, (64, *CHUNK)), "valid": jnp.ones((64, CHUNK[0]))}
-    state = sb_bc.init(jax.random.PRNGKey(0), OBS, CHUNK, cfg)
+    state = sb_bc.init(k_init, OBS, CHUNK, cfg)
 
     def err(state, actor):
-        chunks = sb_bc.act(state, obs[:16], jax.random.PRNGKey(2), mode="ode", actor=actor)
+        chunks = sb_bc.act(state, obs[:16], k_act, mode="ode", actor=actor)
         return float(jnp.abs(chunks - target).max())
 
-    assert err(state, "current") > 0.2
+    out = {"error_before": err(state, "current")}
     step = jax.jit(sb_bc.update)
     losses = []
     for _ in range(400):
         state, m = step(state, None, succ)
         losses.append(float(m["actor/bc_loss"]))
-    assert int(state.step) == 400
-    assert np.mean(losses[-20:]) < 0.2 * np.mean(losses[:20])
-    assert err(state, "current") < 0.1 and err(state, "ema") < 0.15
-    assert not hasattr(state, "critic")
+    assert int(state.step) == 400 and not hasattr(state, "critic")
+    return {**out, "loss_ratio": float(np.mean(losses[-20:]) / np.mean(losses[:20])),
+            "error_current": err(state, "current"), "error_ema": err(state, "ema")}
+
+
+# Bars; spread over seeds 0-9: python tests/measure_spread.py sb_bc. At this constant learning rate the
+# current actor jitters about a* (its largest error 0.10 +- 0.02, up to 0.13); the EMA averages the
+# jitter out (0.05 +- 0.02)
+SB_BC_START_ERROR, SB_BC_LOSS_RATIO, SB_BC_ERROR_CURRENT, SB_BC_ERROR_EMA = 0.2, 0.2, 0.2, 0.15
+
+
+def test_sb_bc_imitates_its_success_batch():
+    """After a few hundred BC updates the ODE sampler of the current and of the EMA actor returns a*,
+    starting far from it. Seeds 0-9 (tests/measure_spread.py sb_bc): loss ratio 0.093 +- 0.009
+    (bar 0.2), largest error of the current actor 0.097 +- 0.023 (max 0.128, bar 0.2), of the EMA
+    0.054 +- 0.016 (bar 0.15), from 1.75 before training."""
+    m = sb_bc_imitation(0)
+    assert m["error_before"] > SB_BC_START_ERROR, m
+    assert m["loss_ratio"] < SB_BC_LOSS_RATIO, m
+    assert m["error_current"] < SB_BC_ERROR_CURRENT and m["error_ema"] < SB_BC_ERROR_EMA, m
 
 
 @pytest.mark.xdist_group("resume")

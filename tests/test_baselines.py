@@ -43,8 +43,8 @@ def _bandit_batch(key, n=64):
             "success": jnp.zeros((n,))}
 
 
-def _distance(state, mode, key=jax.random.PRNGKey(7)):
-    obs = jax.random.normal(jax.random.PRNGKey(8), (128, OBS))
+def _distance(state, mode, key=jax.random.PRNGKey(7), obs_key=jax.random.PRNGKey(8)):
+    obs = jax.random.normal(obs_key, (128, OBS))
     chunks = algorithms.of(state).act(state, obs, key, mode=mode)
     return float(jnp.sqrt(jnp.sum(jnp.square(chunks[:, 0] - TARGET), -1)).mean())
 
@@ -194,25 +194,45 @@ def test_bc_leaves_the_policy_unchanged():
 
 # ----------------------------------------------------------------------------- bandit learning
 
-@pytest.mark.parametrize("name, mode, updates, kw", [
-    ("qc", "sde", 300, {}),
-    ("fql", "ode", 400, dict(fql_alpha=0.1, fql_normalize_q_loss=True)),
-    ("expo", "ode", 400, dict(edit_scale=0.3, best_of_n=4)),
-    ("dsrl", "ode", 400, dict(noise_action_bound=1.0)),
-])
-def test_each_baseline_moves_its_actions_to_the_bandits_best_chunk(name, mode, updates, kw):
-    """A one-step bandit (reward -|a - a*|^2, terminal): a critic-based method must act closer to a*
-    than its untrained base policy does, for the reason the method names (selection, one-step
-    policy, edits, steered noise)."""
+BANDIT_CASES = {
+    "qc": ("sde", 300, {}),
+    "fql": ("ode", 400, dict(fql_alpha=0.1, fql_normalize_q_loss=True)),
+    # edits bounded by 0.6 reach a* from the untrained base chunk (0.3 left it 0.2 short on average)
+    "expo": ("ode", 400, dict(edit_scale=0.6, best_of_n=4)),
+    "dsrl": ("ode", 400, dict(noise_action_bound=1.0)),
+}
+# Bars from the spread over seeds 0-9 (python tests/measure_spread.py bandit_qc bandit_fql bandit_expo
+# bandit_dsrl): distance after / before training < DISTANCE_RATIO[method]; EXPO's edit policy lands
+# less precisely than the others (0.38 +- 0.08 against 0.07-0.31)
+DISTANCE_RATIO = {"qc": 0.6, "fql": 0.6, "expo": 0.7, "dsrl": 0.6}
+TD_ERROR = 0.25
+
+
+def bandit_progress(name: str, seed: int = 0) -> dict:
+    """Distance of the method's actions to the bandit's best chunk after training over before it, and
+    the critic's TD error on the last batch; `seed` draws the initialization, the training batches
+    and the probe observations."""
+    mode, updates, kw = BANDIT_CASES[name]
+    k_init, k_train, k_act, k_obs = jax.random.split(jax.random.PRNGKey(seed), 4)
     cfg = _cfg(name, **kw)
-    state = algorithms.get(name).init(jax.random.PRNGKey(0), OBS, CHUNK, cfg)
+    state = algorithms.get(name).init(k_init, OBS, CHUNK, cfg)
     if name == "dsrl":          # a zero velocity field: f(s, w) = clip(w) reaches every chunk
         state = state.replace(actor=_zero(state.actor))
-    before = _distance(state, mode)
-    state, metrics = _train(state, updates)
-    after = _distance(state, mode)
-    assert after < 0.6 * before, (name, before, after)
-    assert float(metrics["critic/td_error"]) < 0.25
+    before = _distance(state, mode, k_act, k_obs)
+    state, metrics = _train(state, updates, k_train)
+    after = _distance(state, mode, k_act, k_obs)
+    return {"distance_ratio": after / before, "td_error": float(metrics["critic/td_error"])}
+
+
+@pytest.mark.parametrize("name", sorted(BANDIT_CASES))
+def test_each_baseline_moves_its_actions_to_the_bandits_best_chunk(name):
+    """A one-step bandit (reward -|a - a*|^2, terminal): a critic-based method must act closer to a*
+    than its untrained base policy does, for the reason the method names (selection, one-step
+    policy, edits, steered noise). Distance ratio over seeds 0-9 (mean +- sd, max): qc 0.31 +- 0.04
+    (0.38), fql 0.14 +- 0.04 (0.22), expo 0.37 +- 0.08 (0.48), dsrl 0.07 +- 0.03 (0.13); TD error
+    <= 0.074 for all (bar 0.25)."""
+    m = bandit_progress(name, 0)
+    assert m["distance_ratio"] < DISTANCE_RATIO[name] and m["td_error"] < TD_ERROR, (name, m)
 
 
 # ----------------------------------------------------------------------------- through the driver
@@ -332,38 +352,58 @@ def test_on_policy_update_regenerates_the_executed_chains(name):
     assert float(metrics["actor/approx_kl"]) < 1e-3
 
 
-def test_dppo_and_reinflow_raise_the_value_of_a_bandit():
-    """One-step episodes, reward -|a - a*|^2: after a few PPO phases on fresh rollouts each
-    method's stochastic policy (DPPO: flow and diffusion) has a higher mean reward than at the start."""
+ONPOLICY_CASES = {
+    "dppo": ("dppo", dict(noise_std=0.2, noise_schedule="constant")),
+    "reinflow": ("reinflow", {}),
+    "dppo_diffusion": ("dppo", dict(policy="diffusion", diffusion_train_steps=30, noise_std=0.2)),
+}
+# The reward is <= 0 with its maximum 0 at a*, so the relative gain (after - before) / |before| is the
+# share of the gap to the best reward closed: 0.93-0.98 over seeds 0-9 for every case
+# (python tests/measure_spread.py onpolicy_dppo onpolicy_reinflow onpolicy_dppo_diffusion)
+ONPOLICY_GAIN = 0.8
+
+
+def onpolicy_gain(case: str, seed: int = 0) -> dict:
+    """Mean bandit reward of the stochastic policy after 15 PPO phases on fresh rollouts, as a gain
+    relative to the start: (after - before) / |before|."""
     from ogpo_jax.training import loop
     from ogpo_jax.data import replay as rb
-    for name, kw in (("dppo", dict(noise_std=0.2, noise_schedule="constant")), ("reinflow", {}),
-                     ("dppo", dict(policy="diffusion", diffusion_train_steps=30, noise_std=0.2))):
-        cfg = _cfg(name, flow_steps=3, rollout_iterations=4, ppo_epochs=4, ppo_minibatch_size=64,
-                   actor_lr=3e-3, actor_lr_floor=3e-3, clip_epsilon=0.2, dppo_clip_early=0.05, **kw)
-        algo = algorithms.get(name)
-        state = algo.init(jax.random.PRNGKey(0), OBS, CHUNK, cfg)
-        update, act = jax.jit(algo.update), jax.jit(algo.act, static_argnames=("mode", "actor"))
+    name, kw = ONPOLICY_CASES[case]
+    k_init, k_phases, k_act, k_obs = jax.random.split(jax.random.PRNGKey(seed), 4)
+    cfg = _cfg(name, flow_steps=3, rollout_iterations=4, ppo_epochs=4, ppo_minibatch_size=64,
+               actor_lr=3e-3, actor_lr_floor=3e-3, clip_epsilon=0.2, dppo_clip_early=0.05, **kw)
+    algo = algorithms.get(name)
+    state = algo.init(k_init, OBS, CHUNK, cfg)
+    update, act = jax.jit(algo.update), jax.jit(algo.act, static_argnames=("mode", "actor"))
 
-        def reward(chunks):
-            return -jnp.sum(jnp.square(chunks[:, 0] - TARGET), -1)
+    def reward(chunks):
+        return -jnp.sum(jnp.square(chunks[:, 0] - TARGET), -1)
 
-        def mean_reward(state, key):
-            obs = jax.random.normal(jax.random.PRNGKey(99), (256, OBS))
-            return float(reward(act(state, obs, key, mode="sde")).mean())
+    def mean_reward(state):
+        obs = jax.random.normal(k_obs, (256, OBS))
+        return float(reward(act(state, obs, k_act, mode="sde")).mean())
 
-        before = mean_reward(state, jax.random.PRNGKey(5))
-        for phase in range(15):
-            rollout = loop.init_rollout(rb.transition_spec(OBS, CHUNK), 4, 64)
-            for t in range(4):
-                key = jax.random.fold_in(jax.random.PRNGKey(phase), t)
-                obs = jax.random.normal(jax.random.fold_in(key, 1), (64, OBS))
-                chunks = act(state, obs, key, mode="sde")
-                rows = {"obs": obs, "actions": chunks, "rewards": reward(chunks)[:, None],
-                        "valid": jnp.ones((64, 1), bool), "next_obs": obs, "terminal": jnp.ones((64,), bool),
-                        "success": jnp.zeros((64,), bool)}
-                rollout = loop._record(rollout, rows, jnp.ones((64,), bool), jnp.ones((64,), bool), key)
-            state, metrics = update(state, rollout, None)
-            assert all(np.isfinite(float(v)) for v in metrics.values()), (name, metrics)
-        after = mean_reward(state, jax.random.PRNGKey(5))
-        assert after > before + 0.3 * abs(before), (name, before, after)
+    before = mean_reward(state)
+    for phase in range(15):
+        rollout = loop.init_rollout(rb.transition_spec(OBS, CHUNK), 4, 64)
+        for t in range(4):
+            key = jax.random.fold_in(jax.random.fold_in(k_phases, phase), t)
+            obs = jax.random.normal(jax.random.fold_in(key, 1), (64, OBS))
+            chunks = act(state, obs, key, mode="sde")
+            rows = {"obs": obs, "actions": chunks, "rewards": reward(chunks)[:, None],
+                    "valid": jnp.ones((64, 1), bool), "next_obs": obs, "terminal": jnp.ones((64,), bool),
+                    "success": jnp.zeros((64,), bool)}
+            rollout = loop._record(rollout, rows, jnp.ones((64,), bool), jnp.ones((64,), bool), key)
+        state, metrics = update(state, rollout, None)
+        assert all(np.isfinite(float(v)) for v in metrics.values()), (case, metrics)
+    return {"relative_gain": (mean_reward(state) - before) / abs(before)}
+
+
+@pytest.mark.parametrize("case", sorted(ONPOLICY_CASES))
+def test_dppo_and_reinflow_raise_the_value_of_a_bandit(case):
+    """One-step episodes, reward -|a - a*|^2: after a few PPO phases on fresh rollouts each
+    method's stochastic policy (DPPO: flow and diffusion) has a higher mean reward than at the start.
+    Relative gain over seeds 0-9: dppo 0.925 +- 0.012, reinflow 0.984 +- 0.004, dppo on a diffusion
+    policy 0.942 +- 0.009 (bar 0.8)."""
+    m = onpolicy_gain(case, 0)
+    assert m["relative_gain"] > ONPOLICY_GAIN, (case, m)

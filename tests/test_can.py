@@ -103,7 +103,9 @@ def _run_expert(can, seed, steps):
 def test_expert_grasps_lifts_and_places_the_can(can):
     """The gripper closes on the can and lifts it by friction (the fingers stay apart by about the
     can's diameter while it is in the air), then the expert succeeds on seeded episodes, each ending
-    with reward +5 and an auto-reset to a fresh episode."""
+    with reward +5 and an auto-reset to a fresh episode. >= 7 of 8: the expert succeeded in 396 of
+    the 400 demos of seeds 0 and 1 (docs/results/can_physics), so the bar fails on ~0.3% of seeds
+    (binomial, p = 0.99)."""
     trace = _run_expert(can, seed=0, steps=can["horizon"])
     can_z = np.stack([t["can_z"] for t in trace])             # (T, B), pre-reset observations
     width = np.stack([t["width"] for t in trace])

@@ -70,8 +70,21 @@ def test_the_recorded_blow_up_is_finite_with_the_patched_solver_only(env):
     assert np.isfinite(final.sim.qpos).all() and np.isfinite(final.sim.qvel).all()
     assert np.abs(final.sim.qvel).max() < 5.0                # calm: no blow-up in the making
     np.testing.assert_allclose(final.sim.qpos[11], 0.033, atol=2e-3)   # the can still lies on the table
-    _, broken = _run_chunk(env, state, rec["chunk"], patched=False)
-    assert broken[0]                                          # unpatched: NaN in the first control step
+
+
+def test_the_recorded_state_still_blows_up_the_unpatched_solver(env):
+    """The recording is still a reproduction: unpatched, NaN in the first control step.
+
+    Recorded-machine-dependent: the contact sits at the cone apex by a hair (t = 8.3e-6 against the
+    1e-5 clamp, a Hessian eigenvalue of -5.7e-5 against 5e-5; RESULTS.md), computed from residuals
+    that cancel, so another CPU's float rounding can land on the finite side. There the premise does
+    not hold and the test skips (it has reproduced on every CPU CI has run on so far)."""
+    rec = np.load(STATE)
+    _, broken = _run_chunk(env, _state(env, rec), rec["chunk"], patched=False)
+    if not broken.any():
+        pytest.skip("the recorded state steps finitely with the unpatched solver on this CPU: float "
+                    "rounding left the contact off the cone apex (the patched-solver test still ran)")
+    assert broken[0], np.flatnonzero(broken)              # NaN in the first control step, not later
 
 
 def test_away_from_the_cone_apex_the_patch_changes_nothing(env):

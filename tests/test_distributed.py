@@ -34,14 +34,34 @@ def _free_port() -> int:
 _CACHE = {}     # per worker process: pytest may tear a module fixture down between reordered tests
 
 
+def run_dp(out: str, seed: int = 0) -> dict:
+    proc = subprocess.run([sys.executable, WORKER, "dp", out, str(seed)], env=_env(), capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.load(open(out))
+
+
+def dp_curves(seed: int = 0, result: dict | None = None) -> dict:
+    """The short training runs on 1 and 4 devices: each one's lowest interval TD error over its first,
+    and the largest relative gap between the two TD-error curves (the 4-device run samples other
+    minibatches from its 4 replay blocks, so the curves agree in statistics, not exactly)."""
+    if result is None:
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            result = run_dp(os.path.join(d, "dp.json"), seed)
+    one, four = (np.asarray(result["runs"][n]["td_error"]) for n in ("1", "4"))
+    return {"td_drop_1": float(one.min() / one[0]), "td_drop_4": float(four.min() / four[0]),
+            "curve_rel_gap": float(np.max(np.abs(four - one) / np.abs(one)))}
+
+
+# Bars; spread over seeds 0-9: python tests/measure_spread.py distributed_curves
+TD_DROP, CURVE_REL_GAP = 0.85, 0.15
+
+
 @pytest.fixture
 def dp_result(tmp_path_factory):
     if "dp" not in _CACHE:
-        out = str(tmp_path_factory.mktemp("dp") / "dp.json")
-        proc = subprocess.run([sys.executable, WORKER, "dp", out], env=_env(), capture_output=True, text=True,
-                              timeout=900)
-        assert proc.returncode == 0, proc.stderr[-4000:]
-        _CACHE["dp"] = json.load(open(out))
+        _CACHE["dp"] = run_dp(str(tmp_path_factory.mktemp("dp") / "dp.json"))
     return _CACHE["dp"]
 
 
@@ -56,19 +76,21 @@ def test_one_update_on_4_devices_matches_1_device(dp_result):
 
 @pytest.mark.xdist_group("distributed")
 def test_training_on_4_devices_learns_like_1_device(dp_result):
+    """Over seeds 0-9 of the worker's keys (tests/measure_spread.py distributed_curves): lowest TD
+    error over the first 0.73 +- 0.03 on 1 and on 4 devices (max 0.77, bar 0.85); largest relative
+    gap between the two curves 0.040 +- 0.016 (max 0.068, bar 0.15)."""
     runs = dp_result["runs"]
-    base = np.asarray(runs["1"]["td_error"])
     for n in ("1", "4"):
         r = runs[n]
         assert r["finite"] and r["compiles"] == 1, r           # no recompilation between intervals
         assert r["replay_blocks"] == int(n)
         assert r["replay_sharding"] == ("P()" if n == "1" else "P('data',)")
         assert r["grad_steps"] == runs["1"]["grad_steps"] and r["env_steps"] == runs["1"]["env_steps"]
-        td = np.asarray(r["td_error"])
-        # the critic fits the TD targets: its error falls from the first interval ...
-        assert td.min() < 0.85 * td[0], td
-        # ... along the same curve as on one device (other minibatches, same statistics)
-        np.testing.assert_allclose(td, base, rtol=0.15)
+    m = dp_curves(result=dp_result)
+    # the critic fits the TD targets: its error falls from the first interval ...
+    assert m["td_drop_1"] < TD_DROP and m["td_drop_4"] < TD_DROP, m
+    # ... along the same curve as on one device (other minibatches, same statistics)
+    assert m["curve_rel_gap"] < CURVE_REL_GAP, (m, runs["1"]["td_error"], runs["4"]["td_error"])
 
 
 @pytest.mark.xdist_group("distributed")

@@ -115,10 +115,13 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, prepared):
     bc_params, bc_policies, what = rundir.restore_policy(config, split, "bc")
     assert set(bc_policies) == {"ode", "sde"} and "BC" in what
     env, _, length = envs.make(config.env.name)
-    evaluate = make_evaluator(env, config.env.chunk_horizon, length, 64)
-    key = jax.random.PRNGKey(0)
+    evaluate = make_evaluator(env, config.env.chunk_horizon, length, config.train.eval_episodes)
+    # the episodes of the run's final evaluation (its key), so the rates are comparable episode for
+    # episode; the run evaluated through its sampler switch, another compiled program, so one
+    # episode may flip on float rounding
+    key = jax.random.fold_in(rundir.seed_stage_keys(config.seed)[4], 10**9)
     ode = float(evaluate(policies["ode"], agent, key)["success"])
-    assert abs(ode - second["final_success_ode"]) < 0.3      # same policy, other episodes
+    assert abs(ode - second["final_success_ode"]) <= 1.0 / config.train.eval_episodes + 1e-9, ode
     evaluate(bc_policies["sde"], bc_params, key)
     with pytest.raises(FileNotFoundError, match="checkpoint step 17"):
         rundir.restore_policy(config, split, "17")

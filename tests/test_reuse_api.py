@@ -100,18 +100,31 @@ def test_samplers_call_a_user_field_with_one_time_per_row():
     assert set(seen) <= {(4,), (4 * CFG.flow_steps,)}
 
 
-def test_bc_step_from_init_actor_lowers_the_flow_matching_loss():
-    data = {k: v for k, v in _batch(jax.random.PRNGKey(0), 32).items() if k in ("obs", "actions", "valid")}
+def bc_step_fit(seed: int = 0):
+    """300 public `bc_step`s from `init_actor` on actions that are a function of the observation:
+    the loss (mean of the last 20 over the first 20) and the trained parameters."""
+    k_data, k_init, k_steps = jax.random.split(jax.random.PRNGKey(seed), 3)
+    data = {k: v for k, v in _batch(k_data, 32).items() if k in ("obs", "actions", "valid")}
     data["actions"] = jnp.tanh(data["obs"][:, :2])[:, None, :].repeat(CHUNK[0], 1)   # a function of obs
     cfg = dataclasses.replace(CFG, actor_lr=1e-3, actor_lr_warmup=0)
-    params = ogpo.init_actor(jax.random.PRNGKey(1), OBS, CHUNK, cfg)
+    params = ogpo.init_actor(k_init, OBS, CHUNK, cfg)
     opt = ogpo.bc_optimizer(cfg).init(params)
     step = jax.jit(lambda p, o, i, k: ogpo.bc_step(cfg, CHUNK, p, o, i, data, k))
     losses = []
     for i in range(300):
-        params, opt, m = step(params, opt, i, jax.random.PRNGKey(i))
+        params, opt, m = step(params, opt, i, jax.random.fold_in(k_steps, i))
         losses.append(float(m["actor/bc_loss"]))
-    assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:20])
+    return {"loss_ratio": float(np.mean(losses[-20:]) / np.mean(losses[:20]))}, params
+
+
+BC_STEP_LOSS_RATIO = 0.5    # spread over seeds 0-9: python tests/measure_spread.py bc_step
+
+
+def test_bc_step_from_init_actor_lowers_the_flow_matching_loss():
+    """Loss ratio over seeds 0-9 (tests/measure_spread.py bc_step): 0.367 +- 0.035, max 0.451
+    (bar 0.5)."""
+    m, params = bc_step_fit(0)
+    assert m["loss_ratio"] < BC_STEP_LOSS_RATIO, m
     ogpo.init(jax.random.PRNGKey(2), OBS, CHUNK, CFG, actor_params=params)   # accepted as is
 
 

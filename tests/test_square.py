@@ -112,6 +112,8 @@ def test_nut_dropped_around_the_peg_succeeds_with_bonus_and_auto_resets(square):
 
 
 def test_expert_succeeds_and_episodes_end_with_the_bonus(square, expert_demos):
+    """>= 14 of 16: the expert succeeded in 197 of the 200 quick-preset demos (p = 0.985,
+    docs/results/square_quick), so the bar fails on ~0.2% of seeds (binomial; ~4% if p were 0.95)."""
     d = expert_demos
     assert d["success"].mean() >= 14 / 16, d["success"]
     for i in np.flatnonzero(d["success"]):

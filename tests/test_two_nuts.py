@@ -85,19 +85,23 @@ def test_two_nuts_presets():
     assert two_nuts.get_config("").algo.critic_hidden_dims == (512,) * 5
 
 
-EXPERT_EPISODES = 6
+# Episodes cut at 450 of the task's 700 steps to keep the MJX rollout short. Of the 200 quick-preset
+# demos (docs/results/two_nuts_quick) 147 succeeded within 450 steps (p = 0.735), so >= 2 successes
+# of 6 fails on ~0.6% of seeds (binomial); at the demos' 95% lower bound p = 0.67, ~1.6%. Another
+# CPU rolls the contact-rich episodes out differently, like another seed.
+EXPERT_EPISODES, EXPERT_STEPS, EXPERT_MIN_SUCCESSES = 6, 450, 2
 
 
 @pytest.fixture(scope="module")
 def expert_demos():
     from ogpo_jax.envs import experts
     wrapped, expert, _ = envs.make("two_nuts")
-    return experts.collect_demos(wrapped, expert, EXPERT_EPISODES, 400, jax.random.PRNGKey(0))
+    return experts.collect_demos(wrapped, expert, EXPERT_EPISODES, EXPERT_STEPS, jax.random.PRNGKey(0))
 
 
 def test_expert_places_both_nuts_in_order(env, expert_demos):
     d = expert_demos
-    assert d["success"].sum() >= 4, d["success"]
+    assert d["success"].sum() >= EXPERT_MIN_SUCCESSES, d["success"]
     o = env.split_obs(d["obs"])["object"]
     for i in np.flatnonzero(d["success"]):
         n = d["length"][i]

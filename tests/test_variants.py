@@ -236,16 +236,34 @@ def test_chi2_slow_reference_and_target_blend():
     assert float((t_mean - t_min).min()) >= 0
 
 
-def test_value_baseline_learns_the_group_mean_q():
+def value_baseline_fit(seed: int = 0) -> dict:
+    """The learned value baseline regresses onto the group-mean target-critic value. The target
+    critics' outputs are shifted by +1, so the untrained V(s) starts about 1 away from its target
+    (without the shift some initializations start within the group-sampling noise of it and a ratio
+    says nothing). -> the mean value loss of steps 26-30 over the first step's loss."""
+    k_init, k_batch, k_succ, k_steps = jax.random.split(jax.random.PRNGKey(seed), 4)
     cfg = dataclasses.replace(CFG, adv_strategy="vanilla", baseline="value", critic_lr=3e-3)
-    state = ogpo.init(jax.random.PRNGKey(0), OBS, CHUNK, cfg)
-    batch, succ = _batch(jax.random.PRNGKey(1)), _batch(jax.random.PRNGKey(2), 8)
+    state = ogpo.init(k_init, OBS, CHUNK, cfg)
+    target = state.critic_target["VmapCritic_0"]
+    out = dict(target["Dense_0"], bias=target["Dense_0"]["bias"] + 1.0)      # the heads' output layer
+    state = state.replace(critic_target={"VmapCritic_0": dict(target, Dense_0=out)})
+    batch, succ = _batch(k_batch), _batch(k_succ, 8)
     step = jax.jit(ogpo.actor_step)
     losses = []
     for i in range(30):
-        state, m = step(state, batch, succ, jax.random.PRNGKey(100 + i))
+        state, m = step(state, batch, succ, jax.random.fold_in(k_steps, i))
         losses.append(float(m["value/loss"]))
-    assert losses[-1] < 0.2 * losses[0]
+    return {"loss_ratio": float(np.mean(losses[-5:]) / losses[0])}
+
+
+VALUE_LOSS_RATIO = 0.1      # spread over seeds 0-9: python tests/measure_spread.py value_baseline
+
+
+def test_value_baseline_learns_the_group_mean_q():
+    """Loss ratio over seeds 0-9 (tests/measure_spread.py value_baseline): 0.016 +- 0.008, max 0.032
+    (bar 0.1)."""
+    m = value_baseline_fit(0)
+    assert m["loss_ratio"] < VALUE_LOSS_RATIO, m
 
 
 @pytest.mark.parametrize("field,value,match", [

@@ -18,7 +18,7 @@ Same-platform by design: the pinned numbers are one machine's run, not a learnin
 kept short (960 env steps) so that the rounding differences between CPU generations stay far below
 the tolerance. The success rates (k of 32 episodes) still match exactly, and one flipped episode
 changes every later rollout, so a CPU whose rounding flips one fails here although nothing is
-wrong; the two CPU models CI has run on so far both match. Should a new CI machine kind not, the
+wrong; the CPUs CI has run on so far all match. Should a new CI machine kind not, the
 numbers are recorded again on it (command above) and the commit says so.
 """
 import json

@@ -148,6 +148,9 @@ def test_num_seeds_equals_single_seed_runs(tmp_path, prepared):
         per_seed = json.load(open(os.path.join(multi, f"seed_{seed}", "summary.json")))
         assert per_seed["seed"] == seed
         assert per_seed["env_steps"] == one["env_steps"] and per_seed["grad_steps"] == one["grad_steps"]
+        # Same machine, two programs (vmapped over seeds and not): they round differently, so the
+        # runs agree to float drift, not bit for bit; over these 800 env steps the drift stays far
+        # below the tolerances on the CPUs CI has run on, and one evaluation episode (of 8) may flip.
         assert per_seed["final_success_ode"] == pytest.approx(one["final_success_ode"], abs=0.13)
         a, b = _records(os.path.join(multi, f"seed_{seed}")), _records(single)
         assert [r["env_steps"] for r in a] == [r["env_steps"] for r in b]

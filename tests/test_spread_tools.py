@@ -1,5 +1,6 @@
 """The seed-spread tools: experiments/seed_spread.py (a config's outcome over seeds) and
 tests/measure_spread.py (the CI learning checks' bars against their spread)."""
+import functools
 import importlib.util
 import math
 import os
@@ -11,7 +12,9 @@ import measure_spread
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@functools.lru_cache(maxsize=None)
 def _seed_spread():
+    """The script as a module, loaded once: it defines absl flags at import."""
     spec = importlib.util.spec_from_file_location("seed_spread", os.path.join(ROOT, "experiments", "seed_spread.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -15,7 +15,6 @@ that was cut short (train.py's resume). With `--config.num_seeds=S` every run fi
 seeds from one BC actor and the spread is that of their mean (also reported per seed).
 Writes `<outdir>/spread.json` and `<outdir>/spread.md` after every seed.
 """
-import math
 import os
 import sys
 import time
@@ -26,6 +25,7 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from ogpo_jax.training import compile_cache, pipeline, progress  # noqa: E402
+from ogpo_jax.training.report import parse_seeds, spread as stats  # noqa: E402
 from ogpo_jax.training.rundir import log_dirs, read_json, read_log, write_json  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/toy.py:quick", "Config file, optionally with ':preset'.")
@@ -33,27 +33,6 @@ _SEEDS = flags.DEFINE_string("seeds", "0-9", "Seeds: 'a-b' (inclusive) or a comm
                              "each value s runs seeds s..s+S-1.")
 _OUTDIR = flags.DEFINE_string("outdir", None, "Directory of the runs and the spread files.", required=True)
 _BAR = flags.DEFINE_float("bar", None, "Optional: also report how many runs end below this final success.")
-
-
-def parse_seeds(text: str) -> list:
-    """'0-9' -> [0..9]; '0,3,5' -> [0, 3, 5]. Errors name the flag and the value."""
-    try:
-        if "-" in text and "," not in text:
-            lo, hi = (int(x) for x in text.split("-"))
-            if hi < lo:
-                raise ValueError
-            return list(range(lo, hi + 1))
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"--seeds={text!r}: expected 'a-b' with a <= b or a comma list of integers") from None
-
-
-def stats(values) -> dict:
-    """n, mean, sample sd, min, max and mean - 3 sd of `values`."""
-    n = len(values)
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
-    return {"n": n, "mean": mean, "sd": sd, "min": min(values), "max": max(values), "mean_minus_3sd": mean - 3 * sd}
 
 
 def eval_curve(log_dir: str) -> dict:
@@ -137,7 +116,10 @@ def main(argv):
     compile_cache.enable(print)
     logging.set_verbosity(logging.WARNING)
     config = _CONFIG.value
-    seeds = parse_seeds(_SEEDS.value)
+    try:
+        seeds = parse_seeds(_SEEDS.value)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
     outdir = _OUTDIR.value
     config.log.progress = False          # one line per stage and evaluation is enough over many seeds
     config.log.tensorboard = False

@@ -29,6 +29,8 @@ ROOT = os.path.dirname(HERE)
 sys.path[:0] = [HERE, ROOT]
 OUT = os.path.join(ROOT, "docs", "results", "ci_spread")
 
+from ogpo_jax.training.report import parse_seeds, spread as stats  # noqa: E402
+
 
 def _bandit(name):
     return ("test_baselines", "bandit_progress", (name,),
@@ -90,13 +92,6 @@ def passes(value: float, relation: str, bar) -> bool:
     return bar[0] < value < bar[1]
 
 
-def stats(values) -> dict:
-    n = len(values)
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
-    return {"n": n, "mean": mean, "sd": sd, "min": min(values), "max": max(values)}
-
-
 def summarize(name: str, per_seed: dict) -> dict:
     """Per metric: the statistics over seeds, the bar, how many seeds miss it, and the distance from
     the mean to the bar in sds (the 3-sd rule wants >= 3)."""
@@ -145,18 +140,6 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def parse_seeds(text: str) -> list:
-    try:
-        if "-" in text and "," not in text:
-            lo, hi = (int(x) for x in text.split("-"))
-            if hi < lo:
-                raise ValueError
-            return list(range(lo, hi + 1))
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise SystemExit(f"--seeds={text!r}: expected 'a-b' with a <= b or a comma list of integers") from None
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checks", nargs="*", help="check names (default: all)")
@@ -172,7 +155,10 @@ def main(argv=None):
     if unknown:
         raise SystemExit(f"unknown check(s) {unknown}; known: {sorted(CHECKS)}")
     names = args.checks or sorted(CHECKS)
-    seeds = parse_seeds(args.seeds)
+    try:
+        seeds = parse_seeds(args.seeds)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "spread.json")
     results = json.load(open(path)) if os.path.exists(path) else {"checks": {}}

@@ -1,42 +1,58 @@
 """The seed-spread tools: experiments/seed_spread.py (a config's outcome over seeds) and
 tests/measure_spread.py (the CI learning checks' bars against their spread)."""
-import functools
 import importlib.util
+import json
 import math
 import os
 
 import pytest
 
 import measure_spread
+from ogpo_jax.training.report import parse_seeds, spread
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@functools.lru_cache(maxsize=None)
-def _seed_spread():
-    """The script as a module, loaded once: it defines absl flags at import."""
-    spec = importlib.util.spec_from_file_location("seed_spread", os.path.join(ROOT, "experiments", "seed_spread.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.mark.parametrize("parse", [measure_spread.parse_seeds, "seed_spread"])
-def test_seed_lists_parse_and_name_bad_values(parse):
-    if parse == "seed_spread":
-        parse = _seed_spread().parse_seeds
-    assert parse("0-3") == [0, 1, 2, 3] and parse("2,5,9") == [2, 5, 9] and parse("7") == [7]
+def test_seed_lists_parse_and_name_bad_values():
+    assert parse_seeds("0-3") == [0, 1, 2, 3] and parse_seeds("2,5,9") == [2, 5, 9] and parse_seeds("7") == [7]
     for bad in ("3-1", "a-b", "1,x"):
-        with pytest.raises((ValueError, SystemExit), match="--seeds"):
-            parse(bad)
+        with pytest.raises(ValueError, match="--seeds"):
+            parse_seeds(bad)
+    with pytest.raises(SystemExit, match="--seeds='3-1'"):
+        measure_spread.main(["--seeds=3-1", "--out=unused"])
 
 
-def test_stats_by_hand():
-    s = _seed_spread().stats([0.6, 0.8, 1.0])
-    assert s["mean"] == pytest.approx(0.8) and s["sd"] == pytest.approx(0.2)
+def test_spread_by_hand():
+    s = spread([0.6, 0.8, 1.0])
+    assert s["mean"] == pytest.approx(0.8) and s["sd"] == pytest.approx(0.2) and s["n"] == 3
     assert s["mean_minus_3sd"] == pytest.approx(0.2) and (s["min"], s["max"]) == (0.6, 1.0)
-    m = measure_spread.stats([1.0, 3.0])
-    assert m["sd"] == pytest.approx(math.sqrt(2.0)) and m["n"] == 2
+    assert math.isnan(spread([0.5])["sd"])
+
+
+def test_seed_spread_collects_the_runs_it_finds(tmp_path):
+    """experiments/seed_spread.py's table from two finished runs' summaries and logs."""
+    spec = importlib.util.spec_from_file_location("seed_spread", os.path.join(ROOT, "experiments", "seed_spread.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    from configs import toy
+    from ogpo_jax.training.rundir import write_json
+    config = toy.get_config("quick")
+    config.train.eval_every_env_steps = 1000
+    for seed, (bc, final, at_1k) in {0: (0.3, 0.8, 0.5), 1: (0.4, 0.6, 0.7)}.items():
+        d = tmp_path / f"seed_{seed}"
+        d.mkdir()
+        write_json(str(d / "summary.json"), {
+            "bc_success_ode": bc, "bc_success_sde": bc, "final_success_ode": final, "final_success_sde": final,
+            "env_steps": 2000, "wall_seconds": 10.0, "config": config.to_dict()})
+        with open(d / "metrics.jsonl", "w") as f:
+            f.write(json.dumps({"env_steps": 1040, "eval/success_ode": at_1k}) + "\n")
+            f.write(json.dumps({"env_steps": 1500, "critic/loss": 1.0}) + "\n")
+    res = tool.collect(str(tmp_path), config, [0, 1, 2], bar=0.7)        # seed 2 has not run
+    assert [r["seed"] for r in res["runs"]] == [0, 1]
+    assert res["final_success_ode"]["mean"] == pytest.approx(0.7)
+    assert res["gain_over_bc"]["min"] == pytest.approx(0.2)
+    assert res["curve"]["1000"]["mean"] == pytest.approx(0.6) and res["runs_below_bar"] == 1
+    assert "| final - BC | 2 | 0.350 | 0.212 | 0.200 | 0.500 |" in tool.markdown(res, "cmd")
 
 
 def test_summary_counts_failing_seeds_and_the_margin_in_sds(monkeypatch):

@@ -1,4 +1,5 @@
-"""Comparison statistics and the report: 95% bootstrap CIs over seeds, normalized AUC, and from
+"""Comparison statistics and the report: 95% bootstrap CIs over seeds, the spread of a quantity
+over seeds, normalized AUC, and from
 the per-method results of `compare.run_seeds` (OUTDIR/methods/<name>.json) the curves CSV, the
 markdown table and the success-vs-env-steps / wall-clock plots.
 """
@@ -26,6 +27,27 @@ def bootstrap_ci(values, num_resamples: int = 10_000, level: float = 0.95, seed:
     means = v[rng.integers(0, v.size, (num_resamples, v.size))].mean(-1)
     alpha = (1.0 - level) / 2
     return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+
+
+def spread(values) -> dict:
+    """n, mean, sample sd, min, max and mean - 3 sd of a quantity over seeds (sd nan for one)."""
+    v = np.asarray(values, dtype=float)
+    sd = float(v.std(ddof=1)) if v.size > 1 else float("nan")
+    return {"n": int(v.size), "mean": float(v.mean()), "sd": sd, "min": float(v.min()), "max": float(v.max()),
+            "mean_minus_3sd": float(v.mean()) - 3 * sd}
+
+
+def parse_seeds(text: str, flag: str = "--seeds") -> list:
+    """'0-9' -> [0, ..., 9] (inclusive); '0,3,5' -> [0, 3, 5]; anything else names the flag."""
+    try:
+        if "-" in text and "," not in text:
+            lo, hi = (int(x) for x in text.split("-"))
+            if hi < lo:
+                raise ValueError
+            return list(range(lo, hi + 1))
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{flag}={text!r}: expected 'a-b' with a <= b or a comma list of integers") from None
 
 
 def area_under_curve(env_steps, success):

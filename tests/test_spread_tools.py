@@ -71,7 +71,7 @@ def test_summary_counts_failing_seeds_and_the_margin_in_sds(monkeypatch):
 
 
 def test_every_registered_check_names_a_measurement_and_bars_that_exist():
-    """A renamed bar or measurement fails here, not in a 25-minute measuring run."""
+    """A renamed bar or measurement fails here, not in a 15-minute measuring run."""
     for name, (module, fn, _, bars) in measure_spread.CHECKS.items():
         assert callable(getattr(importlib.import_module(module), fn)), name
         for metric, (relation, ref) in bars.items():

@@ -1,0 +1,121 @@
+"""Audit a run's critic against Monte-Carlo returns: does it rank the policy's chunks correctly?
+
+    python experiments/audit_critic.py --workdir=runs/can_quick_s0                  # newest checkpoint
+    python experiments/audit_critic.py --workdir=runs/can_quick_s0 --source=51200 --states=64
+    python experiments/audit_critic.py --workdir=runs/square_quick_s0 --source=bc   # MC spread only
+
+From N decision states of the policy's own rollouts (--states, stratified by phase: for Can and
+Square before the grasp / carrying / at the target, else thirds of the episode), G candidate chunks
+each from the policy's SDE sampler (--group), and M Monte-Carlo rollouts of each candidate
+(--rollouts) that execute it and then follow the policy to the episode's end: N x G x M rollouts of
+up to the episode length, run --states_per_call states at a time.
+
+The figures (JSON: <workdir>/audit/audit_<source>.json; raw arrays .npz; plot .png), for every
+critic head, for the head mean and for the algorithm's advantage (`algo.adv_strategy`, e.g.
+conservative sign consensus), overall and per phase:
+
+  bias, rmse, pearson      Q against the MC mean of every (state, chunk): calibration. MC stops
+                           at the episode's end; where the time limit is not terminal the critic's
+                           Q near the limit includes reward beyond it.
+  spearman_within_state    rank correlation of the G chunks of one state by Q and by MC mean,
+                           averaged over states: the ranking the actor update uses. 1 is perfect,
+                           0 is chance.
+  sign_agreement           share of chunks whose group advantage has the sign of their MC
+                           advantage (chunk minus the state's MC mean), among the chunks the
+                           advantage does not abstain on (0 = abstain, e.g. heads disagree under
+                           conservative advantages) and whose MC advantage is not exactly 0;
+                           _significant: only chunks whose MC advantage is more than 2 standard
+                           errors from 0. 0.5 is chance.
+  abstain_frac             share of chunks with advantage exactly 0 (no gradient from them).
+  mc.adv_spread_mean       std of the MC means over a state's chunks: how much the chunks differ.
+  mc.chunk_se_mean         standard error of one chunk's MC mean (M rollouts).
+  mc.rankable_state_frac   states whose spread exceeds twice that error: where a ranking exists.
+
+--source: 'latest' (the newest finetune checkpoint), a checkpoint's env step, or 'bc' (the BC
+actor: no critic, the MC figures only). --critics: 'target' (what the actor's advantages use),
+'online', or both.
+"""
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+
+from ogpo_jax import envs  # noqa: E402
+from ogpo_jax.training import compile_cache, critic_audit, rundir  # noqa: E402
+from ogpo_jax.training.config import validate  # noqa: E402
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by train.py.", required=True)
+_SOURCE = flags.DEFINE_string("source", "latest", "'latest', 'bc', or a finetune checkpoint's env step.")
+_STATES = flags.DEFINE_integer("states", 32, "Decision states N.")
+_GROUP = flags.DEFINE_integer("group", 8, "Candidate chunks per state G.")
+_ROLLOUTS = flags.DEFINE_integer("rollouts", 8, "Monte-Carlo rollouts per (state, chunk) M (>= 2).")
+_RECORD = flags.DEFINE_integer("record_envs", 32, "Episodes recorded to draw the decision states from.")
+_PER_CALL = flags.DEFINE_integer("states_per_call", 0, "States per MC batch (0: ~256 rollouts per call).")
+_CRITICS = flags.DEFINE_list("critics", ["target"], "Critics to audit: target, online.")
+_SEED = flags.DEFINE_integer("seed", 0, "Audit seed.")
+_OUT = flags.DEFINE_string("out", None, "Output directory (default <workdir>/audit).")
+
+
+def _check_flags():
+    for name, value, low in (("states", _STATES.value, 2), ("group", _GROUP.value, 2),
+                             ("rollouts", _ROLLOUTS.value, 2), ("record_envs", _RECORD.value, 1),
+                             ("states_per_call", _PER_CALL.value, 0)):
+        if value < low:
+            raise app.UsageError(f"--{name} must be >= {low}, got {value}")
+    bad = [c for c in _CRITICS.value if c not in ("target", "online")]
+    if bad:
+        raise app.UsageError(f"--critics: {bad} unknown; choose from target, online")
+
+
+def main(argv):
+    del argv
+    _check_flags()
+    compile_cache.enable(print)
+    logging.set_verbosity(logging.WARNING)
+    workdir = _WORKDIR.value
+    config = rundir.load_run_config(workdir)
+    algo_cfg = validate(config)
+    agent, _, what = rundir.restore_policy(config, workdir, _SOURCE.value)
+    if hasattr(agent, "critic_target"):
+        actor = agent.actor_ema              # the policy the critic's TD target evaluates
+        critics = {name: agent.critic_target if name == "target" else agent.critic for name in _CRITICS.value}
+    elif _SOURCE.value == "bc" or not hasattr(agent, "step"):
+        actor, critics = agent, {}           # BC actor params: the MC figures alone
+    else:
+        raise SystemExit(f"{what}: algorithm {algo_cfg.name!r} has no OGPO critic ensemble to audit")
+    env, _, episode_length = envs.make(config.env.name, **config.env.kwargs.to_dict())
+    horizon = config.env.chunk_horizon
+    n, g, m = _STATES.value, _GROUP.value, _ROLLOUTS.value
+    print(f"[audit] {what}; critics: {', '.join(critics) or 'none (MC figures only)'}")
+    print(f"[audit] cost: {n} states x {g} chunks x {m} rollouts = {n * g * m} rollouts of up to {episode_length} "
+          f"steps (<= {n * g * m * episode_length:,} env steps), plus {_RECORD.value} recorded episodes")
+    result = critic_audit.run_audit(env, horizon, episode_length, algo_cfg, actor, critics,
+                                    jax.random.PRNGKey(_SEED.value), num_states=n, group=g, rollouts=m,
+                                    record_envs=_RECORD.value, states_per_call=_PER_CALL.value or None)
+    out_dir = _OUT.value or os.path.join(workdir, "audit")
+    os.makedirs(out_dir, exist_ok=True)
+    tag = _SOURCE.value if _SOURCE.value in ("bc", "latest") else f"step{_SOURCE.value}"
+    stem = os.path.join(out_dir, f"audit_{tag}")
+    np.savez_compressed(stem + ".npz", **result["arrays"])
+    summary = {"source": what, "workdir": workdir, "env": config.env.name, "states": n, "group": g, "rollouts": m,
+               "record_envs": _RECORD.value, "seed": _SEED.value, "discount": result["discount"],
+               "strategy": result["strategy"], "phase_names": result["phase_names"],
+               "phase_counts": np.bincount(result["arrays"]["phase"], minlength=len(result["phase_names"])).tolist(),
+               "seconds": result["seconds"], "metrics": result["metrics"],
+               "command": "python experiments/audit_critic.py " + " ".join(sys.argv[1:]),
+               "device": str(jax.devices()[0]), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    with open(stem + ".json", "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=1)
+    png = critic_audit.plot_audit(result, stem + ".png", f"{config.env.name}: {what}")
+    print(critic_audit.format_summary(result))
+    print(f"[audit] {result['seconds']:.0f}s -> {stem}.json" + (f", {png}" if png else ""))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -66,6 +66,11 @@ class OGPOConfig:
     critic_weight_decay: float = 1e-5
     batch_size: int = 256                 # critic TD batch (sequences of H steps)
     success_critic_td: bool = False       # extra TD step on a success-buffer batch
+    # Critic TD steps per update (OGPO): the loop samples k x batch_size replay rows (and k x
+    # success_batch_size success rows) and the critic takes one step on each slice of batch_size
+    # (plus one on each success slice with success_critic_td); the actor step uses the first slice.
+    # The paper takes one critic step per env step, the `:quick` presets 0.25 actor and critic steps.
+    critic_updates_per_update: int = 1
     q_vr_num_samples: int = 1             # G' next-action samples for the TD target (1 = off)
     q_vr_reduction: str = "mean"          # mean | median | trimmed_mean over the G' samples
     # How the target heads are combined in the TD target: 'mean' (paper) or 'min' (pessimistic
@@ -193,6 +198,9 @@ class OGPOConfig:
         _check(self, "best_of_n_heads", 1 <= self.best_of_n_heads <= self.num_critics,
                f"in [1, num_critics={self.num_critics}]")
         _check(self, "q_vr_num_samples", self.q_vr_num_samples >= 1, ">= 1")
+        _check(self, "critic_updates_per_update", self.critic_updates_per_update >= 1, ">= 1")
+        _check(self, "critic_updates_per_update", self.critic_updates_per_update == 1 or self.name == "ogpo",
+               f"1 for algo.name={self.name!r} (only OGPO takes several critic steps per update)")
         _check(self, "critic_warmup_updates", self.critic_warmup_updates >= 0, ">= 0")
         _check(self, "q_vr_reduction", self.q_vr_reduction in Q_VR_REDUCTIONS, f"one of {Q_VR_REDUCTIONS}")
         _check(self, "baseline", self.baseline in BASELINES, f"one of {BASELINES}")

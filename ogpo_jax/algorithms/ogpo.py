@@ -499,23 +499,42 @@ def critic_step(state: OGPOState, batch, key):
 
 def _check_batches(state: OGPOState, batch, success_batch) -> None:
     cfg = state.config
+    k = cfg.critic_updates_per_update
     min_rows = cfg.ppo_batch_size if cfg.ppo_coeff != 0 else 1
+    if k > 1:
+        min_rows = max(min_rows, k * cfg.batch_size)
     checks.check_batch(batch, state.obs_dim, state.chunk_shape, "batch", min_rows=min_rows)
     if success_batch is not None:
-        checks.check_batch(success_batch, state.obs_dim, state.chunk_shape, "success_batch", checks.BC_SHAPES)
+        checks.check_batch(success_batch, state.obs_dim, state.chunk_shape, "success_batch", checks.BC_SHAPES,
+                           min_rows=k * cfg.success_batch_size if k > 1 and cfg.success_critic_td else 1)
+
+
+def _rows(tree, start: int, count: int):
+    return jax.tree_util.tree_map(lambda x: x[start:start + count], tree)
 
 
 def update(state: OGPOState, batch, success_batch=None):
     """One OGPO update: actor PPO step (+ EMA), critic TD step(s), critic Polyak. Pure.
 
     During the first `config.critic_warmup_updates` updates the actor step is skipped (its metrics
-    read 0) and only the critic learns.
+    read 0) and only the critic learns. With `critic_updates_per_update` = k > 1, `batch` holds
+    k x batch_size rows (and `success_batch` k x success_batch_size with `success_critic_td`): the
+    critic takes one TD step per slice (each followed by its success-slice step), the actor step
+    uses the first slice, and the critics' Polyak average follows once per update.
     """
     cfg = state.config
+    k = cfg.critic_updates_per_update
     _check_batches(state, batch, success_batch)
     key, k_actor, k_critic, k_succ = jax.random.split(state.key, 4)
-    bc_batch = success_batch if success_batch is not None else batch
     state = state.replace(key=key)
+    if k > 1:
+        batches = [_rows(batch, i * cfg.batch_size, cfg.batch_size) for i in range(k)]
+        success_batches = ([_rows(success_batch, i * cfg.success_batch_size, cfg.success_batch_size)
+                            for i in range(k)] if success_batch is not None else [None] * k)
+        batch, success_batch = batches[0], success_batches[0]
+    else:
+        batches, success_batches = [batch], [success_batch]
+    bc_batch = success_batch if success_batch is not None else batch
     if cfg.critic_warmup_updates > 0:
         def skip(state, *_):
             shapes = jax.eval_shape(actor_step, state, batch, bc_batch, k_actor)[1]
@@ -524,11 +543,16 @@ def update(state: OGPOState, batch, success_batch=None):
                                       state, batch, bc_batch, k_actor)
     else:
         state, metrics = actor_step(state, batch, bc_batch, k_actor)
-    state, critic_metrics = critic_step(state, batch, k_critic)
-    metrics.update(critic_metrics)
-    if cfg.success_critic_td and success_batch is not None:
-        state, succ_metrics = critic_step(state, success_batch, k_succ)
-        metrics["critic/success_loss"] = succ_metrics["critic/loss"]
+    critic_metrics, succ_losses = [], []
+    for i, (b, sb) in enumerate(zip(batches, success_batches)):
+        state, m = critic_step(state, b, jax.random.fold_in(k_critic, i) if k > 1 else k_critic)
+        critic_metrics.append(m)
+        if cfg.success_critic_td and sb is not None:
+            state, succ = critic_step(state, sb, jax.random.fold_in(k_succ, i) if k > 1 else k_succ)
+            succ_losses.append(succ["critic/loss"])
+    metrics.update(jax.tree_util.tree_map(lambda *v: sum(v) / len(v), *critic_metrics))
+    if succ_losses:
+        metrics["critic/success_loss"] = sum(succ_losses) / len(succ_losses)
     critic_target = common.polyak(state.critic_target, state.critic, swept(state).critic_tau)
     return state.replace(critic_target=critic_target, step=state.step + 1), metrics
 

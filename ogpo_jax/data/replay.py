@@ -207,3 +207,135 @@ def drop_nonfinite_staging(staging: SuccessStaging) -> tuple:
 
     data = jax.tree_util.tree_map(compact, staging.data)
     return SuccessStaging(data=data, count=count), (staging.count.sum() - count.sum()).astype(jnp.int32)
+
+
+# ----------------------------------------------------------------------------- step windows
+#
+# `train.replay_windows='step'`: the replay keeps every env step, in one ring per env, and a batch
+# row is the length-H window that starts at any stored step (the paper's sampler), not only the
+# executed, chunk-aligned transition: H times as many distinct (state, chunk) pairs for the critic
+# and H times as many actor states from the same env steps. A window that runs past its episode's
+# end keeps the steps up to the end (valid mask); its target bootstraps from the true final
+# observation on a time limit and not at all on a terminal step. This keeps the success step in H
+# windows at different offsets, where dropping the windows that cross an end (the reference's
+# sampler) would keep it in one; `common.nstep_target` handles the mask as for chunks that an
+# episode end cut short. Windows are sampled into the same transition rows as chunk mode, so the
+# algorithms are unchanged.
+
+class StepReplay(struct.PyTreeNode):
+    data: dict                 # each leaf (num_envs, length, ...): env e's steps in a ring
+    insert_pos: jax.Array      # (num_envs,) int32: env e's next row
+    size: jax.Array            # (num_envs,) int32: env e's stored steps (<= length)
+
+    @property
+    def capacity(self) -> int:
+        """Steps per env ring."""
+        return jax.tree_util.tree_leaves(self.data)[0].shape[self.size.ndim]
+
+
+def step_spec(obs_dim: int, action_dim: int) -> dict:
+    """Zero example of one stored step: the observation before it, its action and reward, the
+    observation after it (the true final one at an episode end), and whether the episode ended
+    there, ended terminally (no bootstrap) or in success."""
+    f32 = jnp.float32
+    return {"obs": jnp.zeros((obs_dim,), f32), "action": jnp.zeros((action_dim,), f32), "reward": jnp.zeros((), f32),
+            "next_obs": jnp.zeros((obs_dim,), f32), "end": jnp.zeros((), bool), "terminal": jnp.zeros((), bool),
+            "success": jnp.zeros((), bool)}
+
+
+def init_step_buffer(example: dict, num_envs: int, length: int) -> StepReplay:
+    if length < 1 or num_envs < 1:
+        raise ValueError(f"a step ring needs num_envs >= 1 and length >= 1, got {num_envs} and {length}")
+    data = jax.tree_util.tree_map(
+        lambda x: jnp.zeros((num_envs, length) + jnp.shape(x), jnp.asarray(x).dtype), example)
+    return StepReplay(data=data, insert_pos=jnp.zeros((num_envs,), jnp.int32), size=jnp.zeros((num_envs,), jnp.int32))
+
+
+def chunk_steps(rows: dict, step_obs, done) -> dict:
+    """The H steps of one executed chunk per env, from its transition row (leaves (E, ...)), the
+    observation before each step (E, H, obs_dim) and whether the chunk ended the episode (E,).
+
+    Valid steps form a prefix of the chunk; after an episode end the chunk wrapper leaves the state
+    frozen, so the observation after the last valid step is the true final one."""
+    valid = rows["valid"]
+    last = valid & ~jnp.concatenate([valid[:, 1:], jnp.zeros_like(valid[:, :1])], axis=1)   # last valid step
+    end = last & done[:, None]
+    # after step h comes step_obs[h + 1]; after the last step of the chunk, its next_obs. Where the
+    # episode ended at step n - 1 < H - 1, step_obs[n] is the frozen final state's observation.
+    next_obs = jnp.concatenate([step_obs[:, 1:], rows["next_obs"][:, None]], axis=1)
+    return {"obs": step_obs, "action": rows["actions"], "reward": rows["rewards"], "next_obs": next_obs,
+            "end": end, "terminal": end & rows["terminal"][:, None], "success": end & rows["success"][:, None]}
+
+
+def insert_steps(buffer: StepReplay, steps: dict, valid, keep=None, done=None) -> StepReplay:
+    """Append each env's valid steps (leaves (E, H, ...), `valid` (E, H) a prefix) to its ring.
+
+    `keep` (E,): envs whose chunk is stored (False for a non-finite one: nothing of it is written).
+    An env whose chunk is not kept but whose episode ended there (`done`) gets its last stored step
+    marked as a terminal end, so no window runs from the stored part of that episode into the next."""
+    num_envs, length = buffer.size.shape[0], buffer.capacity
+    horizon = valid.shape[1]
+    if keep is None:
+        keep = jnp.ones((num_envs,), bool)
+    write = valid & keep[:, None]
+    idx = jnp.where(write, (buffer.insert_pos[:, None] + jnp.arange(horizon)[None]) % length, length)
+    env_idx = jnp.broadcast_to(jnp.arange(num_envs)[:, None], idx.shape)
+    data = jax.tree_util.tree_map(lambda d, r: d.at[env_idx, idx].set(r.astype(d.dtype), mode="drop"),
+                                  buffer.data, steps)
+    if done is not None:
+        cut = ~keep & done & (buffer.size > 0)
+        prev = jnp.where(cut, (buffer.insert_pos - 1) % length, length)
+        env = jnp.arange(num_envs)
+        data = dict(data, end=data["end"].at[env, prev].set(True, mode="drop"),
+                    terminal=data["terminal"].at[env, prev].set(True, mode="drop"))
+    count = write.sum(1).astype(jnp.int32)
+    return StepReplay(data=data, insert_pos=((buffer.insert_pos + count) % length).astype(jnp.int32),
+                      size=jnp.minimum(buffer.size + count, length).astype(jnp.int32))
+
+
+def window_starts(buffer: StepReplay, horizon: int):
+    """(E,) number of start rows per env whose window is complete: every stored step but the newest
+    H - 1 (their windows would need steps not collected yet)."""
+    return jnp.maximum(buffer.size - (horizon - 1), 0)
+
+
+def sample_windows(buffer: StepReplay, key, batch_size: int, horizon: int) -> dict:
+    """`batch_size` windows of H steps with uniform starts over all complete windows of all envs,
+    as chunk transitions (obs, actions (H, da), rewards (H,), valid (H,), next_obs, terminal,
+    success). An empty ring returns copies of env 0's row 0 (zeros), like `sample`."""
+    total = window_starts(buffer, horizon).sum()
+    return windows_at(buffer, jax.random.randint(key, (batch_size,), 0, jnp.maximum(total, 1)), horizon)
+
+
+def windows_at(buffer: StepReplay, u, horizon: int) -> dict:
+    """The windows at flat start indices `u` (B,) into the complete starts of all envs, env 0's
+    oldest first (`sample_windows` draws `u` uniformly), as chunk transitions."""
+    num_envs, length = buffer.size.shape[0], buffer.capacity
+    batch_size = u.shape[0]
+    starts = window_starts(buffer, horizon)
+    cum = jnp.cumsum(starts)
+    env = jnp.minimum(jnp.searchsorted(cum, u, side="right"), num_envs - 1)
+    offset = u - (cum[env] - starts[env])                         # among env's complete starts, oldest first
+    oldest = jnp.where(buffer.size >= length, buffer.insert_pos, 0)
+    rows = (oldest[env][:, None] + offset[:, None] + jnp.arange(horizon)[None]) % length   # (B, H)
+    win = jax.tree_util.tree_map(lambda d: d[env[:, None], rows], buffer.data)              # leaves (B, H, ...)
+    # step h is part of the window while no earlier step of it ended the episode
+    ended_before = jnp.cumsum(win["end"], axis=1) - win["end"]
+    valid = ended_before == 0
+    n = valid.sum(1)
+    last = jnp.maximum(n - 1, 0)
+    pick = lambda x: x[jnp.arange(batch_size), last]  # noqa: E731
+    mask = lambda x: jnp.where(valid.reshape(valid.shape + (1,) * (x.ndim - 2)), x, jnp.zeros((), x.dtype))  # noqa: E731
+    return {"obs": win["obs"][:, 0], "actions": mask(win["action"]), "rewards": mask(win["reward"]),
+            "valid": valid, "next_obs": pick(win["next_obs"]), "terminal": pick(win["terminal"]),
+            "success": pick(win["success"])}
+
+
+def count_nonfinite_steps(buffer: StepReplay) -> jax.Array:
+    """Number of stored steps with a non-finite float field (the loop stores none)."""
+    length = buffer.capacity
+    stored = jnp.arange(length)[None, :] < buffer.size[:, None]
+    flat = {k: buffer.data[k].reshape((-1,) + buffer.data[k].shape[2:]) for k in ("obs", "action", "reward", "next_obs")}
+    bad = ~finite_rows({"obs": flat["obs"], "actions": flat["action"], "rewards": flat["reward"],
+                        "next_obs": flat["next_obs"]}).reshape(stored.shape)
+    return (stored & bad).sum().astype(jnp.int32)

@@ -25,7 +25,7 @@ from flax import struct
 
 # info keys that describe the transition just taken; everything else in info is episode state
 # that AutoResetWrapper resets together with the simulator.
-TRANSITION_KEYS = ("success", "terminal", "truncated", "nonfinite", "rewards", "valid")
+TRANSITION_KEYS = ("success", "terminal", "truncated", "nonfinite", "rewards", "valid", "step_obs")
 
 
 class EnvState(struct.PyTreeNode):
@@ -132,17 +132,24 @@ class ChunkWrapper(Wrapper):
     """Executes an action chunk (H, da) open-loop with `lax.scan`.
 
     Records `info['rewards']` (H,) and `info['valid']` (H,); steps after the episode ended inside
-    the chunk are frozen (the simulator is not stepped) and invalid with zero reward.
+    the chunk are frozen (the simulator is not stepped) and invalid with zero reward. With
+    `record_obs`, also `info['step_obs']` (H, obs_dim): the observation before each step (the
+    frozen final one after an episode end), what per-step replay windows need.
     """
 
-    def __init__(self, env, horizon: int):
+    def __init__(self, env, horizon: int, record_obs: bool = False):
         super().__init__(env)
         if horizon < 1:
             raise ValueError(f"chunk horizon must be >= 1, got {horizon}")
         self.horizon = int(horizon)
+        self.record_obs = bool(record_obs)
 
-    def _with_chunk_info(self, state, rewards, valid):
-        return state.replace(info=dict(state.info, rewards=rewards, valid=valid))
+    def _with_chunk_info(self, state, rewards, valid, step_obs=None):
+        info = dict(state.info, rewards=rewards, valid=valid)
+        if self.record_obs:
+            info["step_obs"] = step_obs if step_obs is not None else jnp.zeros((self.horizon,) + state.obs.shape,
+                                                                               state.obs.dtype)
+        return state.replace(info=info)
 
     def reset(self, key):
         state = self.env.reset(key)
@@ -152,17 +159,18 @@ class ChunkWrapper(Wrapper):
         chunk = jnp.asarray(chunk)
         if chunk.shape[0] != self.horizon:
             raise ValueError(f"action chunk has length {chunk.shape[0]}, expected horizon {self.horizon}")
-        inner = state.replace(info={k: v for k, v in state.info.items() if k not in ("rewards", "valid")})
+        inner = state.replace(info={k: v for k, v in state.info.items() if k not in ("rewards", "valid", "step_obs")})
 
         def body(carry, action):
             s, alive = carry
             nxt = _select(alive, self.env.step(s, action), s)
             reward = jnp.where(alive, nxt.reward, 0.0)
-            return (nxt, alive & ~nxt.done), (reward, alive)
+            return (nxt, alive & ~nxt.done), (reward, alive) + ((s.obs,) if self.record_obs else ())
 
-        (final, _), (rewards, valid) = jax.lax.scan(body, (inner, ~state.done), chunk)
+        (final, _), out = jax.lax.scan(body, (inner, ~state.done), chunk)
+        rewards, valid = out[:2]
         final = final.replace(reward=rewards.sum())
-        return self._with_chunk_info(final, rewards, valid)
+        return self._with_chunk_info(final, rewards, valid, out[2] if self.record_obs else None)
 
 
 class AutoResetWrapper(Wrapper):

@@ -17,6 +17,7 @@ WANDB_MODES = ("", "online", "offline", "disabled")
 HOST_ENVS = ("robosuite", "host_point")
 SECTIONS = ("seed", "num_seeds", "env", "demos", "bc", "algo", "train", "log", "distributed")
 NONFINITE = ("stop", "skip")
+REPLAY_WINDOWS = ("chunk", "step")
 MATMUL_PRECISIONS = ("", "default", "high", "highest", "bfloat16", "tensorfloat32", "float32")
 SIZED_FOR = ("any", "cpu", "gpu")
 # sections whose keys are free (task-specific keyword arguments)
@@ -109,6 +110,14 @@ def validate(config) -> OGPOConfig:
     _require(t.success_capacity >= algo.success_batch_size, "train.success_capacity", t.success_capacity,
              f">= algo.success_batch_size ({algo.success_batch_size})")
     _require(t.nonfinite in NONFINITE, "train.nonfinite", t.nonfinite, f"one of {NONFINITE}")
+    _require(t.replay_windows in REPLAY_WINDOWS, "train.replay_windows", t.replay_windows, f"one of {REPLAY_WINDOWS}")
+    if t.replay_windows == "step":
+        _require(e.name not in HOST_ENVS, "train.replay_windows", t.replay_windows,
+                 f"'chunk' for env.name={e.name!r} (its worker processes execute whole chunks)")
+        per_env = t.replay_capacity * e.chunk_horizon // t.num_envs
+        _require(per_env >= 2 * e.chunk_horizon, "train.replay_capacity", t.replay_capacity,
+                 f"large enough for >= 2 x H steps per env ring with replay_windows='step' (it gives {per_env} "
+                 f"steps: replay_capacity x H / num_envs)")
     _require(t.matmul_precision in MATMUL_PRECISIONS, "train.matmul_precision", t.matmul_precision,
              f"one of {MATMUL_PRECISIONS}")
     _require(t.sized_for in SIZED_FOR, "train.sized_for", t.sized_for, f"one of {SIZED_FOR}")

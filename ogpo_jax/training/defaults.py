@@ -44,7 +44,11 @@ def get_config(preset: str = "") -> ConfigDict:
     c.train.start_training = 10_000      # env steps collected before the first update
     c.train.updates_per_iteration = 1    # OGPO updates per iteration (all envs act one chunk)
     c.train.log_every_iterations = 50    # iterations per compiled interval (= per log record)
-    c.train.replay_capacity = 2_000_000  # online data only
+    c.train.replay_capacity = 2_000_000  # online data only; in chunk transitions (x H env steps)
+    # 'chunk': the replay keeps the executed chunk transitions; 'step': every env step, in one ring
+    # per env holding replay_capacity x H / num_envs steps, and batches are length-H windows starting
+    # at any step (the paper's sampler; data/replay.py, "step windows")
+    c.train.replay_windows = "chunk"
     c.train.success_capacity = 200_000
     c.train.eval_every_env_steps = 20_000
     c.train.eval_episodes = 64

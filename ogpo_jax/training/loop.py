@@ -35,12 +35,24 @@ class LoopState(struct.PyTreeNode):
     rollout: object = None
 
 
-def training_env(env, horizon: int, num_envs: int):
+def training_env(env, horizon: int, num_envs: int, record_obs: bool = False):
     """task (with EpisodeWrapper) -> chunked, auto-resetting, batched env. A host-simulated task
-    (`envs.host.HostEnv`) does all three in its worker processes."""
+    (`envs.host.HostEnv`) does all three in its worker processes. `record_obs`: the chunk
+    wrapper also reports the observation before every step (step replay windows)."""
     if getattr(env, "host_batched", False):
         return env.batched(num_envs, horizon, auto_reset=True)
-    return VmapWrapper(AutoResetWrapper(ChunkWrapper(env, horizon)), num_envs)
+    return VmapWrapper(AutoResetWrapper(ChunkWrapper(env, horizon, record_obs=record_obs)), num_envs)
+
+
+def step_windows(train_cfg) -> bool:
+    """True when the replay keeps every env step and samples length-H windows (`train.replay_windows`)."""
+    return getattr(train_cfg, "replay_windows", "chunk") == "step"
+
+
+def step_ring_length(train_cfg, horizon: int) -> int:
+    """Steps per env ring in step-window mode: the env steps `train.replay_capacity` chunk
+    transitions hold (capacity x H), split over the envs."""
+    return int(train_cfg.replay_capacity) * int(horizon) // int(train_cfg.num_envs)
 
 
 def restart_host_episodes(ls: LoopState, env, train_cfg, episode_length: int) -> LoopState:
@@ -66,18 +78,26 @@ def init_loop(key, env, agent, obs_dim: int, train_cfg, episode_length: int,
     [d * num_envs / n, (d + 1) * num_envs / n) collect; sizes must divide by `num_shards`.
     """
     horizon = agent.chunk_shape[0]
-    benv = training_env(env, horizon, train_cfg.num_envs)
+    windows = step_windows(train_cfg)
+    benv = training_env(env, horizon, train_cfg.num_envs, record_obs=windows)
     k_env, k_loop = jax.random.split(key)
     example = rb.transition_spec(obs_dim, agent.chunk_shape)
     max_chunks = -(-episode_length // horizon)
     zeros = jnp.zeros((train_cfg.num_envs,))
     n = int(num_shards)
+
+    def replay_ring(num_envs, capacity):
+        if windows:
+            return rb.init_step_buffer(rb.step_spec(obs_dim, agent.chunk_shape[1]), num_envs,
+                                       step_ring_length(train_cfg, horizon))
+        return rb.init_buffer(example, capacity)
+
     if n == 1:
-        replay = rb.init_buffer(example, train_cfg.replay_capacity)
+        replay = replay_ring(train_cfg.num_envs, train_cfg.replay_capacity)
         success = rb.init_buffer(example, train_cfg.success_capacity)
         staging = rb.init_staging(example, train_cfg.num_envs, max_chunks)
     else:
-        blocks = jax.vmap(lambda _: (rb.init_buffer(example, train_cfg.replay_capacity // n),
+        blocks = jax.vmap(lambda _: (replay_ring(train_cfg.num_envs // n, train_cfg.replay_capacity // n),
                                      rb.init_buffer(example, train_cfg.success_capacity // n),
                                      rb.init_staging(example, train_cfg.num_envs // n, max_chunks)))
         replay, success, staging = blocks(jnp.arange(n))
@@ -129,18 +149,32 @@ def _reset(benv, env, key):
     return jax.jit(benv.reset, compiler_options=env_core.compiler_options(env))(key)
 
 
+def _block_axes(buffer) -> int:
+    """Leading axes of a buffer beyond its own layout (0: plain; 1: per-device blocks or seeds; 2: both)."""
+    return buffer.size.ndim - (1 if isinstance(buffer, rb.StepReplay) else 0)
+
+
 def num_blocks(buffer) -> int:
     """1 for a plain ring, n for a ring split into n per-device blocks (`init_loop(num_shards=n)`)."""
-    return 1 if buffer.size.ndim == 0 else buffer.size.shape[0]
+    return 1 if _block_axes(buffer) == 0 else buffer.size.shape[0]
 
 
-def sample(buffer, key, batch_size: int) -> dict:
-    """`rb.sample` of a plain or blocked ring; a blocked ring gives batch_size / n rows per block,
-    concatenated block by block (so the batch is sharded like the blocks)."""
+def _sample_one(buffer, key, batch_size: int, horizon: int) -> dict:
+    if isinstance(buffer, rb.StepReplay):
+        return rb.sample_windows(buffer, key, batch_size, horizon)
+    return rb.sample(buffer, key, batch_size)
+
+
+def sample(buffer, key, batch_size: int, horizon: int | None = None) -> dict:
+    """A batch of chunk transitions from a plain or blocked ring (`rb.sample`), or of length-H
+    windows from a step ring (`rb.sample_windows`, `horizon` needed); a blocked ring gives
+    batch_size / n rows per block, concatenated block by block (so the batch is sharded like the
+    blocks)."""
     n = num_blocks(buffer)
     if n == 1:
-        return rb.sample(buffer, key, batch_size)
-    out = jax.vmap(rb.sample, in_axes=(0, 0, None))(buffer, jax.random.split(key, n), batch_size // n)
+        return _sample_one(buffer, key, batch_size, horizon)
+    out = jax.vmap(_sample_one, in_axes=(0, 0, None, None))(buffer, jax.random.split(key, n), batch_size // n,
+                                                             horizon)
     return jax.tree_util.tree_map(lambda x: x.reshape((batch_size,) + x.shape[2:]), out)
 
 
@@ -148,16 +182,24 @@ def _blocks(x, n: int):
     return x.reshape((n, x.shape[0] // n) + x.shape[1:])
 
 
-def _store(replay, success, staging, rows, done, succ_flags, keep):
-    """Insert one chunk transition per env into the replay ring and the success staging; rows with
+def _insert_replay(replay, rows, keep, done, step_obs):
+    if isinstance(replay, rb.StepReplay):
+        return rb.insert_steps(replay, rb.chunk_steps(rows, step_obs, done), rows["valid"], keep, done)
+    return rb.insert(replay, rows, keep)
+
+
+def _store(replay, success, staging, rows, done, succ_flags, keep, step_obs=None):
+    """Insert one chunk transition per env into the replay ring (or its steps into a step ring,
+    `step_obs` (E, H, obs_dim) the observation before each) and the success staging; rows with
     `keep` False (non-finite ones) are written nowhere."""
     n = num_blocks(replay)
     if n == 1:
-        replay = rb.insert(replay, rows, keep)
+        replay = _insert_replay(replay, rows, keep, done, step_obs)
         staging, success = rb.stage_and_flush(staging, success, rows, done, succ_flags, keep)
         return replay, success, staging
     rows_b = jax.tree_util.tree_map(lambda x: _blocks(x, n), rows)
-    replay = jax.vmap(rb.insert)(replay, rows_b, _blocks(keep, n))
+    obs_b = None if step_obs is None else _blocks(step_obs, n)
+    replay = jax.vmap(_insert_replay)(replay, rows_b, _blocks(keep, n), _blocks(done, n), obs_b)
     staging, success = jax.vmap(rb.stage_and_flush)(staging, success, rows_b, _blocks(done, n),
                                                     _blocks(succ_flags, n), _blocks(keep, n))
     return replay, success, staging
@@ -175,14 +217,17 @@ def _updates(agent, replay, success, key, num_updates: int, halted=False, halt_o
     """
     cfg = agent.config
     algo_update = algorithms.of(agent).update
+    horizon = agent.chunk_shape[0]
+    # OGPO with critic_updates_per_update = k takes k critic steps per update, one per slice
+    per = getattr(cfg, "critic_updates_per_update", 1)
 
     def one(carry, k):
         agent, halted = carry
         k_batch, k_succ = jax.random.split(k)
-        batch = sample(replay, k_batch, cfg.batch_size)
-        succ = sample(success, k_succ, cfg.success_batch_size)
+        batch = sample(replay, k_batch, cfg.batch_size * per, horizon)
+        succ = sample(success, k_succ, cfg.success_batch_size * per)
         ready = jnp.min(success.size) * num_blocks(success) >= cfg.success_batch_size
-        succ = rb.with_fallback(succ, batch, ready, cfg.success_batch_size)
+        succ = rb.with_fallback(succ, batch, ready, cfg.success_batch_size * per)
         new, metrics = algo_update(agent, batch, succ)
         bad = jnp.stack([~jnp.all(jnp.isfinite(metrics[name])) for name in sorted(metrics)])
         keep = ~bad.any() & ~halted
@@ -235,7 +280,8 @@ def make_interval(env, train_cfg, num_iterations: int, vmap_seeds: bool = False,
 
     def interval(ls: LoopState):
         agent0 = ls.agent
-        benv = training_env(env, agent0.chunk_shape[0], train_cfg.num_envs)
+        windows = step_windows(train_cfg)
+        benv = training_env(env, agent0.chunk_shape[0], train_cfg.num_envs, record_obs=windows)
         cfg = agent0.config
         algo = algorithms.of(agent0)
         on_policy = algo.on_policy
@@ -264,7 +310,7 @@ def make_interval(env, train_cfg, num_iterations: int, vmap_seeds: bool = False,
             # batch that samples it for as long as it stays in the ring: never store one.
             finite = rb.finite_rows(rows)
             replay, success, staging = _store(ls.replay, ls.success, ls.staging, rows, nxt.done, info["success"],
-                                              finite)
+                                              finite, info["step_obs"] if windows else None)
             steps = info["valid"].sum(-1)
             env_steps = ls.env_steps + steps.sum().astype(jnp.int32)
             ep_ret = ls.episode_return + nxt.reward
@@ -360,15 +406,18 @@ def _over_leading_axes(fn, depth: int):
 
 
 def _nonfinite_counts(ls: LoopState) -> dict:
-    d = ls.replay.size.ndim           # 0: one ring; 1: per-device blocks or seeds; 2: both
-    return {"replay": _over_leading_axes(rb.count_nonfinite, d)(ls.replay).sum(),
+    d = _block_axes(ls.success)       # 0: one ring; 1: per-device blocks or seeds; 2: both
+    count_replay = rb.count_nonfinite_steps if isinstance(ls.replay, rb.StepReplay) else rb.count_nonfinite
+    return {"replay": _over_leading_axes(count_replay, d)(ls.replay).sum(),
             "success": _over_leading_axes(rb.count_nonfinite, d)(ls.success).sum(),
             "staging": _over_leading_axes(rb.count_nonfinite_staging, d)(ls.staging).sum()}
 
 
 def _drop_nonfinite(ls: LoopState) -> LoopState:
-    d = ls.replay.size.ndim
-    replay, _ = _over_leading_axes(rb.drop_nonfinite, d)(ls.replay)
+    d = _block_axes(ls.success)
+    replay = ls.replay
+    if not isinstance(replay, rb.StepReplay):      # step rings postdate the guard: the loop stores no such step
+        replay, _ = _over_leading_axes(rb.drop_nonfinite, d)(ls.replay)
     success, _ = _over_leading_axes(rb.drop_nonfinite, d)(ls.success)
     staging, _ = _over_leading_axes(rb.drop_nonfinite_staging, d)(ls.staging)
     return ls.replace(replay=replay, success=success, staging=staging)

@@ -48,8 +48,12 @@ def estimate(config, obs_dim: int, action_dim: int, episode_length: int | None =
     p = network_params(algo, obs_dim, horizon, action_dim)
     # actor, EMA actor, Adam (2 moments); critic, target critic, Adam (2 moments); float32
     nets = 4 * (4 * p["actor"] + 4 * p["critic"])
+    replay = t.replay_capacity * row
+    if getattr(t, "replay_windows", "chunk") == "step":      # per-step rows, replay_capacity x H of them
+        step_row = rb.buffer_nbytes(rb.step_spec(obs_dim, action_dim), 1)
+        replay = (t.replay_capacity * horizon // t.num_envs) * t.num_envs * step_row
     out = {
-        "replay": seeds * t.replay_capacity * row // n,
+        "replay": seeds * replay // n,
         "success": seeds * t.success_capacity * row // n,
         "staging": seeds * t.num_envs * max_chunks * row // n,
         "networks_and_optimizers": seeds * nets,

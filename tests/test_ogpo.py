@@ -185,3 +185,46 @@ def test_ppo_coeff_zero_is_success_bc_only():
         dataclasses.replace(CFG, ppo_coeff=0.0, bc_coeff=0.0)
     with pytest.raises(ValueError, match="ppo_coeff"):
         dataclasses.replace(CFG, ppo_coeff=-1.0)
+
+
+def test_several_critic_steps_per_update_take_one_step_per_slice():
+    """critic_updates_per_update = 2: the actor step and the first critic step use the first slice,
+    a second critic step (and success TD step) the second, then one Polyak average."""
+    cfg = dataclasses.replace(CFG, critic_updates_per_update=2, success_critic_td=True)
+    state = ogpo.init(jax.random.PRNGKey(0), OBS, CHUNK, cfg)
+    batch = _batch(jax.random.PRNGKey(1), 32)
+    succ = _batch(jax.random.PRNGKey(2), 16)
+    new, metrics = jax.jit(ogpo.update)(state, batch, succ)
+    # the same by hand, from the same state and keys
+    key, k_actor, k_critic, k_succ = jax.random.split(state.key, 4)
+    first = {k: v[:16] for k, v in batch.items()}
+    s = state.replace(key=key)
+    s, _ = ogpo.actor_step(s, first, {k: v[:8] for k, v in succ.items()}, k_actor)
+    for i in range(2):
+        s, _ = ogpo.critic_step(s, {k: v[16 * i:16 * (i + 1)] for k, v in batch.items()},
+                                jax.random.fold_in(k_critic, i))
+        s, _ = ogpo.critic_step(s, {k: v[8 * i:8 * (i + 1)] for k, v in succ.items()}, jax.random.fold_in(k_succ, i))
+    for a, b in zip(jax.tree_util.tree_leaves(s.critic), jax.tree_util.tree_leaves(new.critic)):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+    assert "critic/success_loss" in metrics and int(new.step) == 1
+    with pytest.raises(ValueError, match="fewer than the 32"):
+        ogpo.update(state, _batch(jax.random.PRNGKey(1), 16), succ)
+    with pytest.raises(ValueError, match="critic_updates_per_update"):
+        OGPOConfig(name="qc", critic_updates_per_update=2)
+
+
+def test_head_agreement_and_the_clip_split_by_hand():
+    # two heads, one state, two chains; the heads rank the chains oppositely
+    q = jnp.array([[[1.0, 0.0]], [[0.0, 1.0]]])
+    m = ogpo.head_agreement(q)
+    assert float(m["actor/adv_head_agreement"]) == 0.0 and float(m["actor/adv_head_std"]) == pytest.approx(0.5)
+    assert float(m["actor/adv_mean_abs"]) == 0.0
+    agree = ogpo.head_agreement(jnp.array([[[1.0, 0.0]], [[3.0, 0.0]]]))      # offsets aside, same ranking
+    assert float(agree["actor/adv_head_agreement"]) == 1.0 and float(agree["actor/adv_mean_abs"]) == pytest.approx(1.0)
+    from ogpo_jax.algorithms.extraction import clip_by_sign
+    ratio = jnp.array([1.2, 1.0, 0.8, 0.95, 1.0])
+    adv = jnp.array([1.0, 1.0, -1.0, -1.0, 0.0])
+    c = clip_by_sign(ratio, adv, 0.9, 1.1)
+    assert float(c["actor/clip_frac_pos_adv"]) == 0.5 and float(c["actor/clip_frac_neg_adv"]) == 0.5
+    none = clip_by_sign(ratio, jnp.zeros(5), 0.9, 1.1)
+    assert float(none["actor/clip_frac_pos_adv"]) == 0.0 and float(none["actor/clip_frac_neg_adv"]) == 0.0

@@ -30,8 +30,19 @@ def ppo_objective(apply_fn, params, obs, chains, old_log_prob, advantage, spec, 
         "actor/ratio_mean": ratio.mean(),
         "actor/ratio_max": ratio.max(),
         "actor/clip_frac": jnp.mean((ratio < clip_low) | (ratio > clip_high)),
+        **clip_by_sign(ratio, advantage, clip_low, clip_high),
         "actor/log_prob": log_prob.mean(),
     }
+
+
+def clip_by_sign(ratio, advantage, clip_low, clip_high) -> dict:
+    """The chains the clip takes the gradient from, split by the sign of their advantage: of the
+    chains with A > 0, the share with r > clip_high; of those with A < 0, the share with
+    r < clip_low (0 where there are none). A high negative share makes the update positive-only."""
+    pos, neg = advantage > 0, advantage < 0
+    share = lambda hit, of: jnp.sum(hit & of) / jnp.maximum(jnp.sum(of), 1)  # noqa: E731
+    return {"actor/clip_frac_pos_adv": share(ratio > clip_high, pos),
+            "actor/clip_frac_neg_adv": share(ratio < clip_low, neg)}
 
 
 def bptt_objective(apply_fn, params, obs, key, spec, action_dim, q_fn):

@@ -269,7 +269,7 @@ def group_advantages(state: OGPOState, group: Group, batch):
     every other objective's are of the B*G chains (B*G,).
     """
     cfg, q = state.config, group.q
-    metrics = {"actor/q_mean": q.mean(), "actor/q_head_std": q.std(axis=0).mean()}
+    metrics = {"actor/q_mean": q.mean(), "actor/q_head_std": q.std(axis=0).mean(), **head_agreement(q)}
     baseline = None
     if cfg.baseline == "value":
         baseline = value_baseline(state, group.obs)
@@ -306,6 +306,20 @@ def group_advantages(state: OGPOState, group: Group, batch):
     metrics.update({"actor/adv_nonzero_frac": jnp.mean(adv != 0), "actor/adv_abs_mean": jnp.abs(adv).mean(),
                     "actor/adv_min": adv.min()})
     return state, adv, clip_high, metrics
+
+
+def head_agreement(q) -> dict:
+    """Whether the heads agree on the ranking of one state's chains, from per-head group
+    advantages A_m = Q_m - mean_g Q_m (per-head offsets cancel, unlike in `actor/q_head_std`):
+
+    actor/adv_head_agreement   mean over chains of |mean_m sign(A_m)|: 1 when every head gives a
+                               chain the same sign, 0 when they split evenly
+    actor/adv_head_std         mean over chains of the std over heads of A_m, against
+    actor/adv_mean_abs         the mean |mean_m A_m|: a spread above it means the heads' advantages
+                               are mostly disagreement."""
+    adv = q - q.mean(axis=-1, keepdims=True)                 # (M, B, G)
+    return {"actor/adv_head_agreement": jnp.abs(jnp.sign(adv).mean(0)).mean(),
+            "actor/adv_head_std": adv.std(axis=0).mean(), "actor/adv_mean_abs": jnp.abs(adv.mean(0)).mean()}
 
 
 def _replay_actions(state: OGPOState, batch):

@@ -228,3 +228,54 @@ def test_head_agreement_and_the_clip_split_by_hand():
     assert float(c["actor/clip_frac_pos_adv"]) == 0.5 and float(c["actor/clip_frac_neg_adv"]) == 0.5
     none = clip_by_sign(ratio, jnp.zeros(5), 0.9, 1.1)
     assert float(none["actor/clip_frac_pos_adv"]) == 0.0 and float(none["actor/clip_frac_neg_adv"]) == 0.0
+
+
+def _ppo_loss_and_grad(cfg, adv_fn):
+    """The PPO objective's loss and gradient at a perturbed actor (ratios != 1), from a fixed group
+    and the advantages `adv_fn(num_states, group_size)` gives."""
+    state = ogpo.init(jax.random.PRNGKey(0), OBS, CHUNK, cfg)
+    state = state.replace(actor=jax.tree_util.tree_map(lambda p: p * 1.05, state.actor))
+    obs = _batch(jax.random.PRNGKey(1))["obs"][: cfg.ppo_batch_size]
+    group = ogpo.sample_group(state, obs, jax.random.PRNGKey(2))
+    adv = adv_fn(cfg.ppo_batch_size, cfg.group_size).reshape(-1)
+    objective = ogpo.OBJECTIVES["ppo"](state, group, None, adv, None, jax.random.PRNGKey(3))
+    (loss, _), grad = jax.value_and_grad(objective, has_aux=True)(state.actor)
+    return loss, grad
+
+
+def test_top_k_chains_equal_the_whole_group_when_k_covers_the_nonzero_advantages():
+    def sparse(b, g):                     # two nonzero advantages per group, at varying positions
+        a = np.zeros((b, g), np.float32)
+        for i in range(b):
+            a[i, i % g] = 1.0 + i
+            a[i, (i + 1) % g] = -0.5
+        return jnp.asarray(a)
+    full_cfg = dataclasses.replace(CFG, clip_epsilon=0.2)
+    full, g_full = _ppo_loss_and_grad(full_cfg, sparse)
+    top, g_top = _ppo_loss_and_grad(dataclasses.replace(full_cfg, ppo_top_k=2), sparse)
+    assert float(full) != 0.0
+    np.testing.assert_allclose(float(top), float(full), rtol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(g_full), jax.tree_util.tree_leaves(g_top)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+    # with more nonzero chains than k the top-k loss is an approximation: it differs
+    dense = lambda b, g: jnp.linspace(-1.0, 1.0, b * g).reshape(b, g)  # noqa: E731
+    full_d, _ = _ppo_loss_and_grad(full_cfg, dense)
+    top_d, _ = _ppo_loss_and_grad(dataclasses.replace(full_cfg, ppo_top_k=2), dense)
+    assert abs(float(full_d) - float(top_d)) > 1e-6
+
+
+def test_truncated_backprop_through_all_steps_is_the_full_gradient():
+    dense = lambda b, g: jnp.linspace(-1.0, 1.0, b * g).reshape(b, g)  # noqa: E731
+    base = dataclasses.replace(CFG, clip_epsilon=0.2)
+    full, g_full = _ppo_loss_and_grad(base, dense)
+    k_eq, g_k = _ppo_loss_and_grad(dataclasses.replace(base, ft_flow_steps=base.flow_steps), dense)
+    np.testing.assert_allclose(float(k_eq), float(full), rtol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(g_full), jax.tree_util.tree_leaves(g_k)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+    last2, g2 = _ppo_loss_and_grad(dataclasses.replace(base, ft_flow_steps=2), dense)
+    assert np.isfinite(float(last2)) and all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(g2))
+    assert any(not np.allclose(a, b) for a, b in zip(jax.tree_util.tree_leaves(g_full), jax.tree_util.tree_leaves(g2)))
+    with pytest.raises(ValueError, match="ft_flow_steps"):
+        dataclasses.replace(base, ft_flow_steps=2, policy="diffusion", diffusion_train_steps=40)
+    with pytest.raises(ValueError, match="ppo_top_k"):
+        dataclasses.replace(base, ppo_top_k=base.group_size + 1)

@@ -100,6 +100,13 @@ class OGPOConfig:
     awr_max_weight: float = 20.0
     ofpo_mc_samples: int = 16             # (t, x0) samples per action for the CFM-loss ratio
     clip_epsilon: float = 0.01
+    # Cheaper PPO steps. ppo_top_k = k > 0: the surrogate runs over only the k chains of each group
+    # with the largest |advantage| (the others' terms are kept at zero), exact whenever a group has
+    # <= k nonzero advantages (conservative advantages zero most chains). ft_flow_steps = k > 0
+    # (flow policies): the ratio uses only the last k denoising steps' log-probs, so backprop runs
+    # through k of the K steps and the earlier steps are held fixed (the official code's option).
+    ppo_top_k: int = 0
+    ft_flow_steps: int = 0
     bc_coeff: float = 1.0                 # lambda of success-buffer flow-matching BC (OGPO+)
     # Weight of the PPO term. 0 = ablation "success-buffer BC only" (filtered self-imitation, no
     # chains sampled, no critic in the actor step); the paper always uses 1.
@@ -211,6 +218,11 @@ class OGPOConfig:
                      "chi2_q_std_target"):
             _check(self, name, getattr(self, name) > 0 and math.isfinite(getattr(self, name)), "> 0 and finite")
         _check(self, "ofpo_mc_samples", self.ofpo_mc_samples >= 1, ">= 1")
+        _check(self, "ppo_top_k", 0 <= self.ppo_top_k <= self.group_size, f"in [0, group_size={self.group_size}]")
+        _check(self, "ft_flow_steps", 0 <= self.ft_flow_steps <= self.flow_steps, f"in [0, flow_steps={self.flow_steps}]")
+        if 0 < self.ft_flow_steps < self.flow_steps:
+            _check(self, "ft_flow_steps", self.policy == "flow" and self.extraction == "ppo" and not self.chi2_enabled,
+                   "0 or flow_steps unless policy='flow', extraction='ppo' and chi2_enabled False")
         object.__setattr__(self, "policy_hidden_dims", tuple(int(w) for w in self.policy_hidden_dims))
         _check(self, "policy_hidden_dims", len(self.policy_hidden_dims) >= 1 and min(self.policy_hidden_dims) >= 1,
                "a non-empty sequence of positive widths")

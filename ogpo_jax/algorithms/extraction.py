@@ -16,15 +16,19 @@ from ogpo_jax import gcp
 from ogpo_jax.gcp import flow
 
 
-def ppo_objective(apply_fn, params, obs, chains, old_log_prob, advantage, spec, clip_low, clip_high):
-    """Clipped PPO surrogate over chains: -mean min(r A, clip(r, lo, hi) A), r = exp(lp - lp_old).
+def ppo_objective(apply_fn, params, obs, chains, old_log_prob, advantage, spec, clip_low, clip_high,
+                  log_prob_fn=None, scale: float = 1.0):
+    """Clipped PPO surrogate over chains: -scale * mean min(r A, clip(r, lo, hi) A), r = exp(lp - lp_old).
 
-    obs (N, obs_dim), chains (N, K+1, D), old_log_prob and advantage (N,).
+    obs (N, obs_dim), chains (N, K+1, D), old_log_prob and advantage (N,). `log_prob_fn(params, obs,
+    chains)` replaces the whole-chain log-probability (e.g. only the last denoising steps); `scale`
+    rescales the mean (k / G when the N chains are the top k of groups of G: the group's mean with
+    the other chains' zero terms).
     """
-    log_prob = gcp.chain_log_prob(apply_fn, params, obs, chains, spec)
+    log_prob = (log_prob_fn or (lambda p, o, c: gcp.chain_log_prob(apply_fn, p, o, c, spec)))(params, obs, chains)
     ratio = jnp.exp(log_prob - old_log_prob)
     clipped = jnp.clip(ratio, clip_low, clip_high)
-    loss = -jnp.mean(jnp.minimum(ratio * advantage, clipped * advantage))
+    loss = -scale * jnp.mean(jnp.minimum(ratio * advantage, clipped * advantage))
     return loss, {
         "actor/ppo_loss": loss,
         "actor/ratio_mean": ratio.mean(),

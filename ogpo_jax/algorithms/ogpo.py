@@ -305,6 +305,9 @@ def group_advantages(state: OGPOState, group: Group, batch):
     adv = jax.lax.stop_gradient(adv.reshape(-1))
     metrics.update({"actor/adv_nonzero_frac": jnp.mean(adv != 0), "actor/adv_abs_mean": jnp.abs(adv).mean(),
                     "actor/adv_min": adv.min()})
+    if 0 < cfg.ppo_top_k < cfg.group_size:     # states whose nonzero chains all fit in the top k
+        nonzero = (adv.reshape(q.shape[1:]) != 0).sum(-1)
+        metrics["actor/top_k_exact_frac"] = jnp.mean(nonzero <= cfg.ppo_top_k)
     return state, adv, clip_high, metrics
 
 
@@ -330,16 +333,35 @@ def _replay_actions(state: OGPOState, batch):
 # a loss of the actor params alone (chains, advantages and old log-probs are constants).
 
 def _ppo_objective(state: OGPOState, group: Group, batch, adv, clip_high, key):
-    """OGPO: the clipped PPO surrogate over whole chains, ratio against the EMA actor."""
-    chains, old_log_prob = jax.lax.stop_gradient((group.chains, group.old_log_prob))
-    return _ppo_surrogate(state, group.obs_rep, chains, old_log_prob, adv, clip_high)
+    """OGPO: the clipped PPO surrogate over whole chains, ratio against the EMA actor; over the top
+    `ppo_top_k` chains of each group by |advantage| and the last `ft_flow_steps` denoising steps
+    where those are set."""
+    cfg = state.config
+    obs, chains, old_log_prob = jax.lax.stop_gradient((group.obs_rep, group.chains, group.old_log_prob))
+    scale = 1.0
+    if 0 < cfg.ppo_top_k < cfg.group_size:
+        flat = top_k_chains(adv, group.obs.shape[0], cfg.group_size, cfg.ppo_top_k)
+        obs, chains, old_log_prob, adv = obs[flat], chains[flat], old_log_prob[flat], adv[flat]
+        scale = cfg.ppo_top_k / cfg.group_size
+    log_prob_fn = None
+    if 0 < cfg.ft_flow_steps < cfg.flow_steps:
+        apply_fn, last = actor_apply_fn(state), cfg.ft_flow_steps
+        log_prob_fn = lambda p, o, c: flow.late_log_prob(apply_fn, p, o, c, cfg.gcp_spec, last)  # noqa: E731
+        old_log_prob = jax.lax.stop_gradient(log_prob_fn(state.actor_ema, obs, chains))
+    return _ppo_surrogate(state, obs, chains, old_log_prob, adv, clip_high, log_prob_fn, scale)
 
 
-def _ppo_surrogate(state: OGPOState, obs, chains, old_log_prob, adv, clip_high):
+def top_k_chains(adv, num_states: int, group_size: int, k: int) -> jax.Array:
+    """Flat indices (B * k,) of the k chains of each state's group with the largest |advantage|."""
+    _, idx = jax.lax.top_k(jnp.abs(adv.reshape(num_states, group_size)), k)
+    return (jnp.arange(num_states)[:, None] * group_size + idx).reshape(-1)
+
+
+def _ppo_surrogate(state: OGPOState, obs, chains, old_log_prob, adv, clip_high, log_prob_fn=None, scale=1.0):
     cfg = swept(state)
     high = 1.0 + cfg.clip_epsilon if clip_high is None else clip_high
     return lambda p: extraction.ppo_objective(actor_apply_fn(state), p, obs, chains, old_log_prob, adv,
-                                              cfg.gcp_spec, 1.0 - cfg.clip_epsilon, high)
+                                              cfg.gcp_spec, 1.0 - cfg.clip_epsilon, high, log_prob_fn, scale)
 
 
 def _awr_fm_objective(state: OGPOState, group: Group, batch, adv, clip_high, key):

@@ -187,6 +187,27 @@ def chain_log_prob(apply_fn: ApplyFn, params, obs, chain, spec: FlowSpec) -> jax
     return _normalize_log_prob(lp, spec, chain.shape[-1])
 
 
+def late_log_prob(apply_fn: ApplyFn, params, obs, chain, spec: FlowSpec, last: int) -> jax.Array:
+    """The log-probability terms of the last `last` denoising steps of stored chains, normalized as
+    `chain_log_prob`: obs (B, obs_dim), chain (B, K+1, D) -> (B,). The network runs on those steps
+    only, so a PPO ratio built from it (`ogpo`'s `ft_flow_steps`) backpropagates through `last` of
+    the K steps and holds the earlier ones fixed (the x_0 term never depends on the params);
+    `last = K` gives `chain_log_prob` minus its x_0 term."""
+    batch, length, dim = chain.shape
+    num_steps = spec.num_steps
+    if not 1 <= last <= num_steps or length != num_steps + 1:
+        raise ValueError(f"last must be in [1, num_steps={num_steps}] for chains of {num_steps + 1} states, "
+                         f"got last={last} and {length} states")
+    first = num_steps - last
+    x = chain[:, first:-1].reshape(batch * last, dim)
+    x_next = chain[:, first + 1:].reshape(batch * last, dim)
+    t = jnp.tile(spec.times()[first:], batch)
+    sigma = jnp.tile(spec.sigmas()[first:], batch)[:, None]
+    mu = _step_mean(apply_fn(params, jnp.repeat(obs, last, axis=0), x, t), x, t[:, None], sigma, spec)
+    lp = _gaussian_log_density(x_next, mu, sigma).sum(-1).reshape(batch, last).sum(-1)
+    return _normalize_log_prob(lp, spec, dim)
+
+
 def step_log_probs(apply_fn: ApplyFn, params, obs, chain, spec: FlowSpec) -> jax.Array:
     """Per-denoising-step log-densities log N(x_{i+1}; mu_i(params), sigma_i^2 I) of stored chains,
     unnormalized: obs (B, obs_dim), chain (B, K+1, D) -> (B, K) (DPPO's per-step ratios).

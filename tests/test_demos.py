@@ -100,3 +100,36 @@ def test_missing_and_non_hdf5_files(tmp_path):
     junk.write_text("not hdf5")
     with pytest.raises(demos.DatasetError, match="not a readable HDF5 file"):
         demos.read_hdf5(str(junk))
+
+
+def test_successful_only_keeps_the_demos_that_end_on_a_positive_reward(tmp_path):
+    eps = _episodes(4)
+    eps[1]["rewards"] = -np.ones_like(eps[1]["rewards"])           # timed out: -1 to the end
+    eps[3]["rewards"] = np.zeros_like(eps[3]["rewards"])           # robomimic sparse 0 / 1, never 1
+    kept = demos.successful_only(eps)
+    assert [len(e["actions"]) for e in kept] == [len(eps[0]["actions"]), len(eps[2]["actions"])]
+    with pytest.raises(demos.DatasetError, match="none of the 2 demonstrations succeeded"):
+        demos.successful_only([eps[1], eps[3]])
+
+
+def test_pipeline_bc_on_successful_demos_only(tmp_path):
+    """The toy pipeline's demos stage with demos.successful_only: BC sees only the successful
+    episodes' windows (the log says how many were left out)."""
+    from configs import toy
+    from ogpo_jax.training import pipeline
+    c = toy.get_config("quick")
+    c.demos.num_demos, c.demos.successful_only = 32, True
+    c.bc.max_steps, c.bc.eval_every, c.bc.eval_episodes, c.train.eval_episodes = 20, 20, 8, 8
+    c.train.total_env_steps = 1
+    c.log.progress = c.log.tensorboard = False
+    lines = []
+    prep = pipeline.prepare(c, str(tmp_path / "run"), log=lines.append)
+    with h5py.File(tmp_path / "run" / "demos.hdf5") as f:
+        lengths = [len(f[f"data/{k}/rewards"]) for k in f["data"] if float(f[f"data/{k}/rewards"][-1]) > 0]
+    succeeded = len(lengths)
+    assert 0 < succeeded < 32
+    assert any(f"BC on {succeeded} of 32 demonstrations ({32 - succeeded} failed ones left out)" in str(x)
+               for x in lines)
+    # one BC window per step of the kept episodes
+    assert any(str(x).startswith(f"[bc] {sum(lengths)} chunk windows") for x in lines), lines
+    assert prep.bc_info["bc_steps"] == 20

@@ -120,6 +120,22 @@ def episodes_from_rollouts(rollouts: dict, obs_layout=None) -> list[dict]:
     return out
 
 
+def successful(episode: dict) -> bool:
+    """Whether a demonstration succeeded, from its rewards: its last reward is positive (this
+    project's tasks give +5 on the success step and -1 before; robomimic's sparse datasets 1 and 0)."""
+    rewards = np.asarray(episode.get("rewards", ()))
+    return bool(rewards.size and rewards[-1] > 0)
+
+
+def successful_only(episodes: list[dict]) -> list[dict]:
+    """The successful episodes (`successful`); a DatasetError when none is."""
+    kept = [ep for ep in episodes if successful(ep)]
+    if not kept:
+        raise DatasetError(f"none of the {len(episodes)} demonstrations succeeded (no episode ends on a positive "
+                           "reward): demos.successful_only=True would leave nothing to imitate")
+    return kept
+
+
 def chunk_windows(episodes: list[dict], horizon: int) -> dict:
     """BC dataset of (obs_t, actions[t:t+H], valid) for every step t of every episode.
 

@@ -24,6 +24,7 @@ def get_config(preset: str = "") -> ConfigDict:
     c.demos = ConfigDict()
     c.demos.num_demos = 200              # scripted-expert demonstrations collected into demos.hdf5
     c.demos.path = ""                    # read demonstrations from this HDF5 file instead
+    c.demos.successful_only = False      # BC on the demos whose last reward is positive only
 
     c.bc = ConfigDict()
     c.bc.max_steps = 500_000             # flow-matching BC steps (upper bound)

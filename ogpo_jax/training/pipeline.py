@@ -88,6 +88,11 @@ def prepare(config, workdir: str, log=print) -> Prepared:
     if episodes[0]["obs"].shape[1] != obs_dim or episodes[0]["actions"].shape[1] != env.action_size:
         raise ValueError(f"{demo_path}: demos have obs/action dims {episodes[0]['obs'].shape[1]}/"
                          f"{episodes[0]['actions'].shape[1]}, env {config.env.name!r} has {obs_dim}/{env.action_size}")
+    if config.demos.successful_only:
+        kept = demo_io.successful_only(episodes)
+        log(f"[demos] successful_only: BC on {len(kept)} of {len(episodes)} demonstrations "
+            f"({len(episodes) - len(kept)} failed ones left out)")
+        episodes = kept
 
     # One evaluator program per episode count: the BC early stop and the BC / finetune
     # evaluations share it when bc.eval_episodes == train.eval_episodes.

@@ -163,6 +163,24 @@ def _reacher(**kwargs):
     return envs.make("playground", **kw)
 
 
+def test_reacher_reset_observation_shows_the_target():
+    """Playground's reacher moves its target (a mocap body) after the reset's forward pass; the
+    adapter reruns the kinematics, so the first observation's finger-to-target vector points at the
+    target where it is, not where the model put it before (~10% of the reacher's transitions)."""
+    env, _, _ = _reacher(features=False)
+    raw = env.unwrapped.env
+    for seed in range(3):
+        state = jax.jit(env.reset)(jax.random.PRNGKey(seed))
+        data = state.sim.data
+        target = np.asarray(data.mocap_pos[0, :2])
+        finger = np.asarray(data.geom_xpos[raw._finger_geom_id, :2])
+        np.testing.assert_allclose(np.asarray(state.obs[2:4]), target - finger, atol=1e-5)
+        assert np.linalg.norm(target) >= 0.05                     # the target really moved off the origin
+        # Playground's own reset observation still points at where the target was
+        stale = raw.reset(jax.random.PRNGKey(seed)).obs[2:4]
+        assert np.linalg.norm(np.asarray(stale) - (target - finger)) > 0.04
+
+
 def test_reacher_loads_with_its_shapes():
     env, expert, length = _reacher()
     assert (env.observation_size, env.action_size, length) == (8, 2, 40)

@@ -70,8 +70,10 @@ def _playground(env_name: str = "ReacherHard", max_steps: int = 1000, impl: str 
     raw = ba.make_playground(env_name, impl=impl, config_overrides=playground_config)
     success_fn = None if success_threshold is None else ba.reward_at_least(success_threshold)
     reacher = env_name.startswith("Reacher")
+    # Playground's reacher places its target after computing the reset observation
     env = ba.BraxAdapter(raw, success_fn=success_fn, obs_key=obs_key,
-                         obs_fn=ba.reacher_features if reacher and features else None)
+                         obs_fn=ba.reacher_features if reacher and features else None,
+                         reset_fn=ba.refreshed_reset(raw) if reacher else None)
     if sparse:
         env = ba.SparseSuccess(env, success_bonus=success_bonus)
     if reacher:

@@ -46,15 +46,20 @@ class BraxAdapter:
         'privileged_state': ...}`), the entry to use; required then.
       obs_fn: `(observation array) -> array`, a feature map applied after `obs_key` (e.g.
         `reacher_features`: joint angles as cos/sin); `observation_size` is its output's size.
+      reset_fn: `brax_state -> brax_state` applied after the wrapped env's reset (e.g.
+        `refreshed_reset(env)`: an env whose reset builds the observation before it finishes
+        placing the scene).
     """
 
     def __init__(self, env, success_fn: Optional[Callable[[Any], jax.Array]] = None,
-                 obs_key: Optional[str] = None, obs_fn: Optional[Callable[[jax.Array], jax.Array]] = None):
+                 obs_key: Optional[str] = None, obs_fn: Optional[Callable[[jax.Array], jax.Array]] = None,
+                 reset_fn: Optional[Callable[[Any], Any]] = None):
         for attr in ("reset", "step", "action_size"):
             if not hasattr(env, attr):
                 raise TypeError(f"BraxAdapter needs a brax-shaped env with `{attr}`; got {type(env).__name__}")
         self.env = env
         self.success_fn = success_fn
+        self.reset_fn = reset_fn
         self.obs_key = obs_key
         size = getattr(env, "observation_size")
         if isinstance(size, dict):
@@ -94,6 +99,8 @@ class BraxAdapter:
 
     def reset(self, key) -> EnvState:
         bstate = self.env.reset(key)
+        if self.reset_fn is not None:
+            bstate = self.reset_fn(bstate)
         state = self._wrap(bstate, 0.0)
         # an episode never starts as a success: a success predicate true at reset would end the
         # episode before any action was taken
@@ -102,6 +109,19 @@ class BraxAdapter:
     def step(self, state: EnvState, action) -> EnvState:
         bstate = self.env.step(state.sim, action)
         return self._wrap(bstate, bstate.reward)
+
+
+def refreshed_reset(env) -> Callable[[Any], Any]:
+    """A `reset_fn` for MJX Playground envs whose reset moves a mocap body (the reacher's target)
+    after its last `mjx.forward`, so the reset observation still shows the body where it was: run
+    forward kinematics again and rebuild the observation with the env's own `_get_obs`."""
+    from mujoco import mjx
+
+    def reset_fn(bstate):
+        data = mjx.kinematics(env.mjx_model, bstate.data)
+        return bstate.replace(data=data, obs=env._get_obs(data, bstate.info))
+
+    return reset_fn
 
 
 def reward_at_least(threshold: float) -> Callable[[Any], jax.Array]:

@@ -71,17 +71,26 @@ def test_critic_learns_countdown_values_with_bootstrapping():
     assert err < COUNTDOWN_MAX_ERROR, err
 
 
-def bandit_errors(seed: int = 0) -> dict:
-    """Mean and 95th percentile of |Q - closed form| of ChunkBandit on 256 random (obs, chunk)
-    probes after 4000 critic steps."""
-    k_data, k_init, k_train, k_probe = jax.random.split(jax.random.PRNGKey(seed), 4)
+def trained_bandit_critic(key, steps: int = 4000):
+    """An OGPO state whose critic trained `steps` TD steps on uniform random chunks of ChunkBandit
+    (H = 3, gamma 0.9) -> (state, gamma)."""
+    k_data, k_init, k_train = jax.random.split(key, 3)
     gamma, horizon = 0.9, 3
     buf = _collect("chunk_bandit", horizon, 64, 100, k_data, horizon=horizon)
     cfg = OGPOConfig(critic_hidden_dims=(128, 128), actor_hidden_dims=(16,), num_critics=4, discount=gamma,
                      critic_lr=1e-3, critic_weight_decay=0.0, flow_steps=2, batch_size=256, ppo_batch_size=8,
                      group_size=2)
     state = ogpo.init(k_init, 1, (horizon, 1), cfg)
-    state, _ = _train_critic(state, buf, 4000, 256, k_train)
+    state, _ = _train_critic(state, buf, steps, 256, k_train)
+    return state, gamma
+
+
+def bandit_errors(seed: int = 0) -> dict:
+    """Mean and 95th percentile of |Q - closed form| of ChunkBandit on 256 random (obs, chunk)
+    probes after 4000 critic steps."""
+    k_critic, k_probe = jax.random.split(jax.random.PRNGKey(seed))
+    state, gamma = trained_bandit_critic(k_critic)
+    horizon = 3
     k1, k2 = jax.random.split(k_probe)
     obs = jax.random.uniform(k1, (256, 1), minval=-0.9, maxval=0.9)
     actions = jax.random.uniform(k2, (256, horizon, 1), minval=-0.9, maxval=0.9)

@@ -70,6 +70,22 @@ def test_mc_returns_follow_the_policy_to_the_episode_end_with_bootstrapping_by_h
     assert m["mc"]["adv_spread_mean"] == pytest.approx(0.0, abs=1e-6) and m["mc"]["rankable_state_frac"] == 0.0
 
 
+def test_a_trained_critic_ranks_the_bandits_chunks_like_their_returns():
+    """The positive control: a critic trained on the bandit (test_critic) values a random policy's
+    candidate chunks; against their Monte-Carlo returns its within-state ranking and advantage
+    signs are near perfect, where an untrained critic's are at chance."""
+    from test_critic import trained_bandit_critic
+    state, gamma = trained_bandit_critic(jax.random.PRNGKey(0), steps=1500)
+    assert gamma == GAMMA
+    env, states, chunks, mc = _audit_inputs("chunk_bandit", 3, 12, 8, 2, {"horizon": 3})
+    trained = audit.audit_metrics(audit.critic_q(state.config, state.critic, states.obs, chunks), mc["returns"])
+    assert trained["mean"]["spearman_within_state"] > 0.9 and trained["mean"]["sign_agreement_significant"] > 0.9
+    assert abs(trained["mean"]["bias"]) < 0.1 and trained["mean"]["pearson"] > 0.95
+    fresh = ogpo.init(jax.random.PRNGKey(5), 1, (3, 1), state.config)
+    chance = audit.audit_metrics(audit.critic_q(state.config, fresh.critic, states.obs, chunks), mc["returns"])
+    assert chance["mean"]["spearman_within_state"] < 0.6
+
+
 def test_metrics_by_hand():
     # one state, 3 chunks; MC means 0, 1.1, 2 and advantages (-31/30, 1/15, 29/30); chunk 1's is
     # within 2 SE (0.2) of 0: not significant

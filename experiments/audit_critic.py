@@ -60,6 +60,7 @@ _PER_CALL = flags.DEFINE_integer("states_per_call", 0, "States per MC batch (0: 
 _CRITICS = flags.DEFINE_list("critics", ["target"], "Critics to audit: target, online.")
 _SEED = flags.DEFINE_integer("seed", 0, "Audit seed.")
 _OUT = flags.DEFINE_string("out", None, "Output directory (default <workdir>/audit).")
+_REPLOT = flags.DEFINE_bool("replot", False, "Redraw the plot and summary of a finished audit from its files.")
 
 
 def _check_flags():
@@ -73,9 +74,28 @@ def _check_flags():
         raise app.UsageError(f"--critics: {bad} unknown; choose from target, online")
 
 
+def _stem(workdir: str) -> str:
+    tag = _SOURCE.value if _SOURCE.value in ("bc", "latest") else f"step{_SOURCE.value}"
+    return os.path.join(_OUT.value or os.path.join(workdir, "audit"), f"audit_{tag}")
+
+
+def _replot(workdir: str):
+    stem = _stem(workdir)
+    if not os.path.exists(stem + ".json"):
+        raise SystemExit(f"{stem}.json: no finished audit to redraw")
+    summary = json.load(open(stem + ".json"))
+    result = {"metrics": summary["metrics"], "phase_names": summary["phase_names"], "strategy": summary["strategy"],
+              "arrays": dict(np.load(stem + ".npz"))}
+    png = critic_audit.plot_audit(result, stem + ".png", f"{summary['env']}: {summary['source']}")
+    print(critic_audit.format_summary(result))
+    print(f"[audit] redrawn -> {png}")
+
+
 def main(argv):
     del argv
     _check_flags()
+    if _REPLOT.value:
+        return _replot(_WORKDIR.value)
     compile_cache.enable(print)
     logging.set_verbosity(logging.WARNING)
     workdir = _WORKDIR.value
@@ -98,10 +118,8 @@ def main(argv):
     result = critic_audit.run_audit(env, horizon, episode_length, algo_cfg, actor, critics,
                                     jax.random.PRNGKey(_SEED.value), num_states=n, group=g, rollouts=m,
                                     record_envs=_RECORD.value, states_per_call=_PER_CALL.value or None)
-    out_dir = _OUT.value or os.path.join(workdir, "audit")
-    os.makedirs(out_dir, exist_ok=True)
-    tag = _SOURCE.value if _SOURCE.value in ("bc", "latest") else f"step{_SOURCE.value}"
-    stem = os.path.join(out_dir, f"audit_{tag}")
+    stem = _stem(workdir)
+    os.makedirs(os.path.dirname(stem), exist_ok=True)
     np.savez_compressed(stem + ".npz", **result["arrays"])
     summary = {"source": what, "workdir": workdir, "env": config.env.name, "states": n, "group": g, "rollouts": m,
                "record_envs": _RECORD.value, "seed": _SEED.value, "discount": result["discount"],

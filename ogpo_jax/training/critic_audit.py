@@ -381,7 +381,7 @@ def plot_audit(result: dict, path: str, title: str = "") -> str | None:
         row[1].axvline(0, color="k", lw=0.5)
         row[1].set(xlabel="MC advantage (chunk - group mean)", ylabel="critic advantage (head mean)",
                    title=f"ranking: Spearman {m['mean']['spearman_within_state']:.2f}, "
-                         f"sign agreement {m['mean']['sign_agreement_significant']:.2f} (significant)")
+                         f"signs {m['mean']['sign_agreement_significant']:.2f} (signif.)")
         row[0].legend(fontsize=8)
     if title:
         fig.suptitle(title)

@@ -34,6 +34,10 @@ conservative sign consensus), overall and per phase:
 --source: 'latest' (the newest finetune checkpoint), a checkpoint's env step, or 'bc' (the BC
 actor: no critic, the MC figures only). --critics: 'target' (what the actor's advantages use),
 'online', or both.
+
+--mc_from: compare critics trained with different recipes on data from one frozen actor (critic-only
+runs: a huge `algo.critic_warmup_updates`) on exactly the same states, candidates and MC returns:
+run the rollouts once (e.g. --source=bc on the BC run), then `--mc_from=<that audit>.npz` per run.
 """
 import json
 import os
@@ -61,6 +65,10 @@ _CRITICS = flags.DEFINE_list("critics", ["target"], "Critics to audit: target, o
 _SEED = flags.DEFINE_integer("seed", 0, "Audit seed.")
 _OUT = flags.DEFINE_string("out", None, "Output directory (default <workdir>/audit).")
 _REPLOT = flags.DEFINE_bool("replot", False, "Redraw the plot and summary of a finished audit from its files.")
+_MC_FROM = flags.DEFINE_string(
+    "mc_from", None, "A finished audit's .npz (or .json) of the same actor: reuse its decision states, candidates "
+    "and MC returns, value them with this run's critics, and skip the rollouts (seconds instead of minutes). "
+    "Checked: same task, and the actor's ODE chunks at those states agree.")
 
 
 def _check_flags():
@@ -91,6 +99,34 @@ def _replot(workdir: str):
     print(f"[audit] redrawn -> {png}")
 
 
+def _reuse_mc(path, config, algo_cfg, actor, critics, horizon, env):
+    """The figures for this run's critics against a finished audit's states, candidates and MC
+    returns; refuses another task or an actor whose ODE chunks there differ."""
+    stem = path[:-4] if path.endswith((".npz", ".json")) else path
+    for ext in (".npz", ".json"):
+        if not os.path.exists(stem + ext):
+            raise SystemExit(f"--mc_from={path}: {stem + ext} not found")
+    src = json.load(open(stem + ".json"))
+    arrays = dict(np.load(stem + ".npz"))
+    if "obs" not in arrays or "ode_chunks" not in arrays:
+        raise SystemExit(f"--mc_from={path}: written before audits stored their states and candidates; rerun it")
+    if src["env"] != config.env.name:
+        raise SystemExit(f"--mc_from={path}: audit of env {src['env']!r}, this run is {config.env.name!r}")
+    if not critics:
+        raise SystemExit("--mc_from: this source has no critic to score")
+    t0 = time.time()
+    mine = critic_audit.actor_fingerprint(algo_cfg, (horizon, env.action_size), actor, jax.numpy.asarray(arrays["obs"]))
+    diff = float(np.abs(mine - arrays["ode_chunks"]).max())
+    if diff > 1e-3:
+        raise SystemExit(f"--mc_from={path}: this actor is not the one that audit rolled out (its ODE chunks "
+                         f"differ by up to {diff:.3g}); MC returns of another policy would not be this critic's targets")
+    print(f"[audit] reusing {src['states']} states x {src['group']} chunks x {src['rollouts']} MC rollouts from {stem}"
+          f" (actor ODE chunks agree to {diff:.1e})")
+    result = critic_audit.score_critics(arrays, algo_cfg, critics, src["phase_names"], algo_cfg.adv_strategy)
+    result.update(discount=src["discount"], seconds=time.time() - t0, mc_from=stem)
+    return result, src["states"], src["group"], src["rollouts"]
+
+
 def main(argv):
     del argv
     _check_flags()
@@ -113,11 +149,14 @@ def main(argv):
     horizon = config.env.chunk_horizon
     n, g, m = _STATES.value, _GROUP.value, _ROLLOUTS.value
     print(f"[audit] {what}; critics: {', '.join(critics) or 'none (MC figures only)'}")
-    print(f"[audit] cost: {n} states x {g} chunks x {m} rollouts = {n * g * m} rollouts of up to {episode_length} "
-          f"steps (<= {n * g * m * episode_length:,} env steps), plus {_RECORD.value} recorded episodes")
-    result = critic_audit.run_audit(env, horizon, episode_length, algo_cfg, actor, critics,
-                                    jax.random.PRNGKey(_SEED.value), num_states=n, group=g, rollouts=m,
-                                    record_envs=_RECORD.value, states_per_call=_PER_CALL.value or None)
+    if _MC_FROM.value:
+        result, n, g, m = _reuse_mc(_MC_FROM.value, config, algo_cfg, actor, critics, horizon, env)
+    else:
+        print(f"[audit] cost: {n} states x {g} chunks x {m} rollouts = {n * g * m} rollouts of up to {episode_length} "
+              f"steps (<= {n * g * m * episode_length:,} env steps), plus {_RECORD.value} recorded episodes")
+        result = critic_audit.run_audit(env, horizon, episode_length, algo_cfg, actor, critics,
+                                        jax.random.PRNGKey(_SEED.value), num_states=n, group=g, rollouts=m,
+                                        record_envs=_RECORD.value, states_per_call=_PER_CALL.value or None)
     stem = _stem(workdir)
     os.makedirs(os.path.dirname(stem), exist_ok=True)
     np.savez_compressed(stem + ".npz", **result["arrays"])
@@ -125,7 +164,7 @@ def main(argv):
                "record_envs": _RECORD.value, "seed": _SEED.value, "discount": result["discount"],
                "strategy": result["strategy"], "phase_names": result["phase_names"],
                "phase_counts": np.bincount(result["arrays"]["phase"], minlength=len(result["phase_names"])).tolist(),
-               "seconds": result["seconds"], "metrics": result["metrics"],
+               "seconds": result["seconds"], "mc_from": result.get("mc_from"), "metrics": result["metrics"],
                "command": "python experiments/audit_critic.py " + " ".join(sys.argv[1:]),
                "device": str(jax.devices()[0]), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     with open(stem + ".json", "w", encoding="utf-8") as f:

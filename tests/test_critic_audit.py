@@ -170,5 +170,19 @@ def test_cli_audits_a_run_and_its_bc_actor(tmp_path, prepared):  # noqa: F811
     r = subprocess.run(base + ["--source=bc"], capture_output=True, text=True, env=env, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     assert set(json.load(open(os.path.join(workdir, "audit", "audit_bc.json")))["metrics"]) == {"mc_only"}
+    # --mc_from: the same actor's stored states, candidates and returns reproduce the figures with
+    # no rollouts; another actor's (the BC actor's, before finetuning) are refused
+    first = os.path.join(workdir, "audit", "audit_latest.npz")
+    reuse = base + ["--critics=target,online", f"--mc_from={first}", f"--out={tmp_path / 'reuse'}"]
+    r = subprocess.run(reuse, capture_output=True, text=True, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "reusing 6 states x 3 chunks x 2 MC rollouts" in r.stdout and "cost:" not in r.stdout
+    again = json.load(open(tmp_path / "reuse" / "audit_latest.json"))
+    assert again["metrics"] == out["metrics"] and again["mc_from"] == first[:-4]
+    np.testing.assert_array_equal(np.load(tmp_path / "reuse" / "audit_latest.npz")["q_target"], arrays["q_target"])
+    other = os.path.join(workdir, "audit", "audit_bc.npz")
+    r = subprocess.run(base + [f"--mc_from={other}", f"--out={tmp_path / 'reuse'}"], capture_output=True,
+                       text=True, env=env, cwd=ROOT)
+    assert r.returncode != 0 and "is not the one that audit rolled out" in r.stderr
     r = subprocess.run(base + ["--rollouts=1"], capture_output=True, text=True, env=env, cwd=ROOT)
     assert r.returncode != 0 and "--rollouts must be >= 2" in r.stderr

@@ -18,6 +18,8 @@ advantage), so the audit asks exactly that, against ground truth from the simula
    advantage with the MC advantage (over all chunks, and over those whose MC advantage is more
    than two standard errors from zero), and the MC advantage spread itself: where the chunks of one
    state barely differ in return, no critic can rank them.
+5. `score_critics`: the figures for other critics from a finished audit's stored states,
+   candidates and returns, without new rollouts, when their actor is the same (`actor_fingerprint`).
 
 The continuation policy is the one the critic's TD target evaluates (the EMA actor's SDE sampler
 for OGPO), so a perfect critic's Q equals the MC mean. MC returns stop where the episode ends; on a
@@ -319,7 +321,6 @@ def run_audit(env, horizon: int, episode_length: int, algo_config, actor_params,
     states = gather(rec["states"], c, e)
     del rec
     chunks = candidate_chunks(algo_config, chunk_shape, actor_params, states.obs, k_cand, group)
-    q = {name: np.asarray(critic_q(algo_config, params, states.obs, chunks)) for name, params in critics.items()}
     per_call = states_per_call or max(1, 256 // (group * rollouts))
     parts, t1 = [], time.time()
     for start in range(0, num_states, per_call):
@@ -335,16 +336,38 @@ def run_audit(env, horizon: int, episode_length: int, algo_config, actor_params,
         log(f"[audit] MC: {done}/{num_states} states x {group} chunks x {rollouts} rollouts; "
             + progress.rate_line(done, num_states, time.time() - t1, "states") + " (the first call compiles)")
     mc = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    metrics = {"mc_only": {"overall": audit_metrics(None, mc["returns"]),
-                           "by_phase": by_phase(None, mc["returns"], phase, names)}} if not q else {}
+    arrays = {"returns": mc["returns"], "steps": mc["steps"], "success": mc["success"],
+              "nonfinite": mc["nonfinite"], "phase": phase, "chunk_index": np.asarray(c),
+              "obs": np.asarray(states.obs), "chunks": np.asarray(chunks),
+              "ode_chunks": actor_fingerprint(algo_config, chunk_shape, actor_params, states.obs)}
+    result = score_critics(arrays, algo_config, critics, list(names), strategy)
+    return {**result, "discount": discount, "seconds": time.time() - t0}
+
+
+def actor_fingerprint(algo_config, chunk_shape, actor_params, obs):
+    """The actor's deterministic (ODE) chunk at the decision states: (N, H, da). Two actors whose
+    fingerprints agree drew the same candidates and rollouts in distribution, so MC returns computed
+    for one serve the other (`score_critics`)."""
+    return np.asarray(sample_actions(algo_config, chunk_shape, actor_params, obs, jax.random.PRNGKey(0), "ode"))
+
+
+def score_critics(arrays: dict, algo_config, critics: dict, phase_names, strategy: str) -> dict:
+    """Value the stored candidates (`arrays['obs']`, `arrays['chunks']`) with every critic in
+    `critics` and score them against the stored MC returns: the audit's figures without new
+    rollouts. Several critics trained on data from one actor (a critic-only run per recipe) are
+    compared on the same states, candidates and returns this way. `arrays` are `run_audit`'s (or
+    its saved .npz); -> {'metrics', 'arrays' (with q_<name> added), 'phase_names', 'strategy'}."""
+    arrays = {k: v for k, v in arrays.items() if not k.startswith("q_")}
+    returns, phase = arrays["returns"], arrays["phase"]
+    q = {name: np.asarray(critic_q(algo_config, params, jnp.asarray(arrays["obs"]), jnp.asarray(arrays["chunks"])))
+         for name, params in critics.items()}
+    metrics = {"mc_only": {"overall": audit_metrics(None, returns),
+                           "by_phase": by_phase(None, returns, phase, phase_names)}} if not q else {}
     for name, values in q.items():
-        metrics[name] = {"overall": audit_metrics(values, mc["returns"], strategy),
-                         "by_phase": by_phase(values, mc["returns"], phase, names, strategy)}
-    return {"metrics": metrics, "phase_names": list(names), "strategy": strategy, "discount": discount,
-            "arrays": {"returns": mc["returns"], "steps": mc["steps"], "success": mc["success"],
-                       "nonfinite": mc["nonfinite"], "phase": phase, "chunk_index": np.asarray(c),
-                       **{f"q_{name}": v for name, v in q.items()}},
-            "seconds": time.time() - t0}
+        metrics[name] = {"overall": audit_metrics(values, returns, strategy),
+                         "by_phase": by_phase(values, returns, phase, phase_names, strategy)}
+    return {"metrics": metrics, "phase_names": list(phase_names), "strategy": strategy,
+            "arrays": {**arrays, **{f"q_{name}": v for name, v in q.items()}}}
 
 
 def plot_audit(result: dict, path: str, title: str = "") -> str | None:

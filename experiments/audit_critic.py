@@ -19,7 +19,8 @@ conservative sign consensus), overall and per phase:
                            Q near the limit includes reward beyond it.
   spearman_within_state    rank correlation of the G chunks of one state by Q and by MC mean,
                            averaged over states: the ranking the actor update uses. 1 is perfect,
-                           0 is chance.
+                           0 is chance. spearman_rankable: over the states whose chunks differ by
+                           more than the MC noise (see rankable_state_frac), where a ranking exists.
   sign_agreement           share of chunks whose group advantage has the sign of their MC
                            advantage (chunk minus the state's MC mean), among the chunks the
                            advantage does not abstain on (0 = abstain, e.g. heads disagree under
@@ -64,7 +65,8 @@ _PER_CALL = flags.DEFINE_integer("states_per_call", 0, "States per MC batch (0: 
 _CRITICS = flags.DEFINE_list("critics", ["target"], "Critics to audit: target, online.")
 _SEED = flags.DEFINE_integer("seed", 0, "Audit seed.")
 _OUT = flags.DEFINE_string("out", None, "Output directory (default <workdir>/audit).")
-_REPLOT = flags.DEFINE_bool("replot", False, "Redraw the plot and summary of a finished audit from its files.")
+_REPLOT = flags.DEFINE_bool("replot", False, "Recompute the figures, plot and summary of a finished audit from its "
+                            "stored arrays (no rollouts).")
 _MC_FROM = flags.DEFINE_string(
     "mc_from", None, "A finished audit's .npz (or .json) of the same actor: reuse its decision states, candidates "
     "and MC returns, value them with this run's critics, and skip the rollouts (seconds instead of minutes). "
@@ -92,8 +94,13 @@ def _replot(workdir: str):
     if not os.path.exists(stem + ".json"):
         raise SystemExit(f"{stem}.json: no finished audit to redraw")
     summary = json.load(open(stem + ".json"))
+    arrays = dict(np.load(stem + ".npz"))
+    # the figures are recomputed from the stored arrays, so audits written before a figure existed gain it
+    summary["metrics"] = critic_audit.metrics_of(arrays, summary["phase_names"], summary["strategy"])
+    with open(stem + ".json", "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=1)
     result = {"metrics": summary["metrics"], "phase_names": summary["phase_names"], "strategy": summary["strategy"],
-              "arrays": dict(np.load(stem + ".npz"))}
+              "arrays": arrays}
     png = critic_audit.plot_audit(result, stem + ".png", f"{summary['env']}: {summary['source']}")
     print(critic_audit.format_summary(result))
     print(f"[audit] redrawn -> {png}")

@@ -238,7 +238,9 @@ def audit_metrics(q, returns, strategy: str = "conservative") -> dict:
     For each head, the head mean ('mean') and the algorithm's advantage `strategy` (when it is not
     'vanilla', whose advantage is the head mean's): calibration of Q against the MC mean (heads and
     mean only: bias, RMSE, Pearson r), within-state Spearman of the chunk ranking (mean over states
-    whose MC returns differ), and sign agreement of the group advantage with the MC advantage.
+    whose MC returns differ; `spearman_rankable` over the states whose MC spread exceeds twice the
+    chunk standard error, where a true ranking is resolved), and sign agreement of the group
+    advantage with the MC advantage.
     'mc': the MC advantage spread (std over each state's chunks of their MC means), the MC standard
     error of a chunk's mean, and the share of states whose spread exceeds twice that error."""
     returns = np.asarray(returns, float)
@@ -253,9 +255,10 @@ def audit_metrics(q, returns, strategy: str = "conservative") -> dict:
     # the error of a chunk's MC advantage: its own mean's error (the group mean's is ~1/G of it)
     significant = np.abs(mc_adv) > 2.0 * se
     spread = mc.std(-1)
+    rankable = spread > 2.0 * se.mean(-1)       # states whose chunks differ by more than MC noise
     out = {"mc": {"adv_spread_mean": float(spread.mean()), "adv_spread_median": float(np.median(spread)),
                   "chunk_se_mean": float(se.mean()),
-                  "rankable_state_frac": float((spread > 2.0 * se.mean(-1)).mean()),
+                  "rankable_state_frac": float(rankable.mean()),
                   "significant_chunk_frac": float(significant.mean()), "return_mean": float(mc.mean())}}
     if q is None:                         # no critic (a BC actor): the MC figures alone
         return out
@@ -265,12 +268,16 @@ def audit_metrics(q, returns, strategy: str = "conservative") -> dict:
     views["mean"] = q.mean(0)
     for name, values in views.items():
         adv = values - values.mean(-1, keepdims=True)
+        rho = spearman_rows(values, mc)
         out[name] = {"bias": float((values - mc).mean()), "rmse": float(np.sqrt(((values - mc) ** 2).mean())),
-                     "pearson": _pearson(values, mc), "spearman_within_state": _nanmean(spearman_rows(values, mc)),
+                     "pearson": _pearson(values, mc), "spearman_within_state": _nanmean(rho),
+                     "spearman_rankable": _nanmean(rho[rankable]) if rankable.any() else float("nan"),
                      **_sign_agreement(adv, mc_adv, significant)}
     if strategy != "vanilla":
         adv = np.asarray(adv_lib.compute_advantage(jnp.asarray(q), strategy))
-        out[strategy] = {"spearman_within_state": _nanmean(spearman_rows(adv, mc)),
+        rho = spearman_rows(adv, mc)
+        out[strategy] = {"spearman_within_state": _nanmean(rho),
+                         "spearman_rankable": _nanmean(rho[rankable]) if rankable.any() else float("nan"),
                          **_sign_agreement(adv, mc_adv, significant)}
     heads = [out[f"head_{i}"] for i in range(m)]
     out["heads_mean"] = {k: _nanmean([h[k] for h in heads]) for k in heads[0]}
@@ -358,16 +365,24 @@ def score_critics(arrays: dict, algo_config, critics: dict, phase_names, strateg
     compared on the same states, candidates and returns this way. `arrays` are `run_audit`'s (or
     its saved .npz); -> {'metrics', 'arrays' (with q_<name> added), 'phase_names', 'strategy'}."""
     arrays = {k: v for k, v in arrays.items() if not k.startswith("q_")}
+    q = {f"q_{name}": np.asarray(critic_q(algo_config, params, jnp.asarray(arrays["obs"]),
+                                          jnp.asarray(arrays["chunks"]))) for name, params in critics.items()}
+    arrays = {**arrays, **q}
+    return {"metrics": metrics_of(arrays, phase_names, strategy), "phase_names": list(phase_names),
+            "strategy": strategy, "arrays": arrays}
+
+
+def metrics_of(arrays: dict, phase_names, strategy: str) -> dict:
+    """{critic: {'overall', 'by_phase'}} from an audit's arrays (returns, phase and q_<critic>
+    per audited critic; 'mc_only' when there is none)."""
     returns, phase = arrays["returns"], arrays["phase"]
-    q = {name: np.asarray(critic_q(algo_config, params, jnp.asarray(arrays["obs"]), jnp.asarray(arrays["chunks"])))
-         for name, params in critics.items()}
+    q = {k[2:]: v for k, v in arrays.items() if k.startswith("q_")}
     metrics = {"mc_only": {"overall": audit_metrics(None, returns),
                            "by_phase": by_phase(None, returns, phase, phase_names)}} if not q else {}
     for name, values in q.items():
         metrics[name] = {"overall": audit_metrics(values, returns, strategy),
                          "by_phase": by_phase(values, returns, phase, phase_names, strategy)}
-    return {"metrics": metrics, "phase_names": list(phase_names), "strategy": strategy,
-            "arrays": {**arrays, **{f"q_{name}": v for name, v in q.items()}}}
+    return metrics
 
 
 def plot_audit(result: dict, path: str, title: str = "") -> str | None:
@@ -421,7 +436,7 @@ def format_summary(result: dict) -> str:
     strategy = result["strategy"]
     for name, m in result["metrics"].items():
         rows = [("all", m["overall"])] + [(p, v) for p, v in m["by_phase"].items()]
-        lines.append(f"[audit] critic {name}: phase | states | spearman | sign agree (signif.) | "
+        lines.append(f"[audit] critic {name}: phase | states | spearman (rankable) | sign agree (signif.) | "
                      f"{strategy} agree / abstain | MC spread / chunk SE | rankable")
         for label, v in rows:
             states = v.get("states", len(result["arrays"]["phase"]))
@@ -429,7 +444,8 @@ def format_summary(result: dict) -> str:
             if "mean" in v:
                 mean = v["mean"]
                 adv = v.get(strategy, mean)
-                ranking = (f"{mean['spearman_within_state']:.2f} | {mean['sign_agreement']:.2f} "
+                ranking = (f"{mean['spearman_within_state']:.2f} ({mean.get('spearman_rankable', float('nan')):.2f}) | "
+                           f"{mean['sign_agreement']:.2f} "
                            f"({mean['sign_agreement_significant']:.2f}) | {adv['sign_agreement']:.2f} / "
                            f"{adv['abstain_frac']:.2f}")
             else:

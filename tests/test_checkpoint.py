@@ -80,3 +80,23 @@ def test_a_checkpoint_of_another_config_fails_with_a_named_error(tmp_path):
     with pytest.raises(ValueError, match="different state layout"):
         ckpt.restore({"agent": other, "env_steps": jnp.array(0, jnp.int32)})
     ckpt.close()
+
+
+def test_a_run_written_before_the_replay_and_update_fields_loads_with_todays_behaviour(tmp_path):
+    """A committed run config from before `train.replay_windows`, `algo.critic_updates_per_update`,
+    `algo.ppo_top_k`, `algo.ft_flow_steps` and `demos.successful_only` existed loads, validates and
+    gets the defaults that reproduce what it ran (chunk windows, one critic step, the full group
+    and chain)."""
+    import json
+
+    from ogpo_jax.training import rundir
+    from ogpo_jax.training.config import validate
+    src = os.path.join(os.path.dirname(__file__), "..", "docs", "results", "square_quick", "ogpo_ca_s0")
+    raw = json.load(open(os.path.join(src, "config.json")))
+    assert "replay_windows" not in raw["train"] and "ppo_top_k" not in raw["algo"]
+    shutil.copy(os.path.join(src, "config.json"), tmp_path / "config.json")
+    cfg = rundir.load_run_config(str(tmp_path))
+    algo = validate(cfg)
+    assert cfg.train.replay_windows == "chunk" and cfg.demos.successful_only is False
+    assert (algo.critic_updates_per_update, algo.ppo_top_k, algo.ft_flow_steps) == (1, 0, 0)
+    assert algo.adv_strategy == raw["algo"]["adv_strategy"] and algo.num_critics == raw["algo"]["num_critics"]

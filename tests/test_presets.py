@@ -45,3 +45,14 @@ def test_gpu_preset_on_a_cpu_points_to_quick():
     assert msg is not None and lines == [msg]
     assert ":quick" in msg and "sized for one GPU" in msg and "75,000 updates" in msg
     assert pipeline.warn_if_oversized(can.get_config("quick"), lines.append) is None
+
+
+def test_top_k_with_dense_advantages_gets_a_note_and_the_exact_setting_none():
+    c = can.get_config("quick")
+    assert pipeline.warn_if_top_k_inexact(c) is None              # top-k off
+    c.algo.ppo_top_k, c.algo.adv_strategy = 4, "vanilla"
+    lines = []
+    msg = pipeline.warn_if_top_k_inexact(c, lines.append)
+    assert lines == [msg] and "drops 4 of 8 chains" in msg and "'conservative'" in msg
+    c.algo.adv_strategy = "conservative"
+    assert pipeline.warn_if_top_k_inexact(c) is None

@@ -171,6 +171,7 @@ def _run(config, workdir, log, stop_at):
     if main:
         write_json(os.path.join(workdir, "config.json"), config.to_dict())
         warn_if_oversized(config, log)
+        warn_if_top_k_inexact(config, log)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
         if main:
@@ -240,6 +241,22 @@ def warn_if_oversized(config, log=print) -> str | None:
            f"2-core CPU (~{CPU_CAN_CONTROL_STEPS_PER_S} control steps/s), plus {updates:,} updates of "
            f"{len(config.algo.actor_hidden_dims)}x{config.algo.actor_hidden_dims[0]} networks, demos and BC. "
            f"For a CPU-sized run use the ':quick' preset (e.g. --config=configs/{config.env.name}.py:quick).")
+    log(msg)
+    return msg
+
+
+def warn_if_top_k_inexact(config, log=print) -> str | None:
+    """One line when `algo.ppo_top_k` meets an advantage that is rarely zero: top-k is exact only
+    while a group has <= k nonzero advantages, which conservative (sign-consensus) advantages give
+    and group-mean ones almost never do."""
+    a = config.algo
+    if a.ppo_top_k <= 0 or a.ppo_top_k >= a.group_size or a.adv_strategy == "conservative":
+        return None
+    msg = (f"[train] note: algo.ppo_top_k={a.ppo_top_k} with algo.adv_strategy={a.adv_strategy!r}: nearly every "
+           f"chain's advantage is nonzero, so the PPO step drops {a.group_size - a.ppo_top_k} of {a.group_size} "
+           f"chains per group instead of only zeros (Can, OGPO+ with top-k 4 of 8: 0.63 ODE at 51k env steps "
+           f"against 0.84 with the full group). It is exact with adv_strategy='conservative'; "
+           f"`actor/top_k_exact_frac` logs how often it is.")
     log(msg)
     return msg
 

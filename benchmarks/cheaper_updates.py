@@ -10,7 +10,6 @@ actor step alone and the fused update (actor + critic + Polyak, what the loop ru
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
@@ -21,7 +20,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from benchmarks.update_step import fake_batch, machine, time_fn, write_results  # noqa: E402
+from benchmarks.update_step import fake_batch, machine, parse_scale_args, time_fn, write_results  # noqa: E402
 from ogpo_jax.algorithms import ogpo  # noqa: E402
 
 OBS_DIM, CHUNK = 23, (4, 7)        # Can's observation and chunk
@@ -84,18 +83,7 @@ def to_markdown(result) -> str:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scales", default="can_quick,can_gpu")
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
-    parser.add_argument("--tag", default="")
-    args = parser.parse_args(argv)
-    names = [s for s in args.scales.split(",") if s]
-    unknown = [s for s in names if s not in SCALES]
-    if unknown:
-        parser.error(f"--scales: unknown {unknown}; known {list(SCALES)}")
-    if args.repeats < 1:
-        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    args, names = parse_scale_args(argv, __doc__.splitlines()[0], SCALES, "can_quick,can_gpu")
     out = {}
     t0 = time.time()
     for name in names:

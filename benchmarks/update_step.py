@@ -134,19 +134,26 @@ def to_markdown(result) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scales", default="paper,toy", help="comma-separated subset of: " + ",".join(SCALES))
+def parse_scale_args(argv, description: str, scales, default: str):
+    """The update benchmarks' shared flags (--scales, --repeats, --out, --tag), checked.
+    -> (args, the chosen scale names)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--scales", default=default, help="comma-separated subset of: " + ",".join(scales))
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     parser.add_argument("--tag", default="", help="suffix for the output file names (e.g. 'h100')")
     args = parser.parse_args(argv)
     names = [s for s in args.scales.split(",") if s]
-    unknown = [s for s in names if s not in SCALES]
+    unknown = [s for s in names if s not in scales]
     if unknown:
-        parser.error(f"--scales: unknown {unknown}; known {list(SCALES)}")
+        parser.error(f"--scales: unknown {unknown}; known {list(scales)}")
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    return args, names
+
+
+def main(argv=None):
+    args, names = parse_scale_args(argv, __doc__.splitlines()[0], SCALES, "paper,toy")
     rows = []
     for name in names:
         print(f"[update_step] {name} ...", flush=True)

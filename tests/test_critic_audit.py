@@ -19,23 +19,25 @@ CFG = OGPOConfig(actor_hidden_dims=(16, 16), critic_hidden_dims=(16, 16), num_cr
 GAMMA = 0.9
 
 
-def _setup(name, horizon, env_kwargs):
-    env, _, length = envs.make(name, **env_kwargs)
+def _states_chunks_returns(env, length, horizon, cfg, params, num_states, group, rollouts, seed):
+    """The audit's inputs for actor `params`: decision states, candidates and their MC returns,
+    from keys seed, seed + 1, seed + 2."""
     chunk_shape = (horizon, env.action_size)
-    params = ogpo.init_actor(jax.random.PRNGKey(0), env.observation_size, chunk_shape, CFG)
-    policy = lambda p, o, k: sample_actions(CFG, chunk_shape, p, o, k, "sde")  # noqa: E731
-    return env, length, chunk_shape, params, policy
+    policy = lambda p, o, k: sample_actions(cfg, chunk_shape, p, o, k, "sde")  # noqa: E731
+    rec = audit.record_states(env, horizon, length, policy, params, jax.random.PRNGKey(seed), num_envs=16)
+    phase, _ = audit.phases(env, rec["obs"], rec["alive"], rec["chunk"], length, horizon)
+    c, e = audit.pick_states(rec["alive"], phase, num_states)
+    states = audit.gather(rec["states"], c, e)
+    chunks = audit.candidate_chunks(cfg, chunk_shape, params, states.obs, jax.random.PRNGKey(seed + 1), group)
+    mc = audit.mc_returns(env, horizon, length, states, chunks, policy, params, jax.random.PRNGKey(seed + 2),
+                          rollouts, GAMMA)
+    return states, chunks, mc
 
 
 def _audit_inputs(name, horizon, num_states, group, rollouts, env_kwargs):
-    env, length, chunk_shape, params, policy = _setup(name, horizon, env_kwargs)
-    rec = audit.record_states(env, horizon, length, policy, params, jax.random.PRNGKey(1), num_envs=16)
-    phase, names = audit.phases(env, rec["obs"], rec["alive"], rec["chunk"], length, horizon)
-    c, e = audit.pick_states(rec["alive"], phase, num_states)
-    states = audit.gather(rec["states"], c, e)
-    chunks = audit.candidate_chunks(CFG, chunk_shape, params, states.obs, jax.random.PRNGKey(2), group)
-    mc = audit.mc_returns(env, horizon, length, states, chunks, policy, params, jax.random.PRNGKey(3), rollouts, GAMMA)
-    return env, states, chunks, mc
+    env, _, length = envs.make(name, **env_kwargs)
+    params = ogpo.init_actor(jax.random.PRNGKey(0), env.observation_size, (horizon, env.action_size), CFG)
+    return (env, *_states_chunks_returns(env, length, horizon, CFG, params, num_states, group, rollouts, seed=1))
 
 
 def test_mc_returns_of_the_bandit_are_its_closed_form_and_a_perfect_critic_agrees_fully():
@@ -218,14 +220,8 @@ def test_a_critic_trained_by_the_loop_ranks_the_bandits_chunks_like_their_return
     """End-to-end positive control: the same figures for a critic the training loop trained on
     what its own actor collected (chunk windows), so a misaligned transition (an action stored with
     the wrong observation, a shifted reward) shows up as a ranking at chance."""
-    env, length, chunk_shape, agent = _loop_critic("chunk_bandit", {"horizon": 3}, 3, "chunk", 150)
-    policy = lambda p, o, k: sample_actions(agent.config, chunk_shape, p, o, k, "sde")  # noqa: E731
-    rec = audit.record_states(env, 3, length, policy, agent.actor_ema, jax.random.PRNGKey(4), num_envs=16)
-    phase, _ = audit.phases(env, rec["obs"], rec["alive"], rec["chunk"], length, 3)
-    c, e = audit.pick_states(rec["alive"], phase, 12)
-    states = audit.gather(rec["states"], c, e)
-    chunks = audit.candidate_chunks(agent.config, chunk_shape, agent.actor_ema, states.obs, jax.random.PRNGKey(5), 8)
-    mc = audit.mc_returns(env, 3, length, states, chunks, policy, agent.actor_ema, jax.random.PRNGKey(6), 2, GAMMA)
+    env, length, _, agent = _loop_critic("chunk_bandit", {"horizon": 3}, 3, "chunk", 150)
+    states, chunks, mc = _states_chunks_returns(env, length, 3, agent.config, agent.actor_ema, 12, 8, 2, seed=4)
     m = audit.audit_metrics(audit.critic_q(agent.config, agent.critic_target, states.obs, chunks), mc["returns"])
     assert m["mean"]["spearman_within_state"] > 0.8 and m["mean"]["sign_agreement_significant"] > 0.85, m["mean"]
 

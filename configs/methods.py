@@ -24,6 +24,12 @@ METHODS = {
              {"adv_strategy": "vanilla", "bc_coeff": 0.0}),
     "ogpo_plus": ("OGPO+: + success-buffer flow-matching BC (task lambda)",
                   {"adv_strategy": "vanilla"}),
+    # four critic TD steps per actor step: the critic audit's ranking held under them on the toy
+    # task, where one step per update let it decay (RESULTS.md, "Does the critic rank chunks?")
+    "ogpo_plus_critic4": ("OGPO+ with 4 critic TD steps per actor step",
+                          {"adv_strategy": "vanilla", "critic_updates_per_update": 4}),
+    "ogpo_ca_critic4": ("OGPO-CA with 4 critic TD steps per actor step",
+                        {"adv_strategy": "conservative", "critic_updates_per_update": 4}),
     "ogpo_ca": ("OGPO-CA: OGPO+ with two-sided conservative (sign-consensus) advantages",
                 {"adv_strategy": "conservative"}),
     "ogpo_ca_penultimate": ("OGPO-CA, penultimate variant (2nd-min / 2nd-max head)",
@@ -68,6 +74,9 @@ METHODS = {
     "qc": ("QC: best-of-32 flow samples ranked by a 2-head chunked critic (mean), BC on replay",
            {"name": "qc", "critic_warmup_updates": 1000, "best_of_n": 32, "num_critics": 2, "target_aggregation": "mean", "critic_tau": 0.005,
             "rollout_mode": "ode", "base_bc_data": "replay"}),
+    "qc_n8": ("QC with best-of-8 (the paper's N), otherwise as qc",
+              {"name": "qc", "critic_warmup_updates": 1000, "best_of_n": 8, "num_critics": 2, "target_aggregation": "mean",
+               "critic_tau": 0.005, "rollout_mode": "ode", "base_bc_data": "replay"}),
     "fql": ("FQL on chunks (QC-FQL): one-step policy, alpha 100, 2 heads (mean), flow BC on replay; "
             "1,000 distillation-only updates first",
             {"name": "fql", "fql_alpha": 100.0, "num_critics": 2, "target_aggregation": "mean", "critic_tau": 0.005,

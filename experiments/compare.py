@@ -35,7 +35,9 @@ _SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per method (config.seed, config
 _OUTDIR = flags.DEFINE_string("outdir", None, "Output directory (default runs/compare_<env>).")
 _BC_WORKDIR = flags.DEFINE_string("bc_workdir", None,
                                   "Take demos + BC actor from this train.py run directory instead of OUTDIR/base.")
-_EVAL_MODES = flags.DEFINE_list("eval_modes", ["ode"], "Samplers evaluated along the curve (final: ode and sde).")
+_EVAL_MODES = flags.DEFINE_list(
+    "eval_modes", ["ode"], "Samplers evaluated along the curve (final: ode and sde): ode, sde, or alone,select "
+    "(each method's policy alone and with best-of-N selection by its target critics; the last evaluation is the final).")
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rebuild the table and plots from OUTDIR/methods.")
 _PARTIAL = flags.DEFINE_bool("include_partial", False,
                               "With --report_only: also show unfinished methods up to their last evaluation.")
@@ -123,8 +125,8 @@ def main(argv):
             rundir.write_json(path, result)
             if os.path.exists(partial_path):
                 os.remove(partial_path)
-            print(f"[compare] {label}: final ODE {sum(result['final']['success_ode']) / len(seeds):.3f} "
-                  f"{result['final']['success_ode']} in {time.time() - t0:.0f}s")
+            finals = ", ".join(f"{k[len('success_'):]} {sum(v) / len(v):.3f} {v}" for k, v in result["final"].items())
+            print(f"[compare] {label}: final {finals} in {time.time() - t0:.0f}s")
         # the per-seed training logs stay; the checkpoints are only for resuming
         shutil.rmtree(os.path.join(run_dir, "finetune", "checkpoints"), ignore_errors=True)
         report.write_report(outdir, report.load_results(outdir), order, bc, title)

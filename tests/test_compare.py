@@ -111,7 +111,7 @@ def test_run_seeds_and_report(tmp_path):
     assert set(with_partial) == {"a", "b", "c"} and "partial" not in with_partial["a"]
     paths = report.write_report(str(tmp_path), with_partial, ["a", "b", "c"], None, "tiny")
     last = float(np.mean(curve["success_ode"][1]))
-    assert f"| c (unfinished: last evaluation) | 2 | {last:.3f} " in open(paths["md"]).read()
+    assert f"| c (unfinished: last evaluation) | ODE act | 2 | {last:.3f} " in open(paths["md"]).read()
 
     # a longer budget on the same checkpoint dir continues from the last evaluation's state
     c.train.total_env_steps = 150
@@ -131,6 +131,35 @@ def test_run_seeds_and_report(tmp_path):
     assert more["grad_steps"] > res["grad_steps"]
 
 
+def test_report_shows_each_method_alone_and_with_selection(tmp_path):
+    """Hand-made curves: one row per method and view, the first evaluation at which the seed mean
+    reaches 0.8 / 0.95 in env steps and in the clock the runs logged (CPU seconds on a CPU)."""
+    steps = [0.0, 50.0, 100.0, 150.0]
+    curve = {"env_steps": steps, "env_steps_per_seed": [[x, x] for x in steps], "grad_steps": [0, 5, 10, 15],
+             "wall_seconds": [0.0, 20.0, 40.0, 60.0], "cpu_seconds": [0.0, 10.0, 21.0, 33.0],
+             "success_alone": [[0.5, 0.5], [0.7, 0.8], [0.9, 0.9], [0.95, 1.0]],
+             "success_select": [[0.5, 0.5], [0.9, 0.9], [1.0, 0.9], [1.0, 1.0]]}
+    r = {"seeds": [0, 1], "curve": curve, "final": {"success_alone": [0.95, 1.0], "success_select": [1.0, 1.0]},
+         "env_steps": 150.0, "seconds": 70.0, "device": "cpu (1 of 2 cores, x86_64)"}
+    bc = {"seeds": [0, 1], "curve": {k: v for k, v in curve.items() if k != "success_select"},
+          "final": {"success_alone": [0.95, 1.0]}, "env_steps": 150.0, "seconds": 70.0, "device": "cpu"}
+    paths = report.write_report(str(tmp_path), {"m": r, "b": bc}, ["m", "b"], None, "t")
+    md = open(paths["md"]).read()
+    assert "CPU s (1 core) to 0.8 / 0.95" in md
+    assert "| m | policy alone | 2 | 0.975 [0.950, 1.000] | " in md and "| 100 / 150 | 21 / 33 | 150 | 33 |" in md
+    assert "| m | with selection | 2 | 1.000 [1.000, 1.000] | " in md and "| 50 / 100 | 10 / 21 |" in md
+    assert md.count("| b |") == 1 and "| b | policy alone |" in md          # no critic: no selection row
+    # AUC of the selection view by hand: trapezoids of the seed means 0.5, 0.9, 0.95, 1.0 over 150 steps
+    auc = (50 * (0.5 + 0.9) / 2 + 50 * (0.9 + 0.95) / 2 + 50 * (0.95 + 1.0) / 2) / 150
+    assert f"| {auc:.3f} [" in md.split("| m | with selection |")[1].splitlines()[0]
+    rows = open(paths["csv"]).read().splitlines()
+    assert rows[0].split(",")[-3:] == ["success_ode", "success_alone", "success_select"] and len(rows) == 1 + 2 * 2 * 4
+    assert report.first_crossing(steps, curve["success_alone"], 0.99) is None
+    # a run without CPU seconds (a GPU, or logged before them): wall-clock
+    del bc["curve"]["cpu_seconds"]
+    assert report.clock_key({"m": r, "b": bc}) == "wall_seconds"
+
+
 def test_compare_cli_runs_and_resumes(tmp_path):
     out = str(tmp_path / "cmp")
     flags = ["--config=configs/toy.py", "--config.demos.num_demos=8", "--config.bc.max_steps=20",
@@ -142,10 +171,12 @@ def test_compare_cli_runs_and_resumes(tmp_path):
              "--config.algo.ppo_batch_size=8", "--config.algo.success_batch_size=8", "--config.algo.group_size=2",
              f"--outdir={out}", "--seeds=2"]
     cmd = [sys.executable, "experiments/compare.py"] + flags
-    r = subprocess.run(cmd + ["--methods=ogpo_ca,ogpo_nn"], cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run(cmd + ["--methods=ogpo_ca,ogpo_nn", "--eval_modes=alone,select"], cwd=ROOT,
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     assert os.path.exists(os.path.join(out, "methods", "ogpo_nn.json"))
-    assert "| ogpo_ca | 2 |" in open(os.path.join(out, "comparison.md")).read()
+    table = open(os.path.join(out, "comparison.md")).read()
+    assert "| ogpo_ca | policy alone | 2 |" in table and "| ogpo_ca | with selection | 2 |" in table
     again = subprocess.run(cmd + ["--methods=ogpo_ca"], cwd=ROOT, capture_output=True, text=True)
     assert again.returncode == 0 and "ogpo_ca: done earlier" in again.stdout
     # --report_only without --config titles the table with the task the results ran on
@@ -175,3 +206,18 @@ def test_every_method_runs_the_toy_loop_without_nans(name):
     for k, v in metrics.items():
         assert np.all(np.isfinite(np.asarray(v))), k
     assert np.asarray(ls.agent.step).min() > 0
+
+
+def test_selection_settings_and_eval_modes_are_checked_early():
+    c = _tiny_config()
+    c.train.eval_select_n = 1
+    with pytest.raises(ValueError, match="train.eval_select_n"):
+        validate(c)
+    c = _tiny_config()
+    c.train.eval_select_aggregation = "median"
+    with pytest.raises(ValueError, match="train.eval_select_aggregation"):
+        validate(c)
+    c = _tiny_config()
+    env, ep_len, chunk_shape, obs_dim, bc = _setup(c)
+    with pytest.raises(ValueError, match="eval_modes must be among .*'alone', 'select'.*got 'best'"):
+        compare.run_seeds(c, env, ep_len, chunk_shape, obs_dim, bc, [0], eval_modes=("alone", "best"))

@@ -37,7 +37,7 @@ GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "golde
 WRITE = os.environ.get("OGPO_JAX_WRITE_GOLDEN") == "1"
 RTOL, ATOL = 1e-4, 1e-7
 # timings, and echoes of the config (which gains fields without changing results)
-NOT_PINNED = ("wall_seconds", "env_steps_per_s", "updates_per_s", "compile_s", "compile_and_first_interval_s",
+NOT_PINNED = ("wall_seconds", "cpu_seconds", "env_steps_per_s", "updates_per_s", "compile_s", "compile_and_first_interval_s",
           "demos_seconds", "bc_seconds", "finetune_seconds", "seconds", "compiles", "bc_final_eval_seconds",
           "compiled_programs", "config", "algo", "device")
 

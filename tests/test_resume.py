@@ -19,7 +19,7 @@ from ogpo_jax.training.checkpoint import Checkpointer
 from ogpo_jax.training.evaluation import make_evaluator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMING = ("wall_seconds", "env_steps_per_s", "updates_per_s", "compile_s", "compile_and_first_interval_s")
+TIMING = ("wall_seconds", "cpu_seconds", "env_steps_per_s", "updates_per_s", "compile_s", "compile_and_first_interval_s")
 
 
 def _quiet(*_):

@@ -39,6 +39,16 @@ class Algorithm(NamedTuple):
     # iterations of every env in time order instead of replay batches: the loop keeps that
     # rollout and calls `update(state, rollout, None)` once it is full (`training/loop.py`).
     on_policy: bool = False
+    # The method's own policy with no critic selection, deterministic given the key:
+    # (state, obs, key, actor=None) -> chunks. None: `act(..., mode='ode')` already is (OGPO, BC,
+    # FQL, DSRL, DPPO, ReinFlow); QC and EXPO, whose 'ode' act ranks candidates, give their flow's ODE.
+    policy_alone: Callable[..., Any] | None = None
+    # Per-head target-critic values of chunks, (state, obs (B, obs_dim), chunks (B, H, da)) -> (M, B),
+    # for methods with a chunked critic; None for those without one (BC, success-buffer BC, on-policy).
+    target_q: Callable[..., Any] | None = None
+    # N candidate chunks for best-of-N selection, (state, obs, key, actor=None) -> chunks; None:
+    # `policy_alone` with one key per candidate (DSRL's deterministic policy samples its noise policy).
+    candidates: Callable[..., Any] | None = None
 
 
 # registry name -> module defining `ALGORITHM` (imported on first use: no import cycles with the

@@ -40,6 +40,12 @@ def values(config, params, obs, actions, heads=None) -> jax.Array:
     return module(config, heads.shape[0]).apply({"params": params}, obs, flat)
 
 
+def target_q(state, obs, chunks) -> jax.Array:
+    """Per-head target-critic Q of an algorithm state with `config` and `critic_target`:
+    obs (B, obs_dim), chunks (B, H, da) -> (M, B) (`Algorithm.target_q`)."""
+    return values(state.config, state.critic_target, obs, chunks)
+
+
 def optimizer(config):
     return common.adamw(config.critic_lr, config.critic_weight_decay, config.grad_clip, config.adam_eps)
 

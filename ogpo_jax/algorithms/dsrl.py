@@ -178,5 +178,12 @@ def act(state: DSRLState, obs, key, mode: str = "sde", actor: str | None = None)
     return chunks.reshape(batch, *state.chunk_shape)
 
 
+def candidates(state: DSRLState, obs, key, actor: str | None = None) -> jax.Array:
+    """Selection candidates: the flow's chunks of noises drawn from the noise policy (its 'ode'
+    chunk, the mean noise's, is the same for every key)."""
+    return act(state, obs, key, "sde", actor)
+
+
 ALGORITHM = Algorithm(name=NAME, description="DSRL-NA: SAC in the noise space of the frozen flow policy",
-                      init=init, update=update, act=act, act_modes=ACT_MODES, check_config=check_config)
+                      init=init, update=update, act=act, act_modes=ACT_MODES, check_config=check_config,
+                      target_q=critic_lib.target_q, candidates=candidates)

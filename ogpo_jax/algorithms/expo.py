@@ -164,5 +164,16 @@ def act(state: EXPOState, obs, key, mode: str = "sde", actor: str | None = None)
             obs.shape[0], *state.chunk_shape))
 
 
+def policy_alone(state: EXPOState, obs, key, actor: str | None = None) -> jax.Array:
+    """The base flow's ODE chunk moved by the edit policy's mean, no selection: obs (B, obs_dim) ->
+    (B, H, da)."""
+    del actor
+    dim = state.action_dim
+    base = sample_actions(state.config, state.chunk_shape, state.actor, obs, key, "ode").reshape(-1, dim)
+    edited, _ = edit_chunks(state, state.edit, obs, base, None)
+    return edited.reshape(obs.shape[0], *state.chunk_shape)
+
+
 ALGORITHM = Algorithm(name=NAME, description="EXPO: base flow policy + bounded Gaussian edits, on-the-fly selection by Q",
-                      init=init, update=update, act=act, act_modes=ACT_MODES, check_config=check_config)
+                      init=init, update=update, act=act, act_modes=ACT_MODES, check_config=check_config,
+                      policy_alone=policy_alone, target_q=critic_lib.target_q)

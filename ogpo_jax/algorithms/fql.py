@@ -164,4 +164,5 @@ def act(state: FQLState, obs, key, mode: str = "sde", actor: str | None = None) 
 
 
 ALGORITHM = Algorithm(name=NAME, description="FQL (QC-FQL on chunks): one-step policy distilled from the flow + Q",
-                      init=init, update=update, act=act, act_modes=ACT_MODES, check_config=check_config)
+                      init=init, update=update, act=act, act_modes=ACT_MODES, check_config=check_config,
+                      target_q=critic_lib.target_q)

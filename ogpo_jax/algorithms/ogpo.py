@@ -614,4 +614,5 @@ def from_older_layout(tree: dict, like: OGPOState) -> OGPOState:
 
 
 ALGORITHM = Algorithm(name=NAME, description="OGPO: chunked critic ensemble + PPO over the whole denoising chain",
-                      init=init, update=update, act=act, act_modes=ACT_MODES, check_config=check_config)
+                      init=init, update=update, act=act, act_modes=ACT_MODES, check_config=check_config,
+                      target_q=critic_lib.target_q)

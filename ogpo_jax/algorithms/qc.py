@@ -109,5 +109,12 @@ def act(state: QCState, obs, key, mode: str = "sde", actor: str | None = None) -
         lambda: best_of_n(state, state.critic, obs, k_best, mode))
 
 
+def policy_alone(state: QCState, obs, key, actor: str | None = None) -> jax.Array:
+    """The flow's own ODE chunk, no best-of-N: obs (B, obs_dim) -> (B, H, da)."""
+    del actor
+    return sample_actions(state.config, state.chunk_shape, state.actor, obs, key, "ode")
+
+
 ALGORITHM = Algorithm(name=NAME, description="QC: chunked critic + best-of-N sampling from the flow policy",
-                      init=init, update=update, act=act, act_modes=ACT_MODES, check_config=check_config)
+                      init=init, update=update, act=act, act_modes=ACT_MODES, check_config=check_config,
+                      policy_alone=policy_alone, target_q=critic_lib.target_q)

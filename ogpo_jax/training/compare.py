@@ -20,9 +20,11 @@ import tempfile
 import jax
 import numpy as np
 
+from ogpo_jax.algorithms import base as algorithms
 from ogpo_jax.algorithms.config import SWEEPABLE
 from ogpo_jax.training import finetune, loop, rundir
 from ogpo_jax.training.config import validate
+from ogpo_jax.training.evaluation import SELECTION_MODES, has_selection
 
 
 def init_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seeds):
@@ -94,9 +96,22 @@ def _run_members(config, env, episode_length, chunk_shape, obs_dim, bc_params, s
         t = cfg.train
         t.checkpoint_every_env_steps = min(t.checkpoint_every_env_steps, t.eval_every_env_steps)
     other = ("ode_current" if algo_cfg.act_with == "ema" else "ode_ema",)
+    known = ("ode", "sde") + SELECTION_MODES
+    for m in eval_modes:
+        if m not in known + other:
+            raise ValueError(f"eval_modes must be among {known + other}, got {m!r}")
+    if not eval_modes:
+        raise ValueError("eval_modes needs at least one sampler")
+    if not has_selection(algorithms.get(algo_cfg.name)):      # no chunked critic: nothing to select with
+        eval_modes = tuple(m for m in eval_modes if m != "select") or ("alone",)
+    views_only = any(m in SELECTION_MODES for m in eval_modes)
+    if views_only:
+        # the two views are what the comparison reports, and the curve's last evaluation (at the
+        # end of training, fresh episodes) is their final value: no separate final evaluation
+        final_modes = ()
     for m in final_modes:
-        if m not in ("ode", "sde") + other:
-            raise ValueError(f"final_modes must be among {('ode', 'sde') + other}, got {m!r}")
+        if m not in known + other:
+            raise ValueError(f"final_modes must be among {known + other}, got {m!r}")
     with contextlib.ExitStack() as stack:
         workdir = checkpoint_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="ogpo_compare_"))
         if sweep is None:
@@ -112,7 +127,8 @@ def _run_members(config, env, episode_length, chunk_shape, obs_dim, bc_params, s
 
         outs = finetune.run(cfg, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params, workdir, log,
                             seeds=[s for _, s in members], eval_at_start=True, eval_modes=tuple(eval_modes),
-                            on_eval=partial, heartbeat_s=progress_every_s, hparams=hparams, log_dirs=dirs)
+                            on_eval=partial, heartbeat_s=progress_every_s, hparams=hparams, log_dirs=dirs,
+                            final_modes=final_modes)
         curves = [_curves(g, eval_modes) for g in groups]
     results = []
     for i, (v, res) in enumerate(zip(values, curves)):
@@ -125,7 +141,8 @@ def _run_members(config, env, episode_length, chunk_shape, obs_dim, bc_params, s
             "algo": algo,
             "curve": res["curve"],
             "rollout": res["rollout"],
-            "final": {f"success_{m}": [o[f"final_success_{m}"] for o in mine] for m in final_modes},
+            "final": ({f"success_{m}": res["curve"][f"success_{m}"][-1] for m in eval_modes} if views_only else
+                      {f"success_{m}": [o[f"final_success_{m}"] for o in mine] for m in final_modes}),
             "grad_steps": int(np.mean([o["grad_steps"] for o in mine])),
             "env_steps": float(np.mean([o["env_steps"] for o in mine])),
             "nonfinite_episodes": float(np.sum(res["rollout"]["nonfinite_episodes"])),
@@ -148,7 +165,7 @@ def _curves(log_dirs, eval_modes) -> dict:
     evals = [[r for r in recs if f"eval/success_{eval_modes[0]}" in r] for recs in logs]
     intervals = [[r for r in recs if "rollout/episodes" in r] for recs in logs]
     n, k = min(len(e) for e in evals), min(len(x) for x in intervals)
-    curve = {"env_steps": [], "env_steps_per_seed": [], "wall_seconds": [], "grad_steps": []}
+    curve = {"env_steps": [], "env_steps_per_seed": [], "wall_seconds": [], "cpu_seconds": [], "grad_steps": []}
     curve.update({f"success_{m}": [] for m in eval_modes})
     for i in range(n):
         at = [e[i] for e in evals]
@@ -156,6 +173,7 @@ def _curves(log_dirs, eval_modes) -> dict:
         curve["env_steps"].append(float(np.mean(steps)))
         curve["env_steps_per_seed"].append(steps)
         curve["wall_seconds"].append(float(at[0]["wall_seconds"]))
+        curve["cpu_seconds"].append(float(at[0].get("cpu_seconds", float("nan"))))
         curve["grad_steps"].append(int(np.mean([r["grad_steps"] for r in at])))
         for m in eval_modes:
             curve[f"success_{m}"].append([r[f"eval/success_{m}"] for r in at])
@@ -174,5 +192,7 @@ def _curves(log_dirs, eval_modes) -> dict:
 def describe_device() -> str:
     d = jax.devices()[0]
     if d.platform == "cpu":
-        return f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        used = f"{cores} cores" if cores == os.cpu_count() else f"{cores} of {os.cpu_count()} cores"
+        return f"cpu ({used}, {platform.processor() or platform.machine()})"
     return f"{d.platform} ({d.device_kind})"

@@ -109,6 +109,9 @@ def validate(config) -> OGPOConfig:
              f">= algo.batch_size ({algo.batch_size})")
     _require(t.success_capacity >= algo.success_batch_size, "train.success_capacity", t.success_capacity,
              f">= algo.success_batch_size ({algo.success_batch_size})")
+    _require(t.get("eval_select_n", 8) >= 2, "train.eval_select_n", t.get("eval_select_n"), ">= 2 (candidates to select from)")
+    _require(t.get("eval_select_aggregation", "mean") in ("mean", "min"), "train.eval_select_aggregation",
+             t.get("eval_select_aggregation"), "'mean' or 'min'")
     _require(t.nonfinite in NONFINITE, "train.nonfinite", t.nonfinite, f"one of {NONFINITE}")
     _require(t.replay_windows in REPLAY_WINDOWS, "train.replay_windows", t.replay_windows, f"one of {REPLAY_WINDOWS}")
     if t.replay_windows == "step":

@@ -53,6 +53,10 @@ def get_config(preset: str = "") -> ConfigDict:
     c.train.success_capacity = 200_000
     c.train.eval_every_env_steps = 20_000
     c.train.eval_episodes = 64
+    # the 'select' evaluation sampler (compare.py --eval_modes=alone,select): best of N chunks of the
+    # policy by the target critics, heads combined by 'mean' or 'min', alike for every method
+    c.train.eval_select_n = 8
+    c.train.eval_select_aggregation = "mean"
     c.train.checkpoint_every_env_steps = 100_000
     c.train.max_checkpoints = 2
     c.train.nonfinite = "stop"           # non-finite loss/grad/Q: 'stop' (checkpoint last good state) | 'skip'

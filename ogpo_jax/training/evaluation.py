@@ -12,6 +12,11 @@ Several samplers of the same params (ODE, SDE, Best-of-N, ...) share ONE compile
 `PolicySwitch(policies)` picks the sampler with a traced index (`lax.switch`), so the simulator
 inside the evaluator, which dominates its compile time for MJX tasks, is compiled once.
 `evaluate_policies` runs a dict of samplers through such a program.
+
+Two samplers compare methods on equal terms (`SELECTION_MODES`): 'alone' is the method's own
+policy with no critic selection (`Algorithm.policy_alone`: the ODE chunk; for QC its flow's ODE
+chunk), 'select' the best of N candidates by the mean (or min) of the method's target-critic
+heads, with the same N and aggregation for every method that has a chunked critic.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from ogpo_jax.algorithms import base as algorithms
+from ogpo_jax.algorithms import critic as critic_lib
 from ogpo_jax.envs import core as env_core
 from ogpo_jax.envs.core import ChunkWrapper, VmapWrapper
 from ogpo_jax.training import progress
@@ -131,3 +137,34 @@ def agent_policy(mode, actor, agent, obs, key):
     """Jittable policy of an algorithm's whole state for the evaluator (bind mode and actor with
     partial)."""
     return algorithms.of(agent).act(agent, obs, key, mode=mode, actor=actor)
+
+
+SELECTION_MODES = ("alone", "select")
+
+
+def has_selection(algorithm) -> bool:
+    """True when `algorithm` (an `Algorithm`) has a chunked critic to select with."""
+    return algorithm.target_q is not None
+
+
+def alone_policy(actor, agent, obs, key):
+    """The method's own policy, no critic selection (bind `actor` with partial)."""
+    algo = algorithms.of(agent)
+    if algo.policy_alone is not None:
+        return algo.policy_alone(agent, obs, key, actor)
+    return algo.act(agent, obs, key, mode="ode", actor=actor)
+
+
+def select_policy(n: int, aggregation: str, actor, agent, obs, key):
+    """Best of `n` candidates per observation by the target-critic heads combined with
+    `aggregation` ('mean' | 'min'); candidates are `Algorithm.candidates` (default: the policy
+    alone, one key each). Bind `n`, `aggregation` and `actor` with partial."""
+    algo = algorithms.of(agent)
+    if not has_selection(algo):
+        raise ValueError(f"algorithm {algo.name!r} has no chunked critic to select with")
+    batch = obs.shape[0]
+    obs_rep = jnp.repeat(obs, n, axis=0)
+    sample = algo.candidates or (lambda a, o, k, act_with: alone_policy(act_with, a, o, k))
+    cands = sample(agent, obs_rep, key, actor)                                          # (B*n, H, da)
+    q = critic_lib.aggregate(algo.target_q(agent, obs_rep, cands), aggregation).reshape(batch, n)
+    return critic_lib.select_best(q, cands.reshape(batch, n, *cands.shape[1:]))

@@ -26,7 +26,8 @@ from ogpo_jax.algorithms.config import OGPOConfig, with_hyperparams
 from ogpo_jax.training import distributed, loop, memory, progress, rundir
 from ogpo_jax.training.checkpoint import Checkpointer
 from ogpo_jax.training.config import check_divisible
-from ogpo_jax.training.evaluation import agent_policy, evaluate_policies, make_evaluator
+from ogpo_jax.training.evaluation import (SELECTION_MODES, agent_policy, alone_policy, evaluate_policies,
+                                          has_selection, make_evaluator, select_policy)
 from ogpo_jax.training.logging import Logger
 from ogpo_jax.training.plots import try_plot_run
 
@@ -93,10 +94,23 @@ def init_finetune_state(config, algo_cfg, env, episode_length, chunk_shape, obs_
     return _distinct_buffers(jax.device_put(ls, device))
 
 
-def eval_policies(algo_cfg: OGPOConfig, modes=("ode", "sde"), other_actor: bool = False) -> dict:
+def eval_policies(algo_cfg: OGPOConfig, modes=("ode", "sde"), other_actor: bool = False, select_n: int = 8,
+                  select_aggregation: str = "mean") -> dict:
     """{name: policy} for `evaluate_policies`: the data-collecting actor (`act_with`) with each
-    sampler in `modes`; `other_actor` adds 'ode_<other>', the other actor's ODE sampler."""
-    policies = {m: functools.partial(agent_policy, m, algo_cfg.act_with) for m in modes}
+    sampler in `modes`; `other_actor` adds 'ode_<other>', the other actor's ODE sampler. The modes
+    'alone' and 'select' (`evaluation.SELECTION_MODES`) are the policy with no selection and the
+    best of `select_n` by the target critics (`select_aggregation` of the heads); 'select' is left
+    out for an algorithm with no chunked critic."""
+    algo = algorithms.get(algo_cfg.name)
+    policies = {}
+    for m in modes:
+        if m == "alone":
+            policies[m] = functools.partial(alone_policy, algo_cfg.act_with)
+        elif m == "select":
+            if has_selection(algo):
+                policies[m] = functools.partial(select_policy, int(select_n), select_aggregation, algo_cfg.act_with)
+        else:
+            policies[m] = functools.partial(agent_policy, m, algo_cfg.act_with)
     if other_actor:
         other = "current" if algo_cfg.act_with == "ema" else "ema"
         policies[f"ode_{other}"] = functools.partial(agent_policy, "ode", other)
@@ -121,15 +135,16 @@ def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shap
 def run(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shape, obs_dim, bc_params, workdir, log, *,
         seeds=None, evaluate=None, stop_at: float | None = None, eval_at_start: bool = False,
         eval_modes=("ode", "sde"), on_eval=None, heartbeat_s: float | None = None, hparams=None,
-        log_dirs=None) -> list:
+        log_dirs=None, final_modes=None) -> list:
     """Finetune `bc_params` with `config` in `workdir`, resuming from its newest checkpoint.
 
     `seeds`: default `config.seed + i` for i < `config.num_seeds`; seed s uses the keys of
     `train.py --config.seed=s`. `evaluate`: a non-vmapped evaluator to share (e.g. the BC stage's);
     S > 1 seeds build their own. Evaluations run every `train.eval_every_env_steps` with the
     samplers `eval_modes`, at the start too with `eval_at_start`, and `on_eval()` is called after
-    each of them; the final one runs the data-collecting actor's ODE and SDE samplers and the other
-    actor's ODE sampler. `stop_at` (a `time.time()` value): stop after the first interval that
+    each of them; the final one runs the data-collecting actor's ODE and SDE samplers, the other
+    actor's ODE sampler and those of 'alone' / 'select' in `eval_modes` (`eval_policies`), or the
+    samplers `final_modes` where given. `stop_at` (a `time.time()` value): stop after the first interval that
     ends past it, checkpoint and evaluate as at the end (a wall-clock budget). `heartbeat_s`: log
     env steps/s and rollout success this often. `hparams` (one {field: value} per seed, seeds may
     repeat) runs a sweep as one program (`init_finetune_state`); `log_dirs`: one log directory per
@@ -137,10 +152,12 @@ def run(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shape, obs_dim,
     per member.
     """
     r = _Run(config, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params, workdir, log, seeds, evaluate,
-             hparams, log_dirs)
+             hparams, log_dirs, eval_modes)
+    eval_modes = [m for m in eval_modes if m in r.policies]      # 'select' needs a chunked critic
     try:
         if eval_at_start and not r.resumed:
-            r.log_records(r.evaluate(list(eval_modes)), [{"grad_steps": int(g), "wall_seconds": 0.0}
+            r.log_records(r.evaluate(list(eval_modes)), [{"grad_steps": int(g), "wall_seconds": 0.0,
+                                                                                "cpu_seconds": 0.0}
                                                           for g in r.grad_steps])
             if on_eval is not None:
                 on_eval()
@@ -175,7 +192,8 @@ def run(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shape, obs_dim,
         raise
     r.checkpoint()
     r.close()
-    return r.summaries(r.evaluate(list(r.policies), final=True))
+    final = list(r.policies) if final_modes is None else [m for m in final_modes if m in r.policies]
+    return r.summaries(r.evaluate(final, final=True) if final else [{} for _ in r.seeds])
 
 
 def _wandb_settings(config, workdir: str, seed: int) -> dict | None:
@@ -193,7 +211,7 @@ class _Run:
     """The state of one finetune run between intervals (host side) and its named steps."""
 
     def __init__(self, config, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params, workdir, log,
-                 seeds, evaluate, hparams=None, log_dirs=None):
+                 seeds, evaluate, hparams=None, log_dirs=None, eval_modes=()):
         tcfg = self.tcfg = config.train
         self.algo_cfg, self.chunk_shape, self.log = algo_cfg, chunk_shape, log
         self.main = distributed.is_main_process()
@@ -230,18 +248,22 @@ class _Run:
                                       vmap_seeds=self.vmapped, log=log,
                                       what=f"evaluator, {len(self.seeds)} seeds" if self.vmapped else "evaluator")
         self.evaluator = evaluate
-        self.policies = eval_policies(algo_cfg, other_actor=True)
+        extra = tuple(m for m in SELECTION_MODES if m in eval_modes)
+        self.policies = eval_policies(algo_cfg, ("ode", "sde") + extra, other_actor=True,
+                                      select_n=tcfg.get("eval_select_n", 8),
+                                      select_aggregation=tcfg.get("eval_select_aggregation", "mean"))
         self.interval_fn = loop.make_interval(env, tcfg, tcfg.log_every_iterations, vmap_seeds=self.vmapped,
                                               mesh=mesh if mesh.size > 1 else None, donate=True)
         self.metric_names = loop.update_metric_names(ls, vmap_seeds=self.vmapped)
         self.env_steps = np.atleast_1d(np.asarray(jax.device_get(ls.env_steps))).astype(int)
         self.grad_steps = np.atleast_1d(np.asarray(jax.device_get(ls.agent.step)))
-        self.loggers, elapsed = [], 0.0
+        self.loggers, elapsed, cpu_elapsed = [], 0.0, 0.0
         for i, d in enumerate(self.log_dirs):
             if self.resumed and self.main:
                 rundir.trim_log(d, int(self.env_steps[i]))
                 # wall-clock since the run's start, across resumes
                 elapsed = max(elapsed, rundir.last_logged(d, "wall_seconds", 0.0))
+                cpu_elapsed = max(cpu_elapsed, rundir.last_logged(d, "cpu_seconds", 0.0))
             self.loggers.append(
                 Logger(d, tcfg.total_env_steps, int(self.env_steps[i]), config.log.tensorboard,
                        config.log.progress and i == 0,
@@ -252,6 +274,9 @@ class _Run:
         self.next_ckpt = (int(self.env_steps.min()) // every_ckpt + 1) * every_ckpt
         self.stop = _StopSignal()
         self.t_start = time.time() - elapsed
+        # the process's CPU time (all threads): on a machine shared with other jobs, a run pinned to
+        # one core (taskset) has CPU seconds ~ the wall-clock it would take on that core alone
+        self.cpu_start = time.process_time() - cpu_elapsed
         self.first, self.cut, self.compile_s = True, False, None
         self.warned_recompile = self.warned_skip = False
         self.beat = None           # (time, mean env steps, episodes, successes) at the last heartbeat
@@ -282,6 +307,7 @@ class _Run:
                 "env_steps_per_s": float(self.env_steps[i] - prev_steps[i]) / dt,
                 "updates_per_s": float(self.grad_steps[i] - prev_updates[i]) / dt,
                 "wall_seconds": time.time() - self.t_start,
+                "cpu_seconds": time.process_time() - self.cpu_start,
             })
             if self.first and self.compile_s is not None:
                 r["compile_s"] = self.compile_s
@@ -396,14 +422,13 @@ class _Run:
                 lg.close()
 
     def summaries(self, final) -> list:
-        other = "current" if self.algo_cfg.act_with == "ema" else "ema"
         outs = []
         for i in range(len(self.seeds)):
             outs.append({
-                "final_success_ode": final[i]["eval/success_ode"],
-                "final_success_sde": final[i]["eval/success_sde"],
-                f"final_success_ode_{other}": final[i][f"eval/success_ode_{other}"],
-                "final_nonfinite_episodes": {n: final[i][f"eval/nonfinite_{n}"] for n in self.policies},
+                **{f"final_success_{m}": final[i][f"eval/success_{m}"] for m in self.policies
+                   if f"eval/success_{m}" in final[i]},
+                "final_nonfinite_episodes": {n: final[i][f"eval/nonfinite_{n}"] for n in self.policies
+                                             if f"eval/nonfinite_{n}" in final[i]},
                 "train_nonfinite_episodes": (rundir.logged_sum(self.log_dirs[i], "env/nonfinite_episodes")
                                              if self.main else None),
                 "env_steps": int(self.env_steps[i]),

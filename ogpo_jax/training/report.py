@@ -1,7 +1,8 @@
 """Comparison statistics and the report: 95% bootstrap CIs over seeds, the spread of a quantity
 over seeds, normalized AUC, and from
 the per-method results of `compare.run_seeds` (OUTDIR/methods/<name>.json) the curves CSV, the
-markdown table and the success-vs-env-steps / wall-clock plots.
+markdown table (each method as the policy alone and with selection where it was evaluated both
+ways) and the success-vs-env-steps / wall-clock plots.
 """
 from __future__ import annotations
 
@@ -87,78 +88,135 @@ def load_results(outdir: str, include_partial: bool = False) -> dict:
             if name not in out:
                 with open(os.path.join(d, f), encoding="utf-8") as fh:
                     r = json.load(fh)
-                r["final"] = {"success_ode": r["curve"]["success_ode"][-1]}
+                r["final"] = {k: v[-1] for k, v in r["curve"].items() if k.startswith("success_")}
                 out[name] = r
     return out
 
 
+# Views of a method's success: 'alone' (the policy, no selection) and 'select' (best-of-N by the
+# target critics) when the run evaluated them (compare.py --eval_modes=alone,select); otherwise
+# 'ode', the algorithm's own ODE act (for QC and EXPO that act already selects by the critic).
+VIEWS = {"alone": "policy alone", "select": "with selection", "ode": "ODE act"}
+THRESHOLDS = (0.8, 0.95)
+
+
+def views(result) -> list:
+    """The success views a result has, in table order."""
+    c = result["curve"]
+    if "success_alone" in c:
+        return [v for v in ("alone", "select") if f"success_{v}" in c]
+    return ["ode"]
+
+
+def clock_key(results) -> str:
+    """'cpu_seconds' when every result ran on a CPU and logged its CPU time (a run pinned to one core
+    of a shared machine: its CPU seconds are the uncontended wall-clock of that core), else
+    'wall_seconds'."""
+    def cpu(r):
+        t = r["curve"].get("cpu_seconds")
+        return str(r.get("device", "")).startswith("cpu") and t is not None and np.all(np.isfinite(t))
+    return "cpu_seconds" if results and all(cpu(r) for r in results.values()) else "wall_seconds"
+
+
+def first_crossing(x, success, threshold: float):
+    """The first x at which the seed-mean success reaches `threshold`, or None."""
+    y = np.asarray(success, float)
+    y = y.mean(-1) if y.ndim == 2 else y
+    hit = np.nonzero(y >= threshold - 1e-9)[0]
+    return None if hit.size == 0 else float(np.asarray(x, float)[hit[0]])
+
+
+def _fmt_pair(values, fmt):
+    return " / ".join("-" if v is None else fmt(v) for v in values)
+
+
 def write_report(outdir: str, results: dict, order=None, bc=None, title: str = "") -> dict:
-    """curves.csv, comparison.md and the two PNG plots from per-method results. Returns paths."""
+    """curves.csv, comparison.md and the two PNG plots from per-method results. Returns paths.
+
+    One table row per method and view (`views`): final success with a 95% bootstrap CI over seeds,
+    the normalized AUC, env steps and seconds (`clock_key`) until the seed mean first reaches 0.8
+    and 0.95, the env steps and seconds run."""
     names = [n for n in (order or results) if n in results]
-    mode = "ode"
+    clock = clock_key({n: results[n] for n in names})
+    clock_name = "CPU s (1 core)" if clock == "cpu_seconds" else "wall s"
     paths = {"csv": os.path.join(outdir, "curves.csv"), "md": os.path.join(outdir, "comparison.md")}
+    modes = ("ode", "alone", "select")
     with open(paths["csv"], "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["method", "seed", "env_steps", "wall_seconds", "grad_steps", "success_ode"])
+        w.writerow(["method", "seed", "env_steps", "wall_seconds", "cpu_seconds", "grad_steps"]
+                   + [f"success_{m}" for m in modes])
         for n in names:
             c = results[n]["curve"]
+            cpu = c.get("cpu_seconds")
             for j, seed in enumerate(results[n]["seeds"]):
                 for i in range(len(c["env_steps"])):
                     w.writerow([n, seed, round(c["env_steps_per_seed"][i][j]), round(c["wall_seconds"][i], 2),
-                                c["grad_steps"][i], c[f"success_{mode}"][i][j]])
-    rows = []
-    for n in names:
-        r = results[n]
-        c = r["curve"]
-        final = np.asarray(r["final"]["success_ode"])
-        final_sde = np.asarray(r["final"].get("success_sde", [np.nan]))
-        auc = _per_seed_auc(c["env_steps"], c[f"success_{mode}"])
-        lo, hi = bootstrap_ci(final)
-        alo, ahi = bootstrap_ci(auc)
-        label = f"{n} (unfinished: last evaluation)" if r.get("partial") else n
-        rows.append((label, len(r["seeds"]), final.mean(), lo, hi, final_sde.mean(), np.mean(auc), alo, ahi,
-                     r["env_steps"], r["seconds"], r.get("device", "?")))
+                                "" if cpu is None else round(cpu[i], 2), c["grad_steps"][i]]
+                               + [c[f"success_{m}"][i][j] if f"success_{m}" in c else "" for m in modes])
     lines = []
     if title:
         lines += [f"### {title}", ""]
     if bc:
         lines += [f"BC start: ODE {bc.get('bc_success_ode', float('nan')):.3f}, "
                   f"SDE {bc.get('bc_success_sde', float('nan')):.3f}.", ""]
-    lines += ["| method | seeds | final ODE success [95% CI] | final SDE | AUC (ODE) [95% CI] | env steps | wall s | device |",
-              "|---|---|---|---|---|---|---|---|"]
-    for (n, s, f, lo, hi, fs, a, alo, ahi, es, sec, dev) in rows:
-        fs = "-" if np.isnan(fs) else f"{fs:.3f}"
-        lines.append(f"| {n} | {s} | {f:.3f} [{lo:.3f}, {hi:.3f}] | {fs} | {a:.3f} [{alo:.3f}, {ahi:.3f}] "
-                     f"| {es:,.0f} | {sec:,.0f} | {dev} |")
+    thr = " / ".join(f"{t:g}" for t in THRESHOLDS)
+    lines += [f"| method | view | seeds | final success [95% CI] | AUC [95% CI] | env steps to {thr} | "
+              f"{clock_name} to {thr} | env steps | {clock_name} | device |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for n in names:
+        r = results[n]
+        c = r["curve"]
+        label = f"{n} (unfinished: last evaluation)" if r.get("partial") else n
+        seconds = c.get(clock) or c["wall_seconds"]
+        for v in views(r):
+            y = c[f"success_{v}"]
+            final = np.asarray(r["final"].get(f"success_{v}", y[-1]), float)
+            lo, hi = bootstrap_ci(final)
+            auc = _per_seed_auc(c["env_steps"], y)
+            alo, ahi = bootstrap_ci(auc)
+            steps = [first_crossing(c["env_steps"], y, t) for t in THRESHOLDS]
+            secs = [first_crossing(seconds, y, t) for t in THRESHOLDS]
+            lines.append(f"| {label} | {VIEWS[v]} | {len(r['seeds'])} | {final.mean():.3f} [{lo:.3f}, {hi:.3f}] | "
+                         f"{np.mean(auc):.3f} [{alo:.3f}, {ahi:.3f}] | {_fmt_pair(steps, lambda x: f'{x:,.0f}')} | "
+                         f"{_fmt_pair(secs, lambda x: f'{x:,.0f}')} | {r['env_steps']:,.0f} | "
+                         f"{seconds[-1] if seconds else r['seconds']:,.0f} | {r.get('device', '?')} |")
+    if any("ode" in views(results[n]) for n in names):
+        lines += ["", "ODE act: the algorithm's own ODE action, which for QC and EXPO already selects among "
+                  "candidates by the critic (runs without --eval_modes=alone,select)."]
     with open(paths["md"], "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     try:
-        paths.update(_plot(outdir, results, names, mode, title))
+        paths.update(_plot(outdir, results, names, clock, title))
     except Exception as e:  # plots must not lose the table
         print(f"[compare] plots not drawn: {type(e).__name__}: {e}")
     return paths
 
 
-def _plot(outdir, results, names, mode, title):
+def _plot(outdir, results, names, clock, title):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out = {}
     cmap = plt.get_cmap("tab20")
+    clock_label = ("CPU seconds (one core; all seeds in one program)" if clock == "cpu_seconds"
+                   else "wall-clock seconds (all seeds in one program)")
+    styles = {"alone": "-", "ode": "-", "select": "--"}
     for xkey, fname, xlabel in (("env_steps", "success_vs_env_steps.png", "env steps"),
-                                ("wall_seconds", "success_vs_wall_clock.png", "wall-clock seconds (all seeds in one program)")):
+                                (clock, "success_vs_wall_clock.png", clock_label)):
         fig, ax = plt.subplots(figsize=(8, 5))
         for i, n in enumerate(names):
             c = results[n]["curve"]
-            x = np.asarray(c[xkey], float)
-            y = np.asarray(c[f"success_{mode}"], float)          # (T, S)
-            ci = np.array([bootstrap_ci(row, 2000) for row in y])
-            label = f"{n} (n={y.shape[1]}" + (", unfinished)" if results[n].get("partial") else ")")
-            ax.plot(x, y.mean(-1), label=label, color=cmap(i % 20))
-            ax.fill_between(x, ci[:, 0], ci[:, 1], color=cmap(i % 20), alpha=0.15)
+            x = np.asarray(c.get(xkey) or c["wall_seconds"], float)
+            for v in views(results[n]):
+                y = np.asarray(c[f"success_{v}"], float)          # (T, S)
+                ci = np.array([bootstrap_ci(row, 2000) for row in y])
+                label = (f"{n}, {VIEWS[v]} (n={y.shape[1]}"
+                         + (", unfinished)" if results[n].get("partial") else ")"))
+                ax.plot(x, y.mean(-1), styles[v], label=label, color=cmap(i % 20))
+                ax.fill_between(x, ci[:, 0], ci[:, 1], color=cmap(i % 20), alpha=0.12)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"success ({mode.upper()} sampler)")
+        ax.set_ylabel("success (solid: policy alone / ODE act; dashed: with selection)")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         ax.set_title((title + ": " if title else "") + "mean over seeds, 95% bootstrap CI")

@@ -96,7 +96,7 @@ def test_run_seeds_and_report(tmp_path):
     assert len(rows) == 1 + 2 * 2 * len(curve["env_steps"])
     table = open(paths["md"]).read()
     assert table.index("| b |") < table.index("| a |") and "BC start: ODE 0.100" in table
-    for png in ("success_vs_env_steps.png", "success_vs_wall_clock.png"):
+    for png in ("success_vs_env_steps.png", "success_vs_wall_clock.png", "rollout_success_vs_env_steps.png"):
         assert os.path.getsize(tmp_path / png) > 1000
 
     # an unfinished method's curves so far (<name>.partial) show up only with include_partial, its

@@ -226,4 +226,29 @@ def _plot(outdir, results, names, clock, title):
         fig.savefig(path, dpi=110)
         plt.close(fig)
         out[fname] = path
+    # the training rollouts' success per logged interval: the fine-grained curve between evaluations
+    # (each method's own acting sampler: SDE chains, QC's best-of-N, ...)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    drawn = False
+    for i, n in enumerate(names):
+        ro = results[n].get("rollout") or {}
+        if len(ro.get("env_steps", [])) < 2:
+            continue
+        y = np.asarray(ro["success"], float).mean(-1)
+        k = min(5, y.size)
+        smooth = np.convolve(y, np.ones(k) / k, mode="valid")
+        ax.plot(np.asarray(ro["env_steps"], float)[k - 1:], smooth, label=n, color=cmap(i % 20))
+        drawn = True
+    if drawn:
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("training rollout success (mean over seeds, 5-interval moving average)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.set_title((title + ": " if title else "") + "success of the episodes each method collected")
+        ax.legend(fontsize=7, ncol=2, loc="lower right")
+        fig.tight_layout()
+        path = os.path.join(outdir, "rollout_success_vs_env_steps.png")
+        fig.savefig(path, dpi=110)
+        out["rollout_success_vs_env_steps.png"] = path
+    plt.close(fig)
     return out

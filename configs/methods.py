@@ -128,6 +128,11 @@ def resolve(names: str | list) -> list:
     return list(names)
 
 
+# OGPO-only fields a task preset sets as part of its OGPO recipe: a method that runs another
+# algorithm takes their defaults unless it sets them itself
+_OGPO_ONLY = ("critic_updates_per_update",)
+
+
 def apply(config, name: str):
     """A copy of `config` with method `name`'s algo overrides applied."""
     overrides = METHODS[name][1]
@@ -136,4 +141,9 @@ def apply(config, name: str):
         if k not in c.algo:
             raise ValueError(f"method {name!r} overrides unknown algo key {k!r}")
         c.algo[k] = v
+    if c.algo.name != "ogpo":
+        from ogpo_jax.algorithms.config import OGPOConfig
+        for k in _OGPO_ONLY:
+            if k not in overrides:
+                c.algo[k] = getattr(OGPOConfig(), k)
     return c

@@ -56,3 +56,16 @@ def test_top_k_with_dense_advantages_gets_a_note_and_the_exact_setting_none():
     assert lines == [msg] and "drops 4 of 8 chains" in msg and "'conservative'" in msg
     c.algo.adv_strategy = "conservative"
     assert pipeline.warn_if_top_k_inexact(c) is None
+
+
+def test_every_method_runs_from_the_can_recipe():
+    """The preset's OGPO-only settings (four critic steps per update) do not reach the baselines."""
+    from configs import methods
+    c = can.get_config("quick")
+    c.algo.critic_updates_per_update = 4
+    for name in methods.METHODS:
+        m = methods.apply(c, name)
+        validate(m)
+        if m.algo.name != "ogpo":
+            assert m.algo.critic_updates_per_update == 1, name
+    assert methods.apply(c, "ogpo_plus").algo.critic_updates_per_update == 4

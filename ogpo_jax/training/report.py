@@ -192,6 +192,21 @@ def write_report(outdir: str, results: dict, order=None, bc=None, title: str = "
     return paths
 
 
+def _save(fig, ax, xlabel, ylabel, title, path):
+    """Label, style and write one plot."""
+    import matplotlib.pyplot as plt
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _plot(outdir, results, names, clock, title):
     import matplotlib
     matplotlib.use("Agg")
@@ -199,6 +214,7 @@ def _plot(outdir, results, names, clock, title):
 
     out = {}
     cmap = plt.get_cmap("tab20")
+    prefix = title + ": " if title else ""
     clock_label = ("CPU seconds (one core; all seeds in one program)" if clock == "cpu_seconds"
                    else "wall-clock seconds (all seeds in one program)")
     styles = {"alone": "-", "ode": "-", "select": "--"}
@@ -215,17 +231,8 @@ def _plot(outdir, results, names, clock, title):
                          + (", unfinished)" if results[n].get("partial") else ")"))
                 ax.plot(x, y.mean(-1), styles[v], label=label, color=cmap(i % 20))
                 ax.fill_between(x, ci[:, 0], ci[:, 1], color=cmap(i % 20), alpha=0.12)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("success (solid: policy alone / ODE act; dashed: with selection)")
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-        ax.set_title((title + ": " if title else "") + "mean over seeds, 95% bootstrap CI")
-        ax.legend(fontsize=7, ncol=2, loc="lower right")
-        fig.tight_layout()
-        path = os.path.join(outdir, fname)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        out[fname] = path
+        out[fname] = _save(fig, ax, xlabel, "success (solid: policy alone / ODE act; dashed: with selection)",
+                           prefix + "mean over seeds, 95% bootstrap CI", os.path.join(outdir, fname))
     # the training rollouts' success per logged interval: the fine-grained curve between evaluations
     # (each method's own acting sampler: SDE chains, QC's best-of-N, ...)
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -239,16 +246,10 @@ def _plot(outdir, results, names, clock, title):
         smooth = np.convolve(y, np.ones(k) / k, mode="valid")
         ax.plot(np.asarray(ro["env_steps"], float)[k - 1:], smooth, label=n, color=cmap(i % 20))
         drawn = True
-    if drawn:
-        ax.set_xlabel("env steps")
-        ax.set_ylabel("training rollout success (mean over seeds, 5-interval moving average)")
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-        ax.set_title((title + ": " if title else "") + "success of the episodes each method collected")
-        ax.legend(fontsize=7, ncol=2, loc="lower right")
-        fig.tight_layout()
-        path = os.path.join(outdir, "rollout_success_vs_env_steps.png")
-        fig.savefig(path, dpi=110)
-        out["rollout_success_vs_env_steps.png"] = path
-    plt.close(fig)
+    if not drawn:
+        plt.close(fig)
+        return out
+    fname = "rollout_success_vs_env_steps.png"
+    out[fname] = _save(fig, ax, "env steps", "training rollout success (mean over seeds, 5-interval moving average)",
+                       prefix + "success of the episodes each method collected", os.path.join(outdir, fname))
     return out

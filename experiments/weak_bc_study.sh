@@ -5,6 +5,7 @@
 #
 #   bash experiments/weak_bc_study.sh            # both queues in the background, one core each
 #   QUEUE=can bash experiments/weak_bc_study.sh  # one queue in the foreground
+#   QUEUE=collect bash experiments/weak_bc_study.sh   # results so far -> docs/results/cmp39_*
 #
 # Each queue runs its methods one after the other pinned to one core (taskset), so a method's CPU
 # seconds are its wall-clock on that core alone, whatever runs on the other. Every method resumes
@@ -40,9 +41,26 @@ square() {
   done
 }
 
+collect() {   # copy the results so far (finished and partial) to docs/results/cmp39_* and redraw
+  for t in can square; do
+    src=runs/cmp39_$t dst=docs/results/cmp39_$t
+    [ -d $src/methods ] || continue
+    mkdir -p $dst/methods
+    cp $src/bc_info.json $dst/ 2>/dev/null
+    cp $src/methods/*.json $src/methods/*.partial $dst/methods/ 2>/dev/null
+    for s in $src/methods/*.run/seed_*; do       # per-seed training logs: the fine-grained curves
+      [ -f "$s/metrics.jsonl" ] || continue
+      d=$dst/methods/$(basename "$(dirname "$s")" .run).logs/$(basename "$s")
+      mkdir -p "$d" && cp "$s/metrics.jsonl" "$d/"
+    done
+    python3 experiments/compare.py --outdir=$dst --report_only --include_partial --title="$t (issue 39)" > /dev/null
+  done
+}
+
 case "${QUEUE:-both}" in
+  collect) collect ;;
   can) can ;;
   square) square ;;
   both) mkdir -p runs; can > runs/cmp39_can.log 2>&1 & square > runs/cmp39_square.log 2>&1 & wait ;;
-  *) echo "QUEUE must be can, square or both, got ${QUEUE}" >&2; exit 2 ;;
+  *) echo "QUEUE must be can, square, both or collect, got ${QUEUE}" >&2; exit 2 ;;
 esac

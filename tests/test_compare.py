@@ -128,6 +128,9 @@ def test_run_seeds_and_report(tmp_path):
     assert more["curve"]["env_steps"][:n + 1] == curve["env_steps"]
     assert more["curve"]["success_ode"][:n + 1] == curve["success_ode"]
     assert more["curve"]["env_steps"][-1] >= 150 > curve["env_steps"][-1]
+    # the process's CPU seconds: 0 at the start, growing, and carried across the resume
+    cpu = more["curve"]["cpu_seconds"]
+    assert cpu[0] == 0.0 and all(b > a for a, b in zip(cpu, cpu[1:])) and cpu[n] == curve["cpu_seconds"][n]
     assert more["grad_steps"] > res["grad_steps"]
 
 

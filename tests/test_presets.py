@@ -16,6 +16,8 @@ def test_can_presets_share_the_recipe_and_state_their_utd(preset):
     assert can.grad_steps_per_env_step(c) == pytest.approx(0.25)
     assert c.algo.bc_coeff == 0.1 and c.algo.critic_warmup_updates == 1500 and c.algo.actor_tau == 0.005
     assert c.algo.actor_lr == 1e-4 and c.algo.flow_steps == 5 and c.algo.rollout_mode == "sde"
+    # OGPO+ with four critic steps per actor step (the weak-BC table in RESULTS.md)
+    assert c.algo.adv_strategy == "vanilla" and c.algo.critic_updates_per_update == 4
     # BC's early stop and the finetune evaluations use one evaluator program
     assert c.bc.eval_episodes == c.train.eval_episodes
     assert c.env.kwargs.impl == "jax"

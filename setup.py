@@ -24,7 +24,7 @@ setup(
         "tqdm>=4.66",
         "matplotlib>=3.8",
         "numpy>=1.26",
-        # MJX tasks; mujoco 4.0.0 is an empty meta-package (DESIGN §6), so stay on 3.x and keep
+        # MJX tasks; mujoco 4.0.0 is an empty meta-package, so stay on 3.x and keep
         # mujoco and mujoco-mjx on the same release
         "mujoco>=3.3.7,<4",
         "mujoco-mjx>=3.3.7,<4",

@@ -11,7 +11,7 @@ passes to the next):
           `env_throughput.benchmark_actions` (a moving arm), with the compile time of the reset
           and step programs; a batch that fails (out of memory) is recorded and the task's larger
           ones skipped.
-  update  ms per actor, critic and fused OGPO update at paper scale (DESIGN §4: 4x512, 10 heads,
+  update  ms per actor, critic and fused OGPO update at paper scale (4x512, 10 heads,
           256 states x 32 chains, K = 10) and at the GPU preset's scale (configs/can.py), each in
           full fp32 (`highest`) and at the matmul precision the preset runs with (JAX's default,
           which lets GPUs use TF32-class matmuls), with compile times.

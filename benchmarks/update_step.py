@@ -23,7 +23,7 @@ import numpy as np
 from ogpo_jax.algorithms import ogpo
 from ogpo_jax.algorithms.config import OGPOConfig
 
-# Paper scale: DESIGN §4 defaults (4x512 actor and critics, 10 heads, 256 states x 32 chains, K=10),
+# Paper scale: the paper's defaults (4x512 actor and critics, 10 heads, 256 states x 32 chains, K=10),
 # with robomimic Can's shapes (low-dim obs 23, 7-D action, H=4). Toy scale: configs/toy.py.
 SCALES = {
     "paper": dict(obs_dim=23, chunk_shape=(4, 7), config=OGPOConfig()),

@@ -1,5 +1,5 @@
 """Method presets for `experiments/compare.py`: each is a set of `algo.*` overrides on top of a task
-config (PAPER_NOTES §4, §8). Anything not overridden keeps the task's value, in particular the
+config (the paper's variants and ablations). Anything not overridden keeps the task's value, in particular the
 success-buffer BC weight `bc_coeff` (lambda), so "+" methods use the task's lambda.
 
     python experiments/compare.py --config=configs/toy.py:quick --methods=ogpo,ogpo_plus,ogpo_ca

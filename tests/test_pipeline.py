@@ -81,7 +81,7 @@ def test_toy_end_to_end_lifts_a_weak_bc_policy(tmp_path):
 def test_ppo_alone_improves_bc(tmp_path, seed):
     """The PPO path on its own: success-buffer BC off (lambda = 0), at least +0.15 over BC.
 
-    With the toy's fast EMA (tau 0.05) pure PPO collapses to 0 success (DESIGN §7, RESULTS.md),
+    With the toy's fast EMA (tau 0.05) pure PPO collapses to 0 success (RESULTS.md),
     so this uses the paper's slow EMA (tau 0.005), actor lr 1e-4, vanilla group-mean advantages
     and 64 states x 16 chains per actor step (32 states left seed 1 at +0.11..+0.13). 512 eval
     episodes keep the estimate's std under 0.025. Measured on the 2-core CPU (RESULTS.md):

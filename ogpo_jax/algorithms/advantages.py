@@ -4,7 +4,7 @@ All functions take `q` of shape (M, B, G): M critic heads, B states, G chains pe
 return advantages of shape (B, G). Advantages are used under `stop_gradient`.
 
 The baseline is the per-head group mean (OGPO) unless a state value `baseline` (B,) or (M, B) is
-given (the V(s)-baseline ablation). Strategies (PAPER_NOTES §4.2):
+given (the V(s)-baseline ablation). Strategies:
 
     vanilla       mean over heads of A_m                          (OGPO)
     conservative  min_m A_m if all A_m > 0, max_m A_m if all < 0, else 0   (OGPO-CA, "two-sided")
@@ -95,7 +95,7 @@ def postprocess(adv, q, std_norm: bool = False, nonneg: bool = False):
 
 
 def chi2_advantage(q, ratio, beta_base: float, alpha: float, q_std_target: float = 1.0):
-    """Chi-square regularized advantage (PAPER_NOTES §4.3).
+    """Chi-square regularized advantage (the paper's chi-square variant).
 
     q (M, B, G) per-head Q of the chains, ratio (B, G) = exp(lp_theta - lp_slow) of the same chains
     against a slow reference actor (stop-gradient). With the ensemble spread

@@ -10,7 +10,7 @@ An algorithm is a handful of pure, jittable functions over its own state (a flax
 The state carries what the driver reads: `step` (updates done, int32), `config` (static, an
 `OGPOConfig` whose `name` is the algorithm's registry name) and `chunk_shape` (static, (H, da)).
 `batch` holds replay chunk transitions and `success_batch` chunks from successful episodes
-(`training/loop.py` samples both; DESIGN §4); an `on_policy` algorithm gets the loop's rollout
+(`training/loop.py` samples both); an `on_policy` algorithm gets the loop's rollout
 instead (time-ordered rows of every env plus the keys its `act` drew them with, so it can
 regenerate its denoising chains exactly) and `success_batch=None`. `act(..., actor=...)` picks which actor params act
 ('ema' or 'current'; default `config.act_with`): the driver evaluates both.

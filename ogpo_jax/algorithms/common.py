@@ -17,7 +17,7 @@ def polyak(target, online, tau: float):
 
 
 def cyclic_cosine_schedule(peak: float, floor: float, warmup_steps: int, period: int):
-    """Repeating warm-up + cosine schedule of the OGPO actor (PAPER_NOTES §3.2).
+    """Repeating warm-up + cosine schedule of the OGPO actor (the paper's actor schedule).
 
     Each period of `period` steps ramps linearly from `floor` to `peak` over `warmup_steps`, then
     decays with a half cosine back to `floor` at the end of the period.

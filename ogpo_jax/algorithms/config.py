@@ -1,4 +1,4 @@
-"""`OGPOConfig`: every OGPO hyperparameter (DESIGN §4) as one frozen, validated dataclass.
+"""`OGPOConfig`: every OGPO hyperparameter as one frozen, validated dataclass.
 
 The dataclass is hashable, so it rides along as static data in every algorithm's state (e.g.
 `ogpo.OGPOState`) and jit caches key on its values. Build it from an `ml_collections.ConfigDict`
@@ -61,7 +61,7 @@ class OGPOConfig:
     discount: float = 0.99
     critic_tau: float = 0.05
     # The paper's code configures 3e-4 but its online optimizer reset uses the actor lr (4.5e-5)
-    # for the critic too (PAPER_NOTES §3.3). We keep the configured value as the default.
+    # for the critic too. We keep the configured value as the default.
     critic_lr: float = 3e-4
     critic_weight_decay: float = 1e-5
     batch_size: int = 256                 # critic TD batch (sequences of H steps)
@@ -89,7 +89,7 @@ class OGPOConfig:
     # Baseline of the advantage: 'group_mean' (OGPO) or 'value', a learned V(s) regressed onto the
     # group-mean Q of the EMA actor's chains (ablation; same critic lr and widths as the critic).
     baseline: str = "group_mean"
-    # Policy-extraction objective (PAPER_NOTES §8 ablation 7):
+    # Policy-extraction objective (the paper's extraction ablation):
     #   ppo      clipped PPO over the whole denoising chain (OGPO)
     #   bptt     maximise mean_heads Q(s, ODE sample of the current actor), backprop through the chain
     #   awr_fm   flow matching on replay actions weighted by exp(A / awr_beta), A = Q(s, a) - group mean
@@ -124,7 +124,7 @@ class OGPOConfig:
     best_of_n: int = 8
     best_of_n_heads: int = 2
     act_with: str = "ema"                 # which actor collects data: 'ema' (paper code) or 'current'
-    # --- chi-square regularization against a slow EMA reference actor (PAPER_NOTES §4.3)
+    # --- chi-square regularization against a slow EMA reference actor
     chi2_enabled: bool = False
     chi2_beta_base: float = 0.1
     chi2_tau_slow: float = 5e-4           # Polyak rate of the slow reference (starts at the BC actor)

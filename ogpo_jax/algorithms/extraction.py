@@ -1,7 +1,7 @@
 """Policy-extraction objectives: how critic advantages become an actor gradient.
 
 OGPO's own objective is the clipped PPO surrogate over whole denoising chains (`ppo_objective`);
-the others are the ablations of PAPER_NOTES §8 (items 1 and 7), selected by `algo.extraction`.
+the others are the paper's extraction ablations, selected by `algo.extraction`.
 Every function is a pure loss of the actor params `params` returning (loss, metrics); everything
 else (chains, advantages, old log-probs, critic params) arrives as constants.
 

@@ -4,7 +4,7 @@ A transition is a dict: obs (obs_dim,), actions (H, da), rewards (H,), valid (H,
 next_obs (obs_dim,), terminal (), success (). Buffers are pytrees (`flax.struct`), so they live in
 the training carry, checkpoint with orbax and shard like params.
 
-Success-buffer staging (DESIGN §4): success is only known at episode end, so each env keeps the
+Success-buffer staging: success is only known at episode end, so each env keeps the
 chunk transitions of its current episode in a staging area; when the episode ends successfully
 they are copied into the success ring with one masked write.
 """

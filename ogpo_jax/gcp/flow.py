@@ -1,6 +1,6 @@
 """Flow-matching generative control policy: BC loss, ODE/SDE samplers, chain log-probability.
 
-Conventions (PAPER_NOTES §2): flow time t in [0, 1], t = 0 is Gaussian noise and t = 1 is data;
+Conventions (those of the OGPO paper and its code): flow time t in [0, 1], t = 0 is Gaussian noise and t = 1 is data;
 `x_t = (1 - t) x0 + t a`, velocity target `a - x0`. Chunks are flattened to D = H * da.
 
 The stochastic sampler is the one used by OGPO for RL. Step i (t_i = i / K, dt = 1 / K):

@@ -1,4 +1,4 @@
-"""Flow-matching behaviour cloning with the "clipped" early stop (PAPER_NOTES §5 step 0).
+"""Flow-matching behaviour cloning with the "clipped" early stop (the paper's weak BC initialization).
 
 Trains in jitted blocks of `eval_every` steps; after each block evaluates the stochastic (SDE)
 sampler and stops as soon as its success reaches `stop_success`, so finetuning starts from a

@@ -20,11 +20,10 @@ import tempfile
 import jax
 import numpy as np
 
-from ogpo_jax.algorithms import base as algorithms
 from ogpo_jax.algorithms.config import SWEEPABLE
 from ogpo_jax.training import finetune, loop, rundir
 from ogpo_jax.training.config import validate
-from ogpo_jax.training.evaluation import SELECTION_MODES, has_selection
+from ogpo_jax.training.evaluation import SELECTION_MODES
 
 
 def init_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seeds):
@@ -102,8 +101,9 @@ def _run_members(config, env, episode_length, chunk_shape, obs_dim, bc_params, s
             raise ValueError(f"eval_modes must be among {known + other}, got {m!r}")
     if not eval_modes:
         raise ValueError("eval_modes needs at least one sampler")
-    if not has_selection(algorithms.get(algo_cfg.name)):      # no chunked critic: nothing to select with
-        eval_modes = tuple(m for m in eval_modes if m != "select") or ("alone",)
+    # the samplers the driver builds for this algorithm ('select' needs a chunked critic)
+    available = finetune.eval_policies(algo_cfg, eval_modes, other_actor=True)
+    eval_modes = tuple(m for m in eval_modes if m in available) or ("alone",)
     views_only = any(m in SELECTION_MODES for m in eval_modes)
     if views_only:
         # the two views are what the comparison reports, and the curve's last evaluation (at the

@@ -1,4 +1,4 @@
-"""Every run-config field with its default (DESIGN §4). Task configs (`configs/*.py`) start from
+"""Every run-config field with its default. Task configs (`configs/*.py`) start from
 this (`configs/base.py` re-exports it), and `training.config.validate` checks a config's keys and
 types against it.
 

@@ -1,6 +1,6 @@
 """The act / store / update loop as one compiled `lax.scan` per logging interval.
 
-One *iteration* (DESIGN §4, "update unit"): every env acts one chunk (num_envs x H env steps, fewer
+One *iteration* (the update unit): every env acts one chunk (num_envs x H env steps, fewer
 where episodes end inside a chunk), the chunk transitions go into the replay ring and the success
 staging area, then `updates_per_iteration` updates of the agent's algorithm run (once `start_training` env steps have
 been collected). `make_interval(...)` returns a jitted function that runs `num_iterations`

@@ -3,7 +3,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="ogpo-jax",
-    version="0.1.0",
+    version="0.2.0",
     description="Full-finetuning of flow/diffusion robot control policies with OGPO, in JAX",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

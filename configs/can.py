@@ -6,7 +6,7 @@
 Pipeline: scripted demos -> clipped BC (stop at SDE success >= 0.45) -> OGPO finetune.
 
 Both presets share one learning recipe, the settings with which OGPO improved on clipped BC on Can
-(RESULTS.md: the weak-BC table that opens "Can (MJX) at configs/can.py:quick"): OGPO+ (group-mean
+(RESULTS.md: the weak-BC table that opens "Can (MJX)"): OGPO+ (group-mean
 advantages plus a weak success-buffer BC term, lambda 0.1) with four critic TD steps per actor
 step, 0.25 actor updates per env step, the critic alone for the first 1,500 updates, actor lr 1e-4
 (floor 3e-5) after a 500-update warm-up, actor EMA tau 0.005, SDE rollouts, K = 5 denoising steps.

@@ -12,7 +12,7 @@ Square setting. What differs from Can is the task (the nut must go over the peg 
 clearance per side; README, "Tasks") and one setting of the recipe: conservative advantages
 (OGPO-CA, the paper's Square method) instead of Can's group-mean ones. From Square's weak BC (ODE
 0.19) the critic audit found no state whose chunks its Monte-Carlo returns could rank (RESULTS.md,
-"Square: does our critic rank its chunks?"), and conservative advantages keep the policy still
+"Does the critic rank Square's chunks?"), and conservative advantages keep the policy still
 where the critic heads disagree on the sign. Whether OGPO-CA with four critic steps lifts this BC
 at 300k env steps is the weak-BC Square table in RESULTS.md.
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The issue-5 comparisons (RESULTS.md "OGPO family and ablations") as parallel processes on one
+# The issue-5 comparisons (RESULTS.md, "Which OGPO variant?" under the toy task and Can) as parallel processes on one
 # machine: Can headline methods x 2 seeds, and every method x 3 seeds on the two toy tasks.
 # Each process runs experiments/compare.py for a few methods; finished methods land in
 # runs/cmp_*/methods/<name>.json (unfinished ones in <name>.partial). Afterwards rebuild the

@@ -9,4 +9,4 @@ from ogpo_jax.algorithms import ogpo
 from ogpo_jax.algorithms.config import OGPOConfig
 
 __all__ = ["ogpo", "OGPOConfig"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

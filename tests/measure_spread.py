@@ -13,7 +13,7 @@ be placed where <= 1% of runs would fail and its docstring can quote the spread.
 Results accumulate in docs/results/ci_spread/spread.json (a seed already measured is skipped, so
 an interrupted run resumes; --force measures again) and docs/results/ci_spread/spread.md. The
 end-to-end toy check (tests/test_pipeline.py) takes minutes per seed and is measured with
-experiments/seed_spread.py instead (RESULTS.md, "CI learning checks").
+experiments/seed_spread.py instead (RESULTS.md, "How much does the outcome vary across seeds?").
 """
 import argparse
 import importlib

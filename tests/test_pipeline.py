@@ -23,7 +23,7 @@ class ToyBar:
     XLA rounds differently, and its run of a seed is, for the bar, another seed.
     `python experiments/seed_spread.py --config=configs/toy.py:quick --seeds=0-11 --outdir=<dir>
     --config.train.eval_episodes=512 --config.train.eval_every_env_steps=25000` (RESULTS.md,
-    "The CI learning checks and their spread")."""
+    "How much does the outcome vary across seeds?")."""
     env_steps: int
     bc_at_most: float        # the BC init is weak
     final_at_least: float    # finetuned ODE success

@@ -201,3 +201,40 @@ def test_insert_names_missing_transition_keys():
     buf = rb.init_buffer(rb.transition_spec(OBS, CHUNK), 8)
     with pytest.raises(KeyError, match="missing \\['success'\\]"):
         rb.insert(buf, _batch(jax.random.PRNGKey(0), 2))
+
+
+def _readme_public_names() -> dict:
+    """{module path: [names]} from the README's "Public API" list (backticked `module`: `name`, ...)."""
+    import pathlib
+    import re
+    text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = " ".join(text.split("**Public API.**", 1)[1].split("\n\nWhat `update` reads", 1)[0].split())
+    names = {}
+    for module, listed in re.findall(r"`(ogpo_jax[\w.]*)`:\s*(.*?)(?=`ogpo_jax[\w.]*`:|$)", block):
+        names[module] = re.findall(r"`(\w+)`", listed)
+    return names
+
+
+def test_every_public_name_in_the_readme_exists():
+    """The README's public list names only things a user can import (a rename without an alias
+    would fail here)."""
+    import importlib
+    listed = _readme_public_names()
+    assert {"ogpo_jax.ogpo", "ogpo_jax.data.replay", "ogpo_jax.gcp", "ogpo_jax.envs.core"} <= set(listed)
+    assert len(sum(listed.values(), [])) >= 20
+    for module, names in listed.items():
+        mod = importlib.import_module(module.replace("ogpo_jax.ogpo", "ogpo_jax.algorithms.ogpo"))
+        for name in names:
+            assert hasattr(mod, name), f"README lists {module}.{name}, which does not exist"
+    assert hasattr(OGPOConfig(), "gcp_spec")
+
+
+def test_renamed_public_names_warn_and_still_work():
+    """0.2.0 renames (CHANGELOG.md) keep their old names for a minor version, with a warning."""
+    config = OGPOConfig()
+    with pytest.warns(DeprecationWarning, match="gcp_spec"):
+        assert config.flow_spec == config.gcp_spec
+    with pytest.warns(DeprecationWarning, match="OGPOState"):
+        assert ogpo.TrainState is ogpo.OGPOState
+    with pytest.raises(AttributeError, match="no attribute 'TrainStat'"):
+        ogpo.TrainStat

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any, Mapping
 
 import jax.numpy as jnp
@@ -266,6 +267,14 @@ class OGPOConfig:
             score_correction=self.score_correction, clip_intermediate=self.clip_intermediate,
             sample_clip_stds=self.sample_clip_stds, normalize_horizon=self.normalize_horizon,
             normalize_action_dim=self.normalize_action_dim)
+
+    @property
+    def flow_spec(self) -> FlowSpec | DiffusionSpec:
+        """Deprecated alias of `gcp_spec` (renamed in 0.2.0 when diffusion policies arrived; removed
+        in 0.3.0)."""
+        warnings.warn("OGPOConfig.flow_spec is deprecated since ogpo-jax 0.2.0 and is removed in 0.3.0: "
+                      "use OGPOConfig.gcp_spec", DeprecationWarning, stacklevel=2)
+        return self.gcp_spec
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None = None, **overrides) -> "OGPOConfig":

@@ -23,6 +23,7 @@ valued once by the target critics) -> `group_advantages` (baseline, strategy, ch
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping, NamedTuple
 
 import jax
@@ -616,3 +617,18 @@ def from_older_layout(tree: dict, like: OGPOState) -> OGPOState:
 ALGORITHM = Algorithm(name=NAME, description="OGPO: chunked critic ensemble + PPO over the whole denoising chain",
                       init=init, update=update, act=act, act_modes=ACT_MODES, check_config=check_config,
                       target_q=critic_lib.target_q)
+
+
+# ----------------------------------------------------------------------------- deprecated names
+
+_DEPRECATED = {"TrainState": ("OGPOState", OGPOState)}
+
+
+def __getattr__(name: str):
+    """Names renamed in 0.2.0 stay importable, with a warning, until 0.3.0 (CHANGELOG.md)."""
+    if name in _DEPRECATED:
+        new, value = _DEPRECATED[name]
+        warnings.warn(f"ogpo.{name} is deprecated since ogpo-jax 0.2.0 and is removed in 0.3.0: use ogpo.{new}",
+                      DeprecationWarning, stacklevel=2)
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

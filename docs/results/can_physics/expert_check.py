@@ -1,6 +1,6 @@
 # Expert success over 200 demos of configs/can.py:quick (seed 0 demo key) for a variant of the Can physics:
 # env vars CONE (pyramidal|elliptic), IMPRATIO, SOLVER (cg), ITER, PADFRIC (can-pad pair friction).
-# Written to choose how to remove the MJX blow-ups (RESULTS.md, "Can physics"); not part of the package.
+# Written to choose how to remove the MJX blow-ups (RESULTS.md, Can, "Physics: NaN states, their cause, the fix and the rates"); not part of the package.
 import os, sys, time
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', '..')))
 import jax, numpy as np, mujoco

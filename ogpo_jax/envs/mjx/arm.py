@@ -81,7 +81,7 @@ class ArmParams:
     # Newton solver budget per physics step. Under vmap every environment runs as many solver and
     # line-search iterations as the slowest one, so these caps set the cost of a batched step;
     # 4 line-search iterations and tolerance 1e-5 cut it 1.5-2x against 8 and 1e-8 while the
-    # scripted Can expert still succeeds in >= 0.99 of episodes (RESULTS.md, "Can physics").
+    # scripted Can expert still succeeds in >= 0.99 of episodes (RESULTS.md, Can, "Simulator speed").
     solver_iterations: int = 4
     ls_iterations: int = 4
     solver_tolerance: float = 1e-5

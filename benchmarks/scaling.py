@@ -97,7 +97,7 @@ def measure(c, n: int, intervals: int, iterations: int) -> dict:
         "devices": n, "num_envs": c.train.num_envs, "batch_size": algo.batch_size, "ppo_batch_size": algo.ppo_batch_size,
         "updates_per_iteration": c.train.updates_per_iteration, "compile_s": compile_s, "interval_s": dt,
         "env_steps_per_s": float(np.median(steps)) / dt, "updates_per_s": float(np.median(updates)) / dt,
-        "td_rows_per_s": float(np.median(updates)) * algo.batch_size / dt, "recompiles": interval._cache_size() - 1,
+        "td_rows_per_s": float(np.median(updates)) * algo.batch_size / dt, "recompiles": interval.compiles - 1,
     }
 
 

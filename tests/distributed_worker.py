@@ -114,7 +114,7 @@ def dp(out_path, seed: int = 0):
                 td.append(r["critic/td_error"])
             succ_rate.append(r.get("rollout/success"))
         runs[n] = {"td_error": td, "rollout_success": succ_rate, "env_steps": int(ls.env_steps),
-                   "grad_steps": int(ls.agent.step), "compiles": interval._cache_size(),
+                   "grad_steps": int(ls.agent.step), "compiles": interval.compiles,
                    "replay_sharding": str(ls.replay.data["obs"].sharding.spec),
                    "replay_blocks": int(loop.num_blocks(ls.replay)), "finite": bool(np.isfinite(checksum(ls.agent)))}
     result["runs"] = runs

@@ -29,7 +29,7 @@ from ogpo_jax.algorithms import base as algorithms
 from ogpo_jax.algorithms import critic as critic_lib
 from ogpo_jax.envs import core as env_core
 from ogpo_jax.envs.core import ChunkWrapper, VmapWrapper
-from ogpo_jax.training import progress
+from ogpo_jax.training import compile_cache, progress
 
 
 class PolicySwitch:
@@ -107,11 +107,14 @@ def make_evaluator(env, horizon: int, episode_length: int, num_episodes: int, vm
 
     jitted = jax.jit(evaluate_seeds if vmap_seeds else evaluate, static_argnums=0,
                      compiler_options=env_core.compiler_options(env))
+    signatures = set()
 
     seen = set()
 
     def call(policy, params, key, index=0):
         index = jnp.asarray(index, jnp.int32)
+        signatures.add((policy, compile_cache.signature((params, key, index))))
+        call.compiles = len(signatures)
         if log is not None and policy not in seen:
             seen.add(policy)
             samplers = f"; {', '.join(policy.names)}" if isinstance(policy, PolicySwitch) else ""
@@ -120,6 +123,7 @@ def make_evaluator(env, horizon: int, episode_length: int, num_episodes: int, vm
         return jitted(policy, params, key, index)
 
     call.jitted = jitted
+    call.compiles = 0                      # programs compiled so far: one per policy and input signature
     call.num_episodes = num_episodes
     return call
 

@@ -312,7 +312,7 @@ class _Run:
             if self.first and self.compile_s is not None:
                 r["compile_s"] = self.compile_s
                 r["compile_and_first_interval_s"] = self.compile_s + dt
-        if not self.first and self.interval_fn._cache_size() > 1 and not self.warned_recompile:
+        if not self.first and self.interval_fn.compiles > 1 and not self.warned_recompile:
             self.log(f"[finetune] warning: the training interval was compiled again at env step "
                      f"{self.env_steps.max()} (inputs changed type, sharding or committed-ness); report this as a bug")
             self.warned_recompile = True
@@ -437,8 +437,8 @@ class _Run:
                 "stopped_at_budget": self.cut,
                 # compiled variants of the run's jitted programs: 1 training interval; evaluator
                 # programs 2 when BC shares the evaluator (its samplers, then the agent's samplers)
-                "compiled_programs": {"training_interval": int(self.interval_fn._cache_size()),
-                                      "evaluator": int(self.evaluator.jitted._cache_size())},
+                "compiled_programs": {"training_interval": int(self.interval_fn.compiles),
+                                      "evaluator": int(getattr(self.evaluator, "compiles", 0))},
             })
         return outs
 

@@ -18,6 +18,7 @@ from ogpo_jax.algorithms import base as algorithms
 from ogpo_jax.data import replay as rb
 from ogpo_jax.envs import core as env_core
 from ogpo_jax.envs.core import AutoResetWrapper, ChunkWrapper, VmapWrapper
+from ogpo_jax.training import compile_cache
 
 
 class LoopState(struct.PyTreeNode):
@@ -205,16 +206,26 @@ def _store(replay, success, staging, rows, done, succ_flags, keep, step_obs=None
     return replay, success, staging
 
 
-def _updates(agent, replay, success, key, num_updates: int, halted=False, halt_on_nonfinite: bool = True):
-    """`num_updates` updates of the agent's algorithm on fresh replay batches; success batch once
-    the buffer is full enough.
+# ----------------------------------------------------------------------------- update, with the guard
 
-    Non-finite guard: an update whose metrics (losses, gradient norms, Q-values, ...) are not all
-    finite is discarded (the agent stays as it was). With `halt_on_nonfinite` every later update is
-    discarded too (`halted`), so the returned agent is the last good one. Returns (agent, halted,
-    metrics averaged over the kept updates, number of discarded updates, per-metric non-finite flags
-    in the sorted order of the metric names).
-    """
+def _guarded(agent, new, metrics, halted, halt_on_nonfinite: bool):
+    """The non-finite guard of every update: `new` replaces `agent` only if every metric (losses,
+    gradient norms, Q-values, ...) is finite and no earlier update halted the interval. With
+    `halt_on_nonfinite` a non-finite update halts it: every later update is discarded too, so the
+    agent that comes out is the last good one. -> (agent, halted, kept, per-metric non-finite flags
+    in sorted name order)."""
+    bad = jnp.stack([~jnp.all(jnp.isfinite(metrics[name])) for name in sorted(metrics)])
+    keep = ~bad.any() & ~halted
+    agent = jax.tree_util.tree_map(lambda a, b: jnp.where(keep, a, b), new, agent)
+    halted = jnp.asarray(halted) | (bad.any() & halt_on_nonfinite)
+    return agent, halted, keep, bad
+
+
+def _updates(agent, replay, success, key, num_updates: int, halted=False, halt_on_nonfinite: bool = True):
+    """`num_updates` guarded updates (`_guarded`) of the agent's algorithm on fresh replay batches;
+    the success batch falls back to replay rows until the success buffer holds a batch. Returns
+    (agent, halted, metrics averaged over the kept updates, number of discarded updates, per-metric
+    non-finite flags in the sorted order of the metric names)."""
     cfg = agent.config
     algo_update = algorithms.of(agent).update
     horizon = agent.chunk_shape[0]
@@ -229,10 +240,7 @@ def _updates(agent, replay, success, key, num_updates: int, halted=False, halt_o
         ready = jnp.min(success.size) * num_blocks(success) >= cfg.success_batch_size
         succ = rb.with_fallback(succ, batch, ready, cfg.success_batch_size * per)
         new, metrics = algo_update(agent, batch, succ)
-        bad = jnp.stack([~jnp.all(jnp.isfinite(metrics[name])) for name in sorted(metrics)])
-        keep = ~bad.any() & ~halted
-        agent = jax.tree_util.tree_map(lambda a, b: jnp.where(keep, a, b), new, agent)
-        halted = halted | (bad.any() & halt_on_nonfinite)
+        agent, halted, keep, bad = _guarded(agent, new, metrics, halted, halt_on_nonfinite)
         return (agent, halted), (metrics, keep, bad)
 
     (agent, halted), (metrics, keep, bad) = jax.lax.scan(one, (agent, jnp.asarray(halted)),
@@ -241,13 +249,9 @@ def _updates(agent, replay, success, key, num_updates: int, halted=False, halt_o
 
 
 def _onpolicy_update(agent, rollout, halted=False, halt_on_nonfinite: bool = True):
-    """One update of an on-policy algorithm on a full rollout, with `_updates`' non-finite guard
-    and return values."""
+    """One guarded update of an on-policy algorithm on a full rollout; returns as `_updates`."""
     new, metrics = algorithms.of(agent).update(agent, rollout, None)
-    bad = jnp.stack([~jnp.all(jnp.isfinite(metrics[name])) for name in sorted(metrics)])
-    keep = ~bad.any() & ~halted
-    agent = jax.tree_util.tree_map(lambda a, b: jnp.where(keep, a, b), new, agent)
-    halted = jnp.asarray(halted) | (bad.any() & halt_on_nonfinite)
+    agent, halted, keep, bad = _guarded(agent, new, metrics, halted, halt_on_nonfinite)
     add = lambda tree: jax.tree_util.tree_map(lambda x: x[None], tree)  # noqa: E731
     return _kept_mean(agent, halted, add(metrics), keep[None], bad[None], 1)
 
@@ -259,9 +263,154 @@ def _kept_mean(agent, halted, metrics, keep, bad, num_updates):
     return agent, halted, mean, (num_updates - kept).astype(jnp.float32), bad.any(0)
 
 
+# ----------------------------------------------------------------------------- one iteration
+
+def _transitions(obs, actions, info, truncation_is_terminal: bool) -> dict:
+    """The chunk transitions of one env step of the batched env, as the replay stores them."""
+    return {
+        "obs": obs, "actions": actions, "rewards": info["rewards"], "valid": info["valid"],
+        "next_obs": info["final_obs"], "success": info["success"],
+        # A time limit is a real termination when the task puts time in its observation (the
+        # state at the limit is never acted from, so its value is never learned).
+        "terminal": info["terminal"] | (info["truncated"] & truncation_is_terminal),
+    }
+
+
+def _episode_metrics(nxt, finite, env_steps, ep_ret, ep_len, replay, success) -> dict:
+    """What one iteration's rollout logs: episodes that ended, their success, return and length,
+    non-finite episodes and transitions, and the buffer fill."""
+    info, done = nxt.info, nxt.done.astype(jnp.float32)
+    return {
+        "nonfinite_transitions": (~finite).sum().astype(jnp.float32),
+        "nonfinite_episodes": (done * info.get("nonfinite", jnp.zeros_like(nxt.done))).sum(),
+        "episodes": done.sum(),
+        "episode_success_sum": (done * info["success"]).sum(),
+        "episode_return_sum": (done * ep_ret).sum(),
+        "episode_length_sum": (done * ep_len).sum(),
+        "env_steps": env_steps,
+        "replay_size": replay.size.sum(),
+        "success_buffer_size": success.size.sum(),
+    }
+
+
+def _interval(ls: LoopState, env, train_cfg, num_iterations: int):
+    """`num_iterations` iterations of act -> store -> update as one `lax.scan` (one seed)."""
+    agent0 = ls.agent
+    windows = step_windows(train_cfg)
+    benv = training_env(env, agent0.chunk_shape[0], train_cfg.num_envs, record_obs=windows)
+    algo = algorithms.of(agent0)
+    halt = getattr(train_cfg, "nonfinite", "stop") == "stop"
+    if algo.on_policy:
+        update = functools.partial(_onpolicy_update, halt_on_nonfinite=halt)
+        update_shapes = jax.eval_shape(update, agent0, ls.rollout)
+    else:
+        update = functools.partial(_updates, num_updates=int(train_cfg.updates_per_iteration), halt_on_nonfinite=halt)
+        update_shapes = jax.eval_shape(update, agent0, ls.replay, ls.success, ls.key)
+    zeros = lambda tree: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), tree)  # noqa: E731
+
+    def act_and_step(ls: LoopState, key):
+        """Every env acts one chunk -> (next env state, its transitions)."""
+        obs = ls.env_state.obs
+        actions = algo.act(ls.agent, obs, key, mode=agent0.config.rollout_mode)
+        nxt = benv.step(ls.env_state, actions)
+        return nxt, _transitions(obs, actions, nxt.info, train_cfg.truncation_is_terminal)
+
+    def maybe_update(ls: LoopState, replay, success, rollout, env_steps, key, halted):
+        """The algorithm's updates once there is data for them, else the agent unchanged."""
+        if algo.on_policy:
+            # every iteration is recorded (start_training does not apply); the update runs once
+            # `rollout_iterations` are in, then the rollout starts over
+            ready = rollout["count"] >= agent0.config.rollout_iterations
+            run = lambda a, k: update(a, rollout, halted=halted)  # noqa: E731
+        else:
+            ready = (env_steps >= train_cfg.start_training) & (replay.size.sum() >= agent0.config.batch_size)
+            run = lambda a, k: update(a, replay, success, k, halted=halted)  # noqa: E731
+        out = jax.lax.cond(ready, run, lambda a, k: (a, halted, *zeros(update_shapes[2:])), ls.agent, key)
+        if algo.on_policy:
+            rollout = dict(rollout, count=jnp.where(ready, 0, rollout["count"]))
+        return ready, out, rollout
+
+    def iteration(ls: LoopState, halted):
+        key, k_act, k_upd = jax.random.split(ls.key, 3)
+        nxt, rows = act_and_step(ls, k_act)
+        info = nxt.info
+        # A non-finite transition (a blown-up simulation, NaN actions) would poison every batch
+        # that samples it for as long as it stays in the ring: never store one.
+        finite = rb.finite_rows(rows)
+        replay, success, staging = _store(ls.replay, ls.success, ls.staging, rows, nxt.done, info["success"],
+                                          finite, info["step_obs"] if windows else None)
+        rollout = _record(ls.rollout, rows, nxt.done, finite, k_act) if algo.on_policy else ls.rollout
+        steps = info["valid"].sum(-1)
+        env_steps = ls.env_steps + steps.sum().astype(jnp.int32)
+        ep_ret, ep_len = ls.episode_return + nxt.reward, ls.episode_length + steps
+        ready, (agent, halted, upd_metrics, n_bad, mask), rollout = maybe_update(
+            ls, replay, success, rollout, env_steps, k_upd, halted)
+        metrics = dict(upd_metrics, updated=ready.astype(jnp.float32), nonfinite_updates=n_bad,
+                       nonfinite_mask=mask)
+        metrics.update(_episode_metrics(nxt, finite, env_steps, ep_ret, ep_len, replay, success))
+        done = nxt.done.astype(jnp.float32)
+        ls = ls.replace(
+            agent=agent, replay=replay, success=success, staging=staging, env_state=nxt, key=key, rollout=rollout,
+            env_steps=env_steps, iteration=ls.iteration + 1,
+            episode_return=ep_ret * (1.0 - done), episode_length=ep_len * (1.0 - done))
+        return ls, halted, metrics
+
+    metric_shapes = jax.eval_shape(iteration, ls, jnp.zeros((), bool))[2]
+
+    def halted_iteration(ls: LoopState, halted):
+        """After a non-finite update with nonfinite='stop': nothing moves for the rest of the interval."""
+        m = zeros(metric_shapes)
+        m.update(env_steps=ls.env_steps, replay_size=ls.replay.size.sum(), success_buffer_size=ls.success.size.sum())
+        return ls, halted, m
+
+    def step(carry, _):
+        ls, halted, metrics = jax.lax.cond(carry[1], halted_iteration, iteration, *carry)
+        return (ls, halted), metrics
+
+    (ls, _), metrics = jax.lax.scan(step, (ls, jnp.zeros((), bool)), None, length=num_iterations)
+    return ls, metrics
+
+
+class Interval:
+    """A compiled training interval: `interval(loop_state) -> (loop_state, metrics)`, `.lower(ls)`
+    for ahead-of-time compiles, and `.compiles`, the programs built so far: one per input signature
+    (tree, shapes, dtypes, shardings, committed-ness), so more than one means the inputs changed
+    between intervals and XLA compiled the interval again."""
+
+    def __init__(self, fn, compiler_options, donate: bool, mesh=None, vmap_seeds: bool = False):
+        self._fn, self._options, self._mesh, self._vmap_seeds = fn, compiler_options, mesh, vmap_seeds
+        self._donate = (0,) if donate else ()
+        self._jitted = None
+        self._signatures = set()
+
+    @property
+    def compiles(self) -> int:
+        return len(self._signatures)
+
+    def _program(self, ls):
+        self._signatures.add(compile_cache.signature(ls))
+        if self._jitted is None:
+            if self._mesh is None:
+                self._jitted = jax.jit(self._fn, compiler_options=self._options, donate_argnums=self._donate)
+            else:                          # on a mesh the shardings come from the first state
+                from ogpo_jax.training import distributed
+                shardings = distributed.loop_shardings(self._mesh, ls, seed_axis=self._vmap_seeds)
+                self._jitted = jax.jit(self._fn, in_shardings=(shardings,),
+                                       out_shardings=(shardings, distributed.replicated(self._mesh)),
+                                       compiler_options=self._options, donate_argnums=self._donate)
+        return self._jitted
+
+    def __call__(self, ls):
+        return self._program(ls)(ls)
+
+    def lower(self, ls):
+        return self._program(ls).lower(ls)
+
+
 def make_interval(env, train_cfg, num_iterations: int, vmap_seeds: bool = False, mesh=None,
-                  donate: bool = False):
-    """-> jitted `interval(loop_state) -> (loop_state, metrics)`; metrics leaves have shape (num_iterations,).
+                  donate: bool = False) -> Interval:
+    """-> `Interval`: `interval(loop_state) -> (loop_state, metrics)`, jitted; metrics leaves have
+    shape (num_iterations,).
 
     `vmap_seeds=True`: the loop state carries a leading seed axis (`stack_seeds`) and all seeds run
     as one `vmap`-ed program (one compile, one device run); metrics get shape (S, num_iterations).
@@ -269,134 +418,14 @@ def make_interval(env, train_cfg, num_iterations: int, vmap_seeds: bool = False,
     `init_loop(num_shards=mesh.size)` and is kept in `distributed.loop_shardings`.
     `donate`: reuse the input state's memory for the output (the caller must drop its reference).
 
-    Non-finite guard (`train_cfg.nonfinite`): 'stop' discards the first update with a non-finite
-    metric and everything after it in the interval (the returned state is the last good one);
-    'skip' discards only the bad updates. Metrics `nonfinite_updates` (discarded updates per
+    Non-finite guard (`train_cfg.nonfinite`, `_guarded`): 'stop' discards the first update with a
+    non-finite metric and everything after it in the interval (the returned state is the last good
+    one); 'skip' discards only the bad updates. Metrics `nonfinite_updates` (discarded updates per
     iteration) and `nonfinite_mask` (per iteration, which of `update_metric_names` were
     non-finite) report it.
     """
-    num_updates = int(train_cfg.updates_per_iteration)
-    halt = getattr(train_cfg, "nonfinite", "stop") == "stop"
-
-    def interval(ls: LoopState):
-        agent0 = ls.agent
-        windows = step_windows(train_cfg)
-        benv = training_env(env, agent0.chunk_shape[0], train_cfg.num_envs, record_obs=windows)
-        cfg = agent0.config
-        algo = algorithms.of(agent0)
-        on_policy = algo.on_policy
-        if on_policy:
-            upd = functools.partial(_onpolicy_update, halt_on_nonfinite=halt)
-            shapes = jax.eval_shape(upd, agent0, ls.rollout)
-        else:
-            upd = functools.partial(_updates, num_updates=num_updates, halt_on_nonfinite=halt)
-            shapes = jax.eval_shape(upd, agent0, ls.replay, ls.success, ls.key)
-        zeros = lambda tree: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), tree)  # noqa: E731
-
-        def iteration(ls: LoopState, halted):
-            key, k_act, k_upd = jax.random.split(ls.key, 3)
-            obs = ls.env_state.obs
-            actions = algo.act(ls.agent, obs, k_act, mode=cfg.rollout_mode)
-            nxt = benv.step(ls.env_state, actions)
-            info = nxt.info
-            rows = {
-                "obs": obs, "actions": actions, "rewards": info["rewards"], "valid": info["valid"],
-                "next_obs": info["final_obs"], "success": info["success"],
-                # A time limit is a real termination when the task puts time in its observation
-                # (the state at the limit is never acted from, so its value is never learned).
-                "terminal": info["terminal"] | (info["truncated"] & train_cfg.truncation_is_terminal),
-            }
-            # A non-finite transition (a blown-up simulation, NaN actions) would poison every
-            # batch that samples it for as long as it stays in the ring: never store one.
-            finite = rb.finite_rows(rows)
-            replay, success, staging = _store(ls.replay, ls.success, ls.staging, rows, nxt.done, info["success"],
-                                              finite, info["step_obs"] if windows else None)
-            steps = info["valid"].sum(-1)
-            env_steps = ls.env_steps + steps.sum().astype(jnp.int32)
-            ep_ret = ls.episode_return + nxt.reward
-            ep_len = ls.episode_length + steps
-            done = nxt.done.astype(jnp.float32)
-
-            rollout = ls.rollout
-            if on_policy:
-                # every iteration is recorded (start_training does not apply); the update runs
-                # once `rollout_iterations` are in, then the rollout starts over
-                rollout = _record(rollout, rows, nxt.done, finite, k_act)
-                can_update = rollout["count"] >= cfg.rollout_iterations
-                agent, halted, upd_metrics, n_bad, mask = jax.lax.cond(
-                    can_update,
-                    lambda a, k: upd(a, rollout, halted=halted),
-                    lambda a, k: (a, halted, *zeros(shapes[2:])),
-                    ls.agent, k_upd)
-                rollout = dict(rollout, count=jnp.where(can_update, 0, rollout["count"]))
-            else:
-                can_update = (env_steps >= train_cfg.start_training) & (replay.size.sum() >= cfg.batch_size)
-                agent, halted, upd_metrics, n_bad, mask = jax.lax.cond(
-                    can_update,
-                    lambda a, k: upd(a, replay, success, k, halted=halted),
-                    lambda a, k: (a, halted, *zeros(shapes[2:])),
-                    ls.agent, k_upd)
-            metrics = dict(upd_metrics)
-            metrics.update({
-                "updated": can_update.astype(jnp.float32),
-                "nonfinite_updates": n_bad,
-                "nonfinite_mask": mask,
-                "nonfinite_transitions": (~finite).sum().astype(jnp.float32),
-                "nonfinite_episodes": (done * info.get("nonfinite", jnp.zeros_like(nxt.done))).sum(),
-                "episodes": done.sum(),
-                "episode_success_sum": (done * info["success"]).sum(),
-                "episode_return_sum": (done * ep_ret).sum(),
-                "episode_length_sum": (done * ep_len).sum(),
-                "env_steps": env_steps,
-                "replay_size": replay.size.sum(),
-                "success_buffer_size": success.size.sum(),
-            })
-            ls = ls.replace(
-                agent=agent, replay=replay, success=success, staging=staging, env_state=nxt, key=key, rollout=rollout,
-                env_steps=env_steps, iteration=ls.iteration + 1,
-                episode_return=ep_ret * (1.0 - done), episode_length=ep_len * (1.0 - done))
-            return ls, halted, metrics
-
-        metric_shapes = jax.eval_shape(iteration, ls, jnp.zeros((), bool))[2]
-
-        def step(carry, _):
-            ls, halted = carry
-
-            def frozen(ls, halted):      # after a non-finite update with nonfinite='stop'
-                m = zeros(metric_shapes)
-                m.update(env_steps=ls.env_steps, replay_size=ls.replay.size.sum(),
-                         success_buffer_size=ls.success.size.sum())
-                return ls, halted, m
-
-            ls, halted, metrics = jax.lax.cond(halted, frozen, iteration, ls, halted)
-            return (ls, halted), metrics
-
-        (ls, _), metrics = jax.lax.scan(step, (ls, jnp.zeros((), bool)), None, length=num_iterations)
-        return ls, metrics
-
-    fn = jax.vmap(interval) if vmap_seeds else interval
-    options = env_core.compiler_options(env)
-    donate_argnums = (0,) if donate else ()
-    if mesh is None:
-        return jax.jit(fn, compiler_options=options, donate_argnums=donate_argnums)
-
-    from ogpo_jax.training import distributed
-    compiled = {}
-
-    def jitted(ls):
-        if "fn" not in compiled:
-            shardings = distributed.loop_shardings(mesh, ls, seed_axis=vmap_seeds)
-            compiled["fn"] = jax.jit(fn, in_shardings=(shardings,),
-                                     out_shardings=(shardings, distributed.replicated(mesh)),
-                                     compiler_options=options, donate_argnums=donate_argnums)
-        return compiled["fn"]
-
-    def sharded(ls):
-        return jitted(ls)(ls)
-
-    sharded.lower = lambda ls: jitted(ls).lower(ls)
-    sharded._cache_size = lambda: compiled["fn"]._cache_size() if "fn" in compiled else 0
-    return sharded
+    fn = functools.partial(_interval, env=env, train_cfg=train_cfg, num_iterations=int(num_iterations))
+    return Interval(jax.vmap(fn) if vmap_seeds else fn, env_core.compiler_options(env), donate, mesh, vmap_seeds)
 
 
 def _over_leading_axes(fn, depth: int):

@@ -60,7 +60,7 @@ def test_auto_reset_keeps_true_terminal_observation():
 
 
 def test_point_gaps_expert_succeeds_without_noise():
-    from ogpo_jax.envs.experts import collect_demos
+    from ogpo_jax.training.collect import collect_demos
     import dataclasses
     env, expert, T = envs.make("point_gaps")
     clean = dataclasses.replace(expert, noise_min=0.0, noise_max=0.0)

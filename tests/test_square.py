@@ -17,6 +17,7 @@ pytestmark = pytest.mark.xdist_group("mjx_square")
 mjx_square = pytest.importorskip("ogpo_jax.envs.mjx.square")
 from ogpo_jax import envs  # noqa: E402
 from ogpo_jax.envs import experts  # noqa: E402
+from ogpo_jax.training import collect  # noqa: E402
 from ogpo_jax.envs.core import AutoResetWrapper  # noqa: E402
 from ogpo_jax.envs.mjx import square_diagnostics  # noqa: E402
 
@@ -37,7 +38,7 @@ def square():
 @pytest.fixture(scope="module")
 def expert_demos(square):
     """Expert episodes from seeded initial states, full horizon."""
-    return experts.collect_demos(square["wrapped"], square["expert"], EXPERT_EPISODES, square["horizon"],
+    return collect.collect_demos(square["wrapped"], square["expert"], EXPERT_EPISODES, square["horizon"],
                                  jax.random.PRNGKey(3))
 
 

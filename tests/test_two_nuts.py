@@ -11,6 +11,7 @@ pytestmark = pytest.mark.xdist_group("mjx_two_nuts")
 two_nuts = pytest.importorskip("ogpo_jax.envs.mjx.two_nuts")
 from ogpo_jax import envs  # noqa: E402
 from ogpo_jax.envs.mjx import square_diagnostics  # noqa: E402
+from ogpo_jax.training import collect  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,7 @@ EXPERT_EPISODES, EXPERT_STEPS, EXPERT_MIN_SUCCESSES = 6, 450, 2
 def expert_demos():
     from ogpo_jax.envs import experts
     wrapped, expert, _ = envs.make("two_nuts")
-    return experts.collect_demos(wrapped, expert, EXPERT_EPISODES, EXPERT_STEPS, jax.random.PRNGKey(0))
+    return collect.collect_demos(wrapped, expert, EXPERT_EPISODES, EXPERT_STEPS, jax.random.PRNGKey(0))
 
 
 def test_expert_places_both_nuts_in_order(env, expert_demos):

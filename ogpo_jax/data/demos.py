@@ -102,7 +102,7 @@ def split_obs(obs, obs_layout) -> dict:
 
 
 def episodes_from_rollouts(rollouts: dict, obs_layout=None) -> list[dict]:
-    """Split `envs.experts.collect_demos` output into per-episode arrays (valid steps only).
+    """Split `training.collect.collect_demos` output into per-episode arrays (valid steps only).
 
     With `obs_layout` ((key, size), ...) the flat observation is stored per key (robomimic's
     `obs/<key>` layout); without it under the single key `state`.

@@ -18,7 +18,7 @@ def _point_gaps(**kwargs):
     expert_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in expert_keys}
     params = toy.PointGapsParams(**kwargs)
     env = toy.PointGaps(params)
-    return env, experts.PointGapsExpert(env, **expert_kwargs), params.max_steps
+    return env, toy.PointGapsExpert(env, **expert_kwargs), params.max_steps
 
 
 def _countdown(length: int = 10):
@@ -41,11 +41,12 @@ def tuples(kwargs: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
 
 
-def _arm_task(module: str, task: str, params: str, expert_cls):
+def _arm_task(module: str, task: str, params: str, expert: str):
     """Factory of an MJX arm task: kwargs split into the expert's fields and the task params."""
     def make_task(**kwargs):
         import importlib
         mod = importlib.import_module(f"ogpo_jax.envs.mjx.{module}")   # lazily: MJX only when used
+        expert_cls = getattr(mod, expert)
         expert_keys = {f.name for f in dataclasses.fields(expert_cls)} - {"env"}
         expert_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in expert_keys}
         p = getattr(mod, params)(**tuples(kwargs))
@@ -124,9 +125,9 @@ def _host_point(max_steps: int = 60, python=None, num_workers=None, noise_min: f
     return env, host.HostExpert(env, noise_min, noise_max), int(max_steps)
 
 
-_can = _arm_task("can", "Can", "CanParams", experts.CanExpert)
-_square = _arm_task("square", "Square", "SquareParams", experts.SquareExpert)
-_two_nuts = _arm_task("two_nuts", "TwoNuts", "TwoNutsParams", experts.TwoNutsExpert)
+_can = _arm_task("can", "Can", "CanParams", "CanExpert")
+_square = _arm_task("square", "Square", "SquareParams", "SquareExpert")
+_two_nuts = _arm_task("two_nuts", "TwoNuts", "TwoNutsParams", "TwoNutsExpert")
 
 
 REGISTRY = {"point_gaps": _point_gaps, "countdown": _countdown, "chunk_bandit": _chunk_bandit,

@@ -201,6 +201,25 @@ class AutoResetWrapper(Wrapper):
         return merged.replace(reward=nxt.reward, done=nxt.done, info=new_info)
 
 
+def batch_env(env, num_envs: int, horizon: int, auto_reset: bool = True, record_obs: bool = False):
+    """`env` (a task with its time limit, as `envs.make` returns it) as `num_envs` environments
+    that each execute an action chunk of `horizon` steps per `step`, resetting finished episodes
+    when `auto_reset` (training) or freezing them (evaluation). Every batched env in the package is
+    made here: a task that batches itself (host simulators in worker processes, `envs.host`)
+    answers with its own `batched`, a JAX task gets the wrapper stack. `record_obs`: the chunk
+    wrapper also reports the observation before every step (step replay windows)."""
+    if getattr(env, "host_batched", False):
+        return env.batched(num_envs, horizon, auto_reset=auto_reset)
+    chunked = ChunkWrapper(env, horizon, record_obs=record_obs)
+    return VmapWrapper(AutoResetWrapper(chunked) if auto_reset else chunked, num_envs)
+
+
+def state_in_checkpoint(env) -> bool:
+    """False for a task whose simulator state lives outside JAX (host worker processes): a restored
+    run starts fresh episodes there (`training.loop.restart_host_episodes`)."""
+    return not getattr(env, "host_batched", False)
+
+
 def compiler_options(env):
     """XLA options for a jitted program that steps `env` (MJX tasks need some on old jaxlib/CPU)."""
     return getattr(env, "compiler_options", None)

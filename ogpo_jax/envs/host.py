@@ -209,7 +209,7 @@ class HostEnv:
         return _pool(dict(self.spec, auto_reset=bool(auto_reset)), num_envs, self.num_workers, self.python)
 
     def collect(self, num_demos: int, seed: int, noise_min: float, noise_max: float) -> dict:
-        """Scripted-expert episodes run inside the workers (`envs.experts.collect_demos` layout)."""
+        """Scripted-expert episodes run inside the workers (`training.collect.collect_demos` layout)."""
         pool = WorkerPool(dict(self.spec, auto_reset=False), num_demos, self.num_workers, self.python)
         try:
             return pool.demos(seed, noise_min, noise_max)

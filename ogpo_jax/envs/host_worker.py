@@ -259,7 +259,7 @@ class Batch:
 
 def rollout_expert(batch: "Batch", seed: int, noise_min: float, noise_max: float) -> dict:
     """One scripted-expert episode per env (no auto-reset), one step at a time; arrays shaped like
-    `ogpo_jax.envs.experts.collect_demos`' output (T = the time limit)."""
+    `ogpo_jax.training.collect.collect_demos`' output (T = the time limit)."""
     n, t_max = len(batch.tasks), batch.episode_length
     rng = np.random.default_rng(int(seed))
     noise = rng.uniform(noise_min, noise_max, n)

@@ -203,3 +203,43 @@ class BlowUp:
         reward = jnp.where(success, 4.0, -1.0) + 0.0 * x            # NaN once x is
         sim = BlowUpSim(t=t, doomed=state.sim.doomed, x=x)
         return self._state(sim, reward.astype(jnp.float32), success, success)
+
+
+@dataclasses.dataclass(frozen=True)
+class PointGapsExpert:
+    """Waypoint controller through a randomly chosen gap, with per-demo action noise.
+
+    Mixed-quality demonstrations in the spirit of robomimic MH: each demo picks the wide gap with
+    probability `p_wide`, and a noise level uniformly in [noise_min, noise_max] (std of Gaussian
+    noise added to every action before clipping). With `speed` < 1 every action component is
+    clipped to [-speed, speed] (after the noise): the demonstrations never move at the task's full
+    speed, so a tight time limit puts the fast solutions outside their support.
+    """
+
+    env: PointGaps
+    p_wide: float = 0.5
+    noise_min: float = 0.0
+    noise_max: float = 0.6
+    align_tol: float = 0.02
+    speed: float = 1.0
+
+    def init(self, key):
+        k_gap, k_noise = jax.random.split(key)
+        wide = jax.random.bernoulli(k_gap, self.p_wide)
+        p = self.env.params
+        gap_x = jnp.where(wide, p.wide_gap[0], p.narrow_gap[0])
+        noise = jax.random.uniform(k_noise, (), minval=self.noise_min, maxval=self.noise_max)
+        return {"gap_x": gap_x, "noise": noise}
+
+    def act(self, latent, obs, key):
+        p = self.env.params
+        pos = obs[:2]
+        gx = latent["gap_x"]
+        below = pos[1] < -p.wall_half_width - 0.02
+        aligned = jnp.abs(pos[0] - gx) < self.align_tol
+        target = jnp.where(
+            below & ~aligned, jnp.array([gx, -0.2]),
+            jnp.where(pos[1] < 0.15, jnp.array([gx, 0.25]), jnp.asarray(p.goal)))
+        action = jnp.clip((target - pos) / p.max_speed, -1.0, 1.0)
+        action = self.speed * action + latent["noise"] * jax.random.normal(key, action.shape)
+        return jnp.clip(action, -self.speed, self.speed)

@@ -143,6 +143,9 @@ def validate(config) -> OGPOConfig:
              dist.num_devices, "0 (every device) or 1 in a multi-host run")
     if dist.num_devices > 1:
         check_divisible(t, algo, dist.num_devices)
+    if algorithms.get(algo.name).on_policy:     # its rollout is one time-ordered block, not sharded rings
+        _require(dist.num_devices == 1 or (dist.num_devices == 0 and not dist.enabled), "distributed.num_devices",
+                 dist.num_devices, f"1 for the on-policy algo.name={algo.name!r} (it runs on one device)")
     if e.name in HOST_ENVS:     # simulators in worker processes, stepped through io_callback (envs/host.py)
         _require(config.num_seeds == 1, "num_seeds", config.num_seeds,
                  f"1 for env.name={e.name!r} (host-simulated: one seed per run)")

@@ -28,7 +28,6 @@ import jax.numpy as jnp
 from ogpo_jax.algorithms import base as algorithms
 from ogpo_jax.algorithms import critic as critic_lib
 from ogpo_jax.envs import core as env_core
-from ogpo_jax.envs.core import ChunkWrapper, VmapWrapper
 from ogpo_jax.training import compile_cache, progress
 
 
@@ -69,10 +68,7 @@ def make_evaluator(env, horizon: int, episode_length: int, num_episodes: int, vm
     """
     if num_episodes < 1:
         raise ValueError(f"eval episodes must be >= 1, got {num_episodes}")
-    if getattr(env, "host_batched", False):          # host workers chunk and batch (envs/host.py)
-        chunked = env.batched(num_episodes, horizon, auto_reset=False)
-    else:
-        chunked = VmapWrapper(ChunkWrapper(env, horizon), num_episodes)
+    chunked = env_core.batch_env(env, num_episodes, horizon, auto_reset=False)
     num_chunks = -(-episode_length // horizon)
 
     def evaluate(policy, params, key, index):

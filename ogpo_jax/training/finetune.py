@@ -23,6 +23,7 @@ import numpy as np
 
 from ogpo_jax.algorithms import base as algorithms
 from ogpo_jax.algorithms.config import OGPOConfig, with_hyperparams
+from ogpo_jax.envs import core as env_core
 from ogpo_jax.training import distributed, loop, memory, progress, rundir
 from ogpo_jax.training.checkpoint import Checkpointer
 from ogpo_jax.training.config import check_divisible
@@ -238,7 +239,7 @@ class _Run:
             ls = _distinct_buffers(self.ckpt.restore(ls))
             log(f"[finetune] resumed from checkpoint at {self.ckpt.latest_step()} env steps")
             ls, _ = loop.drop_nonfinite_rows(ls, log)
-            if getattr(env, "host_batched", False):
+            if not env_core.state_in_checkpoint(env):
                 ls = loop.restart_host_episodes(ls, env, tcfg, episode_length)
                 log("[finetune] host-simulated envs start fresh episodes (their simulator state is not checkpointed)")
         self.ls = ls

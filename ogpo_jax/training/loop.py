@@ -17,7 +17,6 @@ from flax import struct
 from ogpo_jax.algorithms import base as algorithms
 from ogpo_jax.data import replay as rb
 from ogpo_jax.envs import core as env_core
-from ogpo_jax.envs.core import AutoResetWrapper, ChunkWrapper, VmapWrapper
 from ogpo_jax.training import compile_cache
 
 
@@ -37,12 +36,8 @@ class LoopState(struct.PyTreeNode):
 
 
 def training_env(env, horizon: int, num_envs: int, record_obs: bool = False):
-    """task (with EpisodeWrapper) -> chunked, auto-resetting, batched env. A host-simulated task
-    (`envs.host.HostEnv`) does all three in its worker processes. `record_obs`: the chunk
-    wrapper also reports the observation before every step (step replay windows)."""
-    if getattr(env, "host_batched", False):
-        return env.batched(num_envs, horizon, auto_reset=True)
-    return VmapWrapper(AutoResetWrapper(ChunkWrapper(env, horizon, record_obs=record_obs)), num_envs)
+    """task (with EpisodeWrapper) -> chunked, auto-resetting, batched env (`envs.core.batch_env`)."""
+    return env_core.batch_env(env, num_envs, horizon, auto_reset=True, record_obs=record_obs)
 
 
 def step_windows(train_cfg) -> bool:

@@ -14,10 +14,10 @@ import numpy as np
 
 from ogpo_jax import envs
 from ogpo_jax.data import demos as demo_io
-from ogpo_jax.envs.experts import collect_demos
 from ogpo_jax.training import bc as bc_lib
 from ogpo_jax.training import distributed, memory, progress
 from ogpo_jax.training.checkpoint import Checkpointer
+from ogpo_jax.training.collect import collect_demos
 from ogpo_jax.training.config import validate
 from ogpo_jax.training.evaluation import evaluate_policies, make_evaluator
 from ogpo_jax.training.finetune import finetune_stage
@@ -33,10 +33,7 @@ def collect_demos_to_file(config, env, expert, episode_length: int, path: str, k
     t0 = time.time()
     log(f"[demos] rolling out {config.demos.num_demos} scripted-expert episodes of up to {episode_length} "
         f"steps in parallel")
-    if hasattr(expert, "collect"):                # a host-simulated task's expert runs in its workers
-        rollouts = expert.collect(config.demos.num_demos, episode_length, key, log=log)
-    else:
-        rollouts = collect_demos(env, expert, config.demos.num_demos, episode_length, key, log=log)
+    rollouts = collect_demos(env, expert, config.demos.num_demos, episode_length, key, log=log)
     obs_layout = getattr(env, "obs_keys", None)
     stats = {
         "num_demos": int(config.demos.num_demos),

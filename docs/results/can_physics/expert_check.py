@@ -6,7 +6,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..',
 import jax, numpy as np, mujoco
 from mujoco import mjx
 from ogpo_jax import envs
-from ogpo_jax.envs.experts import collect_demos
+from ogpo_jax.training.collect import collect_demos
 from ogpo_jax.training import pipeline
 import configs.can as cc
 config = cc.get_config('quick')

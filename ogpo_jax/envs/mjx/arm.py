@@ -74,7 +74,8 @@ def check_impl(impl: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class ArmParams:
-    """Simulation and controller settings shared by the arm tasks (a task's params extend these)."""
+    """Simulation, controller and episode settings shared by the arm tasks (a task's params extend
+    these with where its objects start and what counts as success)."""
 
     timestep: float = 0.005          # physics step (s)
     n_substeps: int = 10             # physics steps per control step: 20 Hz control
@@ -91,17 +92,20 @@ class ArmParams:
     max_target_lead: float = 0.15    # rad: joint targets stay within this of the measured joints
     finger_open: float = 0.05        # finger joint target at gripper action -1 (m)
     arm_init_noise: float = 0.02     # std of the initial joint-angle noise (robosuite's default)
+    success_bonus: float = 5.0       # reward of the successful step (every other step: -1)
+    max_steps: int = 400             # time limit (robomimic's horizon; applied by EpisodeWrapper)
+    impl: str = "jax"                # MJX backend: 'jax' (CPU, GPU, TPU) | 'warp' (MuJoCo Warp)
 
     def __post_init__(self):
         name = type(self).__name__
-        if getattr(self, "impl", "jax") not in IMPLS:
+        if self.impl not in IMPLS:
             raise ValueError(f"env.kwargs.impl={self.impl!r}: the MJX backend must be one of {IMPLS}")
         if self.timestep <= 0 or self.n_substeps < 1:
             raise ValueError(f"{name}: timestep={self.timestep} must be > 0 and n_substeps={self.n_substeps} >= 1")
         if self.solver_iterations < 1 or self.ls_iterations < 1 or self.solver_tolerance <= 0:
             raise ValueError(f"{name}: solver_iterations={self.solver_iterations} and ls_iterations="
                              f"{self.ls_iterations} must be >= 1 and solver_tolerance={self.solver_tolerance} > 0")
-        if getattr(self, "max_steps", 1) < 1:
+        if self.max_steps < 1:
             raise ValueError(f"{name}: max_steps must be >= 1, got {self.max_steps}")
 
     @property

@@ -24,7 +24,8 @@ import numpy as np
 
 from ogpo_jax.envs.core import EnvState
 from ogpo_jax.envs.mjx.arm import ArmParams, ArmTask, obs_layout
-from ogpo_jax.envs.mjx.square import nut_qpos, on_peg
+from ogpo_jax.envs.mjx import arm
+from ogpo_jax.envs.mjx.square import Square, SquareExpert, nut_qpos, on_peg
 
 ASSET_PATH = os.path.join(os.path.dirname(__file__), "assets", "two_nuts.xml")
 OBS_KEYS = obs_layout(2)
@@ -39,9 +40,7 @@ class TwoNutsParams(ArmParams):
     nut_yaw_range: tuple = (-np.pi, np.pi)
     success_xy: float = 0.03             # robosuite's on_peg, per nut and its own peg
     success_max_z: float = 0.05
-    success_bonus: float = 5.0
     max_steps: int = 700                 # robomimic Tool Hang's horizon (applied by EpisodeWrapper)
-    impl: str = "jax"                    # MJX backend: 'jax' (CPU, GPU, TPU) | 'warp' (NVIDIA only)
 
     def __post_init__(self):
         super().__post_init__()
@@ -95,3 +94,38 @@ class TwoNuts(ArmTask):
         nuts = jnp.concatenate([nut(k1x, k1y, p.nut1_x_range, p.nut1_y_range, yaws[0]),
                                 nut(k2x, k2y, p.nut2_x_range, p.nut2_y_range, yaws[1])])
         return self.initial_state(arm, nuts)
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoNutsExpert(SquareExpert):
+    """Scripted two-stage assembly for `ogpo_jax.envs.mjx.two_nuts.TwoNuts`: nut 1 onto peg 1 with
+    the Square expert's controller (`SquareExpert.place`), then, once nut 1 is down around its peg
+    and the hand has let go of it (fingers fully open or the hand away from its handle), nut 2
+    onto peg 2. Same noise knobs and per-demo variability as `SquareExpert`.
+
+    Its grasp settings differ from Square's for the capsule handle collider of the two-nut scene
+    (`assets/two_nuts.xml`): the fingers close to the 20 mm capsule (held at ~12 mm finger opening)
+    before the hand lifts, so the pads close around the capsule's centre line instead of sliding
+    up it (`squeeze_width`); the carry moves at under a third of full speed (`hold_max_action`):
+    a fast carry pulls the light nut down through the grip; and the wrist turns to each grasp
+    without crossing the yaw opposite its home pose (`grasp_yaw='home'`), where the second
+    nut's handle could otherwise lie beyond its joint limit."""
+
+    squeeze_width: float = 0.0145
+    grasp_yaw: str = "home"
+    hold_max_action: float = 0.3
+
+    def act(self, latent, obs, key):
+        env = self.env
+        o = env.split_obs(obs)
+        nut1, nut2 = o["object"][:14], o["object"][14:28]
+        pegs = env.peg_positions
+        on_peg = self.around_peg(nut1[:3], pegs[0, :2], env.peg_top_z)
+        handle = Square.handle_pos(nut1[:3], arm.quat_xyzw_to_wxyz(nut1[3:7]))
+        eef = o["robot0_eef_pos"]
+        let_go = (o["robot0_gripper_qpos"].sum() > 0.09) | (jnp.linalg.norm(handle - eef) > 0.04)
+        stage2 = on_peg & let_go
+        k1, k2 = jax.random.split(key)
+        a1 = self.place(latent, o, nut1, pegs[0, :2], env.peg_top_z, k1)
+        a2 = self.place(latent, o, nut2, pegs[1, :2], env.peg_top_z, k2)
+        return jnp.where(stage2, a2, a1)

@@ -50,12 +50,16 @@ def nstep_target(rewards, valid, terminal, next_value, gamma: float):
     (H for a full chunk; fewer when the episode was truncated inside the chunk, in which case
     `next_value` must be the value at the true final observation).
     """
-    horizon = rewards.shape[-1]
+    ret, to_next = chunk_return(rewards, valid, gamma)
+    return ret + to_next * (1.0 - terminal.astype(rewards.dtype)) * next_value
+
+
+def chunk_return(rewards, valid, gamma: float):
+    """A chunk's discounted reward sum and the discount to the observation after it:
+    rewards, valid (..., H) -> (sum_i gamma^i r_i valid_i, gamma^n), n the valid steps."""
     valid = valid.astype(rewards.dtype)
-    discounts = gamma ** jnp.arange(horizon, dtype=rewards.dtype)
-    ret = (rewards * valid * discounts).sum(-1)
-    n = valid.sum(-1)
-    return ret + (gamma**n) * (1.0 - terminal.astype(rewards.dtype)) * next_value
+    discounts = gamma ** jnp.arange(rewards.shape[-1], dtype=rewards.dtype)
+    return (rewards * valid * discounts).sum(-1), gamma ** valid.sum(-1)
 
 
 def during_warmup(step, warmup_updates: int, early, late):

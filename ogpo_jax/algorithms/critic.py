@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import optax
 
 from ogpo_jax.algorithms import common
-from ogpo_jax.networks import CriticEnsemble
+from ogpo_jax.networks import CriticEnsemble, ValueNet
 
 AGGREGATIONS = ("mean", "min")
 
@@ -90,3 +90,9 @@ def td_step(config, params, opt_state, obs, actions, target):
 def chunk_target(config, batch, next_value) -> jax.Array:
     """n-step chunk TD target of `batch` given the value of its next observations (B,)."""
     return common.nstep_target(batch["rewards"], batch["valid"], batch["terminal"], next_value, config.discount)
+
+
+def value_module(config) -> ValueNet:
+    """The state-value net V(s) (OGPO's `baseline='value'`, the on-policy baselines' critic), as
+    wide as the chunk critic."""
+    return ValueNet(config.critic_hidden_dims, config.critic_layer_norm)

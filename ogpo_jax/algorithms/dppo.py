@@ -36,6 +36,7 @@ from ogpo_jax.algorithms import onpolicy
 from ogpo_jax.algorithms.actor import actor_apply, actor_optimizer, init_actor_params
 from ogpo_jax.algorithms.base import Algorithm
 from ogpo_jax.algorithms.config import OGPOConfig, swept
+from ogpo_jax.algorithms.extraction import clipped_surrogate
 from ogpo_jax import gcp
 
 NAME = "dppo"
@@ -140,7 +141,7 @@ def policy_loss(params, state: DPPOState, mb):
     ratio = jnp.exp(lp - mb["old_lp"])
     eps = clip_schedule(state.config)
     adv = mb["adv"][:, None] * cfg.dppo_gamma_denoising ** jnp.arange(k - 1, -1, -1, dtype=jnp.float32)
-    surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1.0 - eps, 1.0 + eps) * adv)
+    surrogate = clipped_surrogate(ratio, adv, 1.0 - eps, 1.0 + eps)
     finetuned = (jnp.arange(k) >= k - ft_steps(state.config)).astype(lp.dtype)
     w = mb["weight"][:, None] * finetuned
     loss = -(surrogate * w).sum() / jnp.maximum(w.sum(), 1.0)

@@ -16,6 +16,11 @@ from ogpo_jax import gcp
 from ogpo_jax.gcp import flow
 
 
+def clipped_surrogate(ratio, advantage, clip_low, clip_high):
+    """PPO's pessimistic surrogate per sample: min(r A, clip(r, lo, hi) A)."""
+    return jnp.minimum(ratio * advantage, jnp.clip(ratio, clip_low, clip_high) * advantage)
+
+
 def ppo_objective(apply_fn, params, obs, chains, old_log_prob, advantage, spec, clip_low, clip_high,
                   log_prob_fn=None, scale: float = 1.0):
     """Clipped PPO surrogate over chains: -scale * mean min(r A, clip(r, lo, hi) A), r = exp(lp - lp_old).
@@ -27,8 +32,7 @@ def ppo_objective(apply_fn, params, obs, chains, old_log_prob, advantage, spec, 
     """
     log_prob = (log_prob_fn or (lambda p, o, c: gcp.chain_log_prob(apply_fn, p, o, c, spec)))(params, obs, chains)
     ratio = jnp.exp(log_prob - old_log_prob)
-    clipped = jnp.clip(ratio, clip_low, clip_high)
-    loss = -scale * jnp.mean(jnp.minimum(ratio * advantage, clipped * advantage))
+    loss = -scale * jnp.mean(clipped_surrogate(ratio, advantage, clip_low, clip_high))
     return loss, {
         "actor/ppo_loss": loss,
         "actor/ratio_mean": ratio.mean(),
@@ -92,7 +96,7 @@ def ofpo_objective(apply_fn, params, obs, actions, old_losses, advantage, t, x0,
     losses = flow.cfm_losses(apply_fn, params, obs, actions, t, x0)
     ratio = jnp.exp(old_losses - losses)
     adv = advantage[:, None]
-    loss = -jnp.mean(jnp.minimum(ratio * adv, jnp.clip(ratio, clip_low, clip_high) * adv))
+    loss = -jnp.mean(clipped_surrogate(ratio, adv, clip_low, clip_high))
     return loss, {
         "actor/ppo_loss": loss,
         "actor/ratio_mean": ratio.mean(),

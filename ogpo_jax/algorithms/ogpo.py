@@ -41,7 +41,7 @@ from ogpo_jax.algorithms.base import Algorithm
 from ogpo_jax.algorithms.config import ROLLOUT_MODES, OGPOConfig, swept
 from ogpo_jax import gcp
 from ogpo_jax.gcp import flow
-from ogpo_jax.networks import CriticEnsemble, ValueNet
+from ogpo_jax.networks import CriticEnsemble
 
 
 NAME = "ogpo"
@@ -79,8 +79,7 @@ def critic_module(config: OGPOConfig, num_heads: int | None = None) -> CriticEns
     return critic_lib.module(config, num_heads)
 
 
-def value_module(config: OGPOConfig) -> ValueNet:
-    return ValueNet(config.critic_hidden_dims, config.critic_layer_norm)
+value_module = critic_lib.value_module
 
 
 def actor_apply_fn(state: OGPOState):

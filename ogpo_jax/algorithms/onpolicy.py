@@ -14,11 +14,10 @@ import jax.numpy as jnp
 import optax
 
 from ogpo_jax.algorithms import common
-from ogpo_jax.networks import ValueNet
+from ogpo_jax.algorithms import critic as critic_lib
 
 
-def value_module(config) -> ValueNet:
-    return ValueNet(config.critic_hidden_dims, config.critic_layer_norm)
+value_module = critic_lib.value_module
 
 
 def init_value(config, key, obs_dim: int):
@@ -34,12 +33,7 @@ def values(config, params, obs) -> jax.Array:
     return value_module(config).apply({"params": params}, obs)
 
 
-def chunk_rewards(rewards, valid, discount: float):
-    """A chunk's discounted reward sum and the discount to its next observation:
-    rewards, valid (..., H) -> (sum_i gamma^i r_i valid_i, gamma^n) with n the valid steps."""
-    valid = valid.astype(rewards.dtype)
-    powers = discount ** jnp.arange(rewards.shape[-1], dtype=rewards.dtype)
-    return (rewards * valid * powers).sum(-1), discount ** valid.sum(-1)
+chunk_rewards = common.chunk_return      # (sum_i gamma^i r_i valid_i, gamma^n) of a chunk
 
 
 def gae(rewards, discounts, values_now, values_next, terminal, done, lam: float) -> jax.Array:

@@ -34,6 +34,7 @@ from ogpo_jax.algorithms import onpolicy
 from ogpo_jax.algorithms.actor import actor_apply, actor_optimizer, init_actor_params
 from ogpo_jax.algorithms.base import Algorithm
 from ogpo_jax.algorithms.config import OGPOConfig, swept
+from ogpo_jax.algorithms.extraction import clipped_surrogate
 from ogpo_jax.gcp import flow
 from ogpo_jax.networks import NoiseStd
 
@@ -153,7 +154,7 @@ def policy_loss(params, state: ReinFlowState, mb):
     lp, entropy = chain_log_prob(state, params, mb["obs"], mb["chain"])
     ratio = jnp.exp(lp - mb["old_lp"])
     eps = cfg.clip_epsilon
-    surrogate = jnp.minimum(ratio * mb["adv"], jnp.clip(ratio, 1.0 - eps, 1.0 + eps) * mb["adv"])
+    surrogate = clipped_surrogate(ratio, mb["adv"], 1.0 - eps, 1.0 + eps)
     w, n = mb["weight"], jnp.maximum(mb["weight"].sum(), 1.0)
     pg = -(surrogate * w).sum() / n
     ent = (entropy * w).sum() / n

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from ogpo_jax.algorithms.actor import init_actor_params, sample_actions
+from ogpo_jax.algorithms import common
 from ogpo_jax.algorithms.base import Algorithm
 from ogpo_jax.algorithms.config import OGPOConfig
 
@@ -32,9 +33,7 @@ class BCState(struct.PyTreeNode):
 
 
 def check_config(config: OGPOConfig) -> None:
-    if config.rollout_mode not in ACT_MODES:
-        raise ValueError(f"algo.rollout_mode must be one of {ACT_MODES} for algo.name='bc' (no critic), "
-                         f"got {config.rollout_mode!r}")
+    common.check_rollout_mode(config, "bc", ACT_MODES, " (no critic)")
 
 
 def init(key, obs_dim: int, chunk_shape, config: OGPOConfig, actor_params=None) -> BCState:
@@ -52,11 +51,8 @@ def update(state: BCState, batch, success_batch=None):
     return state.replace(step=state.step + 1), {"actor/frozen": jnp.ones(())}
 
 
+@common.chunk_act("bc", ACT_MODES)
 def act(state: BCState, obs, key, mode: str = "sde", actor: str | None = None) -> jax.Array:
-    if obs.ndim == 1:
-        return act(state, obs[None], key, mode, actor)[0]
-    if mode not in ACT_MODES:
-        raise ValueError(f"mode must be one of {ACT_MODES} for bc, got {mode!r}")
     return sample_actions(state.config, state.chunk_shape, state.actor, obs, key, mode)
 
 

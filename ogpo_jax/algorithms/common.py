@@ -1,6 +1,8 @@
 """Pieces shared by the algorithms: Polyak averaging, optimizers and schedules, n-step targets."""
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -72,3 +74,26 @@ def during_warmup(step, warmup_updates: int, early, late):
     if warmup_updates <= 0:
         return late()
     return jax.tree_util.tree_map(lambda a, b: jnp.where(step < warmup_updates, a, b), early(), late())
+
+
+def chunk_act(name: str, modes: tuple, why: str = ""):
+    """Decorator of an algorithm's `act(state, obs, key, mode='sde', actor=None)`: obs (B, obs_dim)
+    gives chunks (B, H, da) and one observation (obs_dim,) one chunk (H, da); a `mode` outside
+    `modes` is an error naming the algorithm (`why` says what rules the others out)."""
+    def decorate(fn):
+        @functools.wraps(fn)
+        def act(state, obs, key, mode: str = "sde", actor: str | None = None):
+            if obs.ndim == 1:
+                return act(state, obs[None], key, mode, actor)[0]
+            if mode not in modes:
+                raise ValueError(f"mode must be one of {modes} for {name}{why}, got {mode!r}")
+            return fn(state, obs, key, mode, actor)
+        return act
+    return decorate
+
+
+def check_rollout_mode(config, name: str, modes: tuple, why: str = "") -> None:
+    """A named error when `algo.rollout_mode` is not one of the algorithm's acting `modes`."""
+    if config.rollout_mode not in modes:
+        raise ValueError(f"algo.rollout_mode must be one of {modes} for algo.name={name!r}{why}, "
+                         f"got {config.rollout_mode!r}")

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from ogpo_jax.algorithms import onpolicy
+from ogpo_jax.algorithms import common, onpolicy
 from ogpo_jax.algorithms.actor import actor_apply, actor_optimizer, init_actor_params
 from ogpo_jax.algorithms.base import Algorithm
 from ogpo_jax.algorithms.config import OGPOConfig, swept
@@ -115,12 +115,9 @@ def _chain(state: DPPOState, obs, key):
     return gcp.sample_sde(velocity_fn(state), state.actor, obs, key, state.config.gcp_spec, state.action_dim)
 
 
+@common.chunk_act("dppo", ACT_MODES)
 def act(state: DPPOState, obs, key, mode: str = "sde", actor: str | None = None) -> jax.Array:
     """obs (B, obs_dim) -> (B, H, da); one actor (`actor` accepted and ignored)."""
-    if obs.ndim == 1:
-        return act(state, obs[None], key, mode, actor)[0]
-    if mode not in ACT_MODES:
-        raise ValueError(f"mode must be one of {ACT_MODES} for dppo, got {mode!r}")
     if mode == "ode":
         out = gcp.sample_ode(velocity_fn(state), state.actor, obs, key, state.config.gcp_spec, state.action_dim)
     else:

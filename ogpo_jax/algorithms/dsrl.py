@@ -71,9 +71,7 @@ class DSRLState(struct.PyTreeNode):
 
 
 def check_config(config: OGPOConfig) -> None:
-    if config.rollout_mode not in ACT_MODES:
-        raise ValueError(f"algo.rollout_mode must be one of {ACT_MODES} for algo.name='dsrl', "
-                         f"got {config.rollout_mode!r}")
+    common.check_rollout_mode(config, "dsrl", ACT_MODES)
 
 
 def init(key, obs_dim: int, chunk_shape, config: OGPOConfig, actor_params=None) -> DSRLState:
@@ -154,13 +152,10 @@ def update(state: DSRLState, batch, success_batch=None):
                          critic_target=critic_target, step=state.step + 1, key=key), metrics
 
 
+@common.chunk_act("dsrl", ACT_MODES)
 def act(state: DSRLState, obs, key, mode: str = "sde", actor: str | None = None) -> jax.Array:
     """Chunks f(s, w) for noises chosen by `mode`: obs (B, obs_dim) -> (B, H, da). The base policy
     is frozen (one actor): `actor` is accepted and ignored."""
-    if obs.ndim == 1:
-        return act(state, obs[None], key, mode, actor)[0]
-    if mode not in ACT_MODES:
-        raise ValueError(f"mode must be one of {ACT_MODES} for dsrl, got {mode!r}")
     cfg, batch, dim = state.config, obs.shape[0], state.action_dim
 
     def steered():

@@ -61,9 +61,7 @@ class EXPOState(struct.PyTreeNode):
 
 
 def check_config(config: OGPOConfig) -> None:
-    if config.rollout_mode not in ACT_MODES:
-        raise ValueError(f"algo.rollout_mode must be one of {ACT_MODES} for algo.name='expo' (its acting is "
-                         f"already a selection among candidates), got {config.rollout_mode!r}")
+    common.check_rollout_mode(config, "expo", ACT_MODES, " (its acting is already a selection among candidates)")
 
 
 def init(key, obs_dim: int, chunk_shape, config: OGPOConfig, actor_params=None) -> EXPOState:
@@ -150,13 +148,10 @@ def update(state: EXPOState, batch, success_batch=None):
                          alpha_opt=alpha_opt, critic_target=critic_target, step=state.step + 1, key=key), metrics
 
 
+@common.chunk_act("expo", ACT_MODES)
 def act(state: EXPOState, obs, key, mode: str = "sde", actor: str | None = None) -> jax.Array:
     """On-the-fly selection with the online critic: obs (B, obs_dim) -> (B, H, da). EXPO has no EMA
     actor: `actor` is accepted and ignored."""
-    if obs.ndim == 1:
-        return act(state, obs[None], key, mode, actor)[0]
-    if mode not in ACT_MODES:
-        raise ValueError(f"mode must be one of {ACT_MODES} for expo, got {mode!r}")
     return common.during_warmup(
         state.step, state.config.critic_warmup_updates,
         lambda: sample_actions(state.config, state.chunk_shape, state.actor, obs, key, mode),

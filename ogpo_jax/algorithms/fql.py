@@ -66,9 +66,7 @@ class FQLState(struct.PyTreeNode):
 
 
 def check_config(config: OGPOConfig) -> None:
-    if config.rollout_mode not in ACT_MODES:
-        raise ValueError(f"algo.rollout_mode must be one of {ACT_MODES} for algo.name='fql', "
-                         f"got {config.rollout_mode!r}")
+    common.check_rollout_mode(config, "fql", ACT_MODES)
 
 
 def onestep_module(config: OGPOConfig, action_dim: int) -> OneStepPolicy:
@@ -149,13 +147,10 @@ def update(state: FQLState, batch, success_batch=None):
                          critic_opt=critic_opt, critic_target=critic_target, step=state.step + 1, key=key), metrics
 
 
+@common.chunk_act("fql", ACT_MODES)
 def act(state: FQLState, obs, key, mode: str = "sde", actor: str | None = None) -> jax.Array:
     """Chunks of mu(s, z), z ~ N(0, I) (the flow's sampler `mode` during the warm-up): obs
     (B, obs_dim) -> (B, H, da). FQL has no EMA actor: `actor` is accepted and ignored."""
-    if obs.ndim == 1:
-        return act(state, obs[None], key, mode, actor)[0]
-    if mode not in ACT_MODES:
-        raise ValueError(f"mode must be one of {ACT_MODES} for fql, got {mode!r}")
     z = jax.random.normal(key, (obs.shape[0], state.action_dim))
     return common.during_warmup(
         state.step, state.config.critic_warmup_updates,

@@ -49,9 +49,7 @@ class QCState(struct.PyTreeNode):
 
 
 def check_config(config: OGPOConfig) -> None:
-    if config.rollout_mode not in ACT_MODES:
-        raise ValueError(f"algo.rollout_mode must be one of {ACT_MODES} for algo.name='qc' (its policy is "
-                         f"already best-of-N), got {config.rollout_mode!r}")
+    common.check_rollout_mode(config, "qc", ACT_MODES, " (its policy is already best-of-N)")
     if config.best_of_n < 2:
         raise ValueError(f"algo.best_of_n must be >= 2 for algo.name='qc' (N candidates to choose from), "
                          f"got {config.best_of_n!r}")
@@ -95,13 +93,10 @@ def update(state: QCState, batch, success_batch=None):
                          critic_target=critic_target, step=state.step + 1, key=key), metrics
 
 
+@common.chunk_act("qc", ACT_MODES)
 def act(state: QCState, obs, key, mode: str = "sde", actor: str | None = None) -> jax.Array:
     """Best-of-N chunks (online critic ranks N samples of the base sampler `mode`): obs (B, obs_dim)
     -> (B, H, da). QC has one actor: `actor` ('ema' | 'current') is accepted and ignored."""
-    if obs.ndim == 1:
-        return act(state, obs[None], key, mode, actor)[0]
-    if mode not in ACT_MODES:
-        raise ValueError(f"mode must be one of {ACT_MODES} for qc, got {mode!r}")
     k_base, k_best = jax.random.split(key)
     return common.during_warmup(
         state.step, state.config.critic_warmup_updates,

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from ogpo_jax.algorithms import onpolicy
+from ogpo_jax.algorithms import common, onpolicy
 from ogpo_jax.algorithms.actor import actor_apply, actor_optimizer, init_actor_params
 from ogpo_jax.algorithms.base import Algorithm
 from ogpo_jax.algorithms.config import OGPOConfig, swept
@@ -135,12 +135,9 @@ def chain_log_prob(state: ReinFlowState, params, obs, chain):
     return lp / scale, entropy / scale
 
 
+@common.chunk_act("reinflow", ACT_MODES)
 def act(state: ReinFlowState, obs, key, mode: str = "sde", actor: str | None = None) -> jax.Array:
     """obs (B, obs_dim) -> (B, H, da); one actor (`actor` accepted and ignored)."""
-    if obs.ndim == 1:
-        return act(state, obs[None], key, mode, actor)[0]
-    if mode not in ACT_MODES:
-        raise ValueError(f"mode must be one of {ACT_MODES} for reinflow, got {mode!r}")
     if mode == "ode":
         velocity, _ = _fields(state)
         out = flow.sample_ode(velocity, state.actor["velocity"], obs, key, state.config.gcp_spec, state.action_dim)

@@ -41,9 +41,7 @@ class SBBCState(struct.PyTreeNode):
 
 
 def check_config(config: OGPOConfig) -> None:
-    if config.rollout_mode not in ACT_MODES:
-        raise ValueError(f"algo.rollout_mode must be one of {ACT_MODES} for algo.name='sb_bc' (Best-of-N "
-                         f"needs a critic), got {config.rollout_mode!r}")
+    common.check_rollout_mode(config, "sb_bc", ACT_MODES, " (Best-of-N needs a critic)")
     if config.bc_coeff <= 0:
         raise ValueError(f"algo.bc_coeff must be > 0 for algo.name='sb_bc' (it is the only loss), "
                          f"got {config.bc_coeff!r}")
@@ -76,13 +74,9 @@ def update(state: SBBCState, batch, success_batch=None):
                          key=key), metrics
 
 
+@common.chunk_act("sb_bc", ACT_MODES, " (no critic to rank candidates)")
 def act(state: SBBCState, obs, key, mode: str = "sde", actor: str | None = None) -> jax.Array:
     """Chunks of the EMA or current actor: obs (B, obs_dim) -> (B, H, da); (obs_dim,) -> (H, da)."""
-    if obs.ndim == 1:
-        return act(state, obs[None], key, mode, actor)[0]
-    if mode not in ACT_MODES:
-        raise ValueError(f"mode must be one of {ACT_MODES} for sb_bc (no critic to rank candidates), "
-                         f"got {mode!r}")
     actor = actor or state.config.act_with
     if actor not in ("ema", "current"):
         raise ValueError(f"actor must be 'ema' or 'current', got {actor!r}")

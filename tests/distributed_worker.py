@@ -21,6 +21,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 from configs import toy  # noqa: E402
 from ogpo_jax import envs  # noqa: E402
 from ogpo_jax.algorithms import ogpo  # noqa: E402
+from ogpo_jax.data import rings  # noqa: E402
 from ogpo_jax.training import distributed, loop  # noqa: E402
 from ogpo_jax.training.config import validate  # noqa: E402
 
@@ -116,7 +117,7 @@ def dp(out_path, seed: int = 0):
         runs[n] = {"td_error": td, "rollout_success": succ_rate, "env_steps": int(ls.env_steps),
                    "grad_steps": int(ls.agent.step), "compiles": interval.compiles,
                    "replay_sharding": str(ls.replay.data["obs"].sharding.spec),
-                   "replay_blocks": int(loop.num_blocks(ls.replay)), "finite": bool(np.isfinite(checksum(ls.agent)))}
+                   "replay_blocks": int(rings.num_blocks(ls.replay)), "finite": bool(np.isfinite(checksum(ls.agent)))}
     result["runs"] = runs
     json.dump(result, open(out_path, "w"))
 

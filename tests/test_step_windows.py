@@ -9,6 +9,7 @@ from configs import toy
 from ogpo_jax import envs, ogpo
 from ogpo_jax.algorithms import common
 from ogpo_jax.data import replay as rb
+from ogpo_jax.data import rings
 from ogpo_jax.envs.core import ChunkWrapper
 from ogpo_jax.training import loop
 from ogpo_jax.training.config import validate
@@ -141,7 +142,7 @@ def test_the_loop_stores_every_step_and_trains_on_windows():
     # every valid env step is in the rings (none overwritten yet)
     assert int(ls.replay.size.sum()) == int(ls.env_steps) == r["env_steps"]
     assert int(ls.agent.step) == 2 * 6 and np.isfinite(r["critic/loss"])
-    batch = loop.sample(ls.replay, jax.random.PRNGKey(2), 64, H)
+    batch = rings.sample(ls.replay, jax.random.PRNGKey(2), 64, H)
     assert batch["actions"].shape == (64, H, 2) and batch["valid"].shape == (64, H)
     # a window's steps are consecutive env steps of one episode: consecutive observations differ
     # by at most one step's motion, and the window's last next_obs follows its last valid step

@@ -16,6 +16,7 @@ from flax import struct
 
 from ogpo_jax.algorithms import base as algorithms
 from ogpo_jax.data import replay as rb
+from ogpo_jax.data import rings
 from ogpo_jax.envs import core as env_core
 from ogpo_jax.training import compile_cache
 
@@ -82,21 +83,10 @@ def init_loop(key, env, agent, obs_dim: int, train_cfg, episode_length: int,
     zeros = jnp.zeros((train_cfg.num_envs,))
     n = int(num_shards)
 
-    def replay_ring(num_envs, capacity):
-        if windows:
-            return rb.init_step_buffer(rb.step_spec(obs_dim, agent.chunk_shape[1]), num_envs,
-                                       step_ring_length(train_cfg, horizon))
-        return rb.init_buffer(example, capacity)
-
-    if n == 1:
-        replay = replay_ring(train_cfg.num_envs, train_cfg.replay_capacity)
-        success = rb.init_buffer(example, train_cfg.success_capacity)
-        staging = rb.init_staging(example, train_cfg.num_envs, max_chunks)
-    else:
-        blocks = jax.vmap(lambda _: (replay_ring(train_cfg.num_envs // n, train_cfg.replay_capacity // n),
-                                     rb.init_buffer(example, train_cfg.success_capacity // n),
-                                     rb.init_staging(example, train_cfg.num_envs // n, max_chunks)))
-        replay, success, staging = blocks(jnp.arange(n))
+    replay, success, staging = rings.init(
+        example, train_cfg.num_envs, train_cfg.replay_capacity, train_cfg.success_capacity, max_chunks, n,
+        step_spec=rb.step_spec(obs_dim, agent.chunk_shape[1]) if windows else None,
+        ring_length=step_ring_length(train_cfg, horizon) if windows else 0)
     rollout = None
     if algorithms.of(agent).on_policy:
         if n != 1:
@@ -145,62 +135,6 @@ def _reset(benv, env, key):
     return jax.jit(benv.reset, compiler_options=env_core.compiler_options(env))(key)
 
 
-def _block_axes(buffer) -> int:
-    """Leading axes of a buffer beyond its own layout (0: plain; 1: per-device blocks or seeds; 2: both)."""
-    return buffer.size.ndim - (1 if isinstance(buffer, rb.StepReplay) else 0)
-
-
-def num_blocks(buffer) -> int:
-    """1 for a plain ring, n for a ring split into n per-device blocks (`init_loop(num_shards=n)`)."""
-    return 1 if _block_axes(buffer) == 0 else buffer.size.shape[0]
-
-
-def _sample_one(buffer, key, batch_size: int, horizon: int) -> dict:
-    if isinstance(buffer, rb.StepReplay):
-        return rb.sample_windows(buffer, key, batch_size, horizon)
-    return rb.sample(buffer, key, batch_size)
-
-
-def sample(buffer, key, batch_size: int, horizon: int | None = None) -> dict:
-    """A batch of chunk transitions from a plain or blocked ring (`rb.sample`), or of length-H
-    windows from a step ring (`rb.sample_windows`, `horizon` needed); a blocked ring gives
-    batch_size / n rows per block, concatenated block by block (so the batch is sharded like the
-    blocks)."""
-    n = num_blocks(buffer)
-    if n == 1:
-        return _sample_one(buffer, key, batch_size, horizon)
-    out = jax.vmap(_sample_one, in_axes=(0, 0, None, None))(buffer, jax.random.split(key, n), batch_size // n,
-                                                             horizon)
-    return jax.tree_util.tree_map(lambda x: x.reshape((batch_size,) + x.shape[2:]), out)
-
-
-def _blocks(x, n: int):
-    return x.reshape((n, x.shape[0] // n) + x.shape[1:])
-
-
-def _insert_replay(replay, rows, keep, done, step_obs):
-    if isinstance(replay, rb.StepReplay):
-        return rb.insert_steps(replay, rb.chunk_steps(rows, step_obs, done), rows["valid"], keep, done)
-    return rb.insert(replay, rows, keep)
-
-
-def _store(replay, success, staging, rows, done, succ_flags, keep, step_obs=None):
-    """Insert one chunk transition per env into the replay ring (or its steps into a step ring,
-    `step_obs` (E, H, obs_dim) the observation before each) and the success staging; rows with
-    `keep` False (non-finite ones) are written nowhere."""
-    n = num_blocks(replay)
-    if n == 1:
-        replay = _insert_replay(replay, rows, keep, done, step_obs)
-        staging, success = rb.stage_and_flush(staging, success, rows, done, succ_flags, keep)
-        return replay, success, staging
-    rows_b = jax.tree_util.tree_map(lambda x: _blocks(x, n), rows)
-    obs_b = None if step_obs is None else _blocks(step_obs, n)
-    replay = jax.vmap(_insert_replay)(replay, rows_b, _blocks(keep, n), _blocks(done, n), obs_b)
-    staging, success = jax.vmap(rb.stage_and_flush)(staging, success, rows_b, _blocks(done, n),
-                                                    _blocks(succ_flags, n), _blocks(keep, n))
-    return replay, success, staging
-
-
 # ----------------------------------------------------------------------------- update, with the guard
 
 def _guarded(agent, new, metrics, halted, halt_on_nonfinite: bool):
@@ -230,9 +164,9 @@ def _updates(agent, replay, success, key, num_updates: int, halted=False, halt_o
     def one(carry, k):
         agent, halted = carry
         k_batch, k_succ = jax.random.split(k)
-        batch = sample(replay, k_batch, cfg.batch_size * per, horizon)
-        succ = sample(success, k_succ, cfg.success_batch_size * per)
-        ready = jnp.min(success.size) * num_blocks(success) >= cfg.success_batch_size
+        batch = rings.sample(replay, k_batch, cfg.batch_size * per, horizon)
+        succ = rings.sample(success, k_succ, cfg.success_batch_size * per)
+        ready = rings.success_ready(success, cfg.success_batch_size)
         succ = rb.with_fallback(succ, batch, ready, cfg.success_batch_size * per)
         new, metrics = algo_update(agent, batch, succ)
         agent, halted, keep, bad = _guarded(agent, new, metrics, halted, halt_on_nonfinite)
@@ -332,8 +266,8 @@ def _interval(ls: LoopState, env, train_cfg, num_iterations: int):
         # A non-finite transition (a blown-up simulation, NaN actions) would poison every batch
         # that samples it for as long as it stays in the ring: never store one.
         finite = rb.finite_rows(rows)
-        replay, success, staging = _store(ls.replay, ls.success, ls.staging, rows, nxt.done, info["success"],
-                                          finite, info["step_obs"] if windows else None)
+        replay, success, staging = rings.store(ls.replay, ls.success, ls.staging, rows, nxt.done, info["success"],
+                                               finite, info["step_obs"] if windows else None)
         rollout = _record(ls.rollout, rows, nxt.done, finite, k_act) if algo.on_policy else ls.rollout
         steps = info["valid"].sum(-1)
         env_steps = ls.env_steps + steps.sum().astype(jnp.int32)
@@ -423,30 +357,6 @@ def make_interval(env, train_cfg, num_iterations: int, vmap_seeds: bool = False,
     return Interval(jax.vmap(fn) if vmap_seeds else fn, env_core.compiler_options(env), donate, mesh, vmap_seeds)
 
 
-def _over_leading_axes(fn, depth: int):
-    for _ in range(depth):
-        fn = jax.vmap(fn)
-    return fn
-
-
-def _nonfinite_counts(ls: LoopState) -> dict:
-    d = _block_axes(ls.success)       # 0: one ring; 1: per-device blocks or seeds; 2: both
-    count_replay = rb.count_nonfinite_steps if isinstance(ls.replay, rb.StepReplay) else rb.count_nonfinite
-    return {"replay": _over_leading_axes(count_replay, d)(ls.replay).sum(),
-            "success": _over_leading_axes(rb.count_nonfinite, d)(ls.success).sum(),
-            "staging": _over_leading_axes(rb.count_nonfinite_staging, d)(ls.staging).sum()}
-
-
-def _drop_nonfinite(ls: LoopState) -> LoopState:
-    d = _block_axes(ls.success)
-    replay = ls.replay
-    if not isinstance(replay, rb.StepReplay):      # step rings postdate the guard: the loop stores no such step
-        replay, _ = _over_leading_axes(rb.drop_nonfinite, d)(ls.replay)
-    success, _ = _over_leading_axes(rb.drop_nonfinite, d)(ls.success)
-    staging, _ = _over_leading_axes(rb.drop_nonfinite_staging, d)(ls.staging)
-    return ls.replace(replay=replay, success=success, staging=staging)
-
-
 def drop_nonfinite_rows(ls: LoopState, log=print) -> tuple:
     """-> (loop state, {'replay', 'success', 'staging': rows dropped}): a restored state with its
     non-finite stored transitions removed (`rb.drop_nonfinite`), placed like the input.
@@ -455,10 +365,12 @@ def drop_nonfinite_rows(ls: LoopState, log=print) -> tuple:
     some (a NaN simulation step), and every update that sampled one would be non-finite. A state
     without them is returned as it is (nothing is recompiled or copied).
     """
-    counts = {k: int(v) for k, v in jax.device_get(jax.jit(_nonfinite_counts)(ls)).items()}
+    buffers = (ls.replay, ls.success, ls.staging)
+    counts = {k: int(v) for k, v in jax.device_get(jax.jit(rings.count_nonfinite)(*buffers)).items()}
     if not any(counts.values()):
         return ls, counts
-    out = jax.jit(_drop_nonfinite)(ls)
+    replay, success, staging = jax.jit(rings.drop_nonfinite)(*buffers)
+    out = ls.replace(replay=replay, success=success, staging=staging)
     out = jax.tree_util.tree_map(
         lambda x, ref: jax.device_put(x, ref.sharding) if isinstance(ref, jax.Array) else x, out, ls)
     log(f"[finetune] dropped {sum(counts.values())} non-finite stored transitions from the restored state "

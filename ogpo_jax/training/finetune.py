@@ -1,5 +1,5 @@
 """The finetune driver: the BC actor trained online by the config's algorithm, for one seed or
-S seeds as one `vmap`-ed program. `train.py` (pipeline stage 3, `finetune_stage`) and
+S seeds as one `vmap`-ed program. `train.py` (pipeline stage 3) and
 `compare.py` (`compare.run_seeds`) both run it.
 
 `run` drives `training/loop.py`'s compiled intervals through the small steps of `_Run`: `interval`
@@ -70,7 +70,7 @@ def init_finetune_state(config, algo_cfg, env, episode_length, chunk_shape, obs_
     values of SWEEPABLE fields that member's agent carries as data (a sweep; seeds may repeat)."""
     tcfg = config.train
     n = 1 if mesh is None else mesh.size
-    seeds = [config.seed + i for i in range(config.num_seeds)] if seeds is None else [int(s) for s in seeds]
+    seeds = rundir.config_seeds(config) if seeds is None else [int(s) for s in seeds]
     if hparams is not None and len(hparams) != len(seeds):
         raise ValueError(f"hparams needs one entry per seed ({len(seeds)}), got {len(hparams)}")
 
@@ -122,15 +122,6 @@ def _distinct_buffers(tree):
     """Copy every leaf into its own buffer: the interval donates its input, and XLA refuses to
     donate one buffer twice (actor and EMA actor start as the same BC arrays)."""
     return jax.tree_util.tree_map(lambda x: x.copy(), tree)
-
-
-def finetune_stage(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shape, obs_dim, bc_params,
-                   evaluate, k_agent, k_loop, k_eval, workdir, log, stop_at: float | None = None) -> list:
-    """Pipeline stage 3 (resumed from the latest checkpoint in workdir/finetune/checkpoints): `run`
-    with the config's seeds. Returns one summary dict per seed."""
-    del k_agent, k_loop, k_eval               # per seed from rundir.seed_stage_keys (seed 0 = stage_keys)
-    return run(config, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params, workdir, log,
-               evaluate=evaluate, stop_at=stop_at)
 
 
 def run(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shape, obs_dim, bc_params, workdir, log, *,
@@ -216,7 +207,7 @@ class _Run:
         tcfg = self.tcfg = config.train
         self.algo_cfg, self.chunk_shape, self.log = algo_cfg, chunk_shape, log
         self.main = distributed.is_main_process()
-        self.seeds = [config.seed + i for i in range(config.num_seeds)] if seeds is None else [int(s) for s in seeds]
+        self.seeds = rundir.config_seeds(config) if seeds is None else [int(s) for s in seeds]
         self.vmapped = len(self.seeds) > 1
         self.log_dirs = list(log_dirs) if log_dirs is not None else rundir.seed_log_dirs(workdir, self.seeds)
         if len(self.log_dirs) != len(self.seeds) or len(set(self.log_dirs)) != len(self.log_dirs):

@@ -15,12 +15,12 @@ import numpy as np
 from ogpo_jax import envs
 from ogpo_jax.data import demos as demo_io
 from ogpo_jax.training import bc as bc_lib
-from ogpo_jax.training import distributed, memory, progress
+from ogpo_jax.training import distributed, memory, progress, rundir
+from ogpo_jax.training import finetune as finetune_lib
 from ogpo_jax.training.checkpoint import Checkpointer
 from ogpo_jax.training.collect import collect_demos
 from ogpo_jax.training.config import validate
 from ogpo_jax.training.evaluation import evaluate_policies, make_evaluator
-from ogpo_jax.training.finetune import finetune_stage
 from ogpo_jax.training.plots import try_plot_run
 from ogpo_jax.training.rundir import actor_template, log_dirs, read_json, seed_dir, stage_keys, write_json
 
@@ -61,8 +61,8 @@ class Prepared(dict):
 
 def prepare(config, workdir: str, log=print) -> Prepared:
     """Stages 1-2 (demonstrations, clipped BC) for `config` in `workdir`, each skipped when its
-    output exists. Returns env, episode_length, chunk_shape, obs_dim, algo_cfg, bc_params, bc_info,
-    the stage keys and the final evaluator."""
+    output exists. Returns env, episode_length, chunk_shape, obs_dim, algo_cfg, bc_params, bc_info
+    and the final evaluator."""
     algo_cfg = validate(config)
     os.makedirs(workdir, exist_ok=True)
     env, expert, episode_length = envs.make(config.env.name, **config.env.kwargs.to_dict())
@@ -70,7 +70,7 @@ def prepare(config, workdir: str, log=print) -> Prepared:
     chunk_shape = (horizon, env.action_size)
     obs_dim = env.observation_size
     obs_layout = getattr(env, "obs_keys", None)      # ((robomimic key, size), ...) for MJX tasks
-    k_demo, k_bc, k_agent, k_loop, k_eval = stage_keys(config)
+    k_demo, k_bc, k_agent, _, k_eval = stage_keys(config)
 
     # ---------------------------------------------------------------- stage 1: demonstrations
     demo_path = config.demos.path or os.path.join(workdir, "demos.hdf5")
@@ -133,8 +133,7 @@ def prepare(config, workdir: str, log=print) -> Prepared:
             f"SDE {bc_info['bc_success_sde']:.3f} over {config.train.eval_episodes} episodes")
     bc_ckpt.close()
     return Prepared(env=env, episode_length=episode_length, chunk_shape=chunk_shape, obs_dim=obs_dim,
-                    algo_cfg=algo_cfg, bc_params=bc_params, bc_info=bc_info, final_eval=final_eval,
-                    k_agent=k_agent, k_loop=k_loop, k_eval=k_eval)
+                    algo_cfg=algo_cfg, bc_params=bc_params, bc_info=bc_info, final_eval=final_eval)
 
 
 def run(config, workdir: str, log=print, stop_at: float | None = None) -> dict:
@@ -181,8 +180,10 @@ def _run(config, workdir, log, stop_at):
     bc_info = p.bc_info
 
     # ---------------------------------------------------------------- stage 3: OGPO finetune
-    finetune = finetune_stage(config, p.algo_cfg, p.env, p.episode_length, p.chunk_shape, p.obs_dim, p.bc_params,
-                              p.final_eval, p.k_agent, p.k_loop, p.k_eval, workdir, log, stop_at=stop_at)
+    # resumes from the newest checkpoint in workdir/finetune/checkpoints; each seed takes its keys
+    # from rundir.seed_stage_keys (seed 0's are the stage keys)
+    finetune = finetune_lib.run(config, p.algo_cfg, p.env, p.episode_length, p.chunk_shape, p.obs_dim, p.bc_params,
+                                workdir, log, evaluate=p.final_eval, stop_at=stop_at)
     demos_json = os.path.join(workdir, "demos.json")
     demo_stats = read_json(demos_json) if os.path.exists(demos_json) else {}
     head = {
@@ -198,7 +199,7 @@ def _run(config, workdir, log, stop_at):
     if config.num_seeds == 1:
         summary = {**head, **finetune[0], "wall_seconds": time.time() - start, "config": config.to_dict()}
     else:
-        seeds = [config.seed + i for i in range(config.num_seeds)]
+        seeds = rundir.config_seeds(config)
         per_seed = []
         for seed, out in zip(seeds, finetune):
             per_seed.append({**head, **out, "seed": seed})

@@ -57,9 +57,14 @@ def seed_dir(workdir: str, seed: int) -> str:
     return os.path.join(workdir, f"seed_{seed}")
 
 
+def config_seeds(config) -> list:
+    """The seeds a run finetunes: `config.seed + i` for i < `config.num_seeds`."""
+    return [config.seed + i for i in range(config.num_seeds)]
+
+
 def log_dirs(workdir: str, config) -> list:
-    """Log directory of each seed of a run (`config.seed + i`, i < `config.num_seeds`)."""
-    return seed_log_dirs(workdir, [config.seed + i for i in range(config.num_seeds)])
+    """Log directory of each seed of a run (`config_seeds`)."""
+    return seed_log_dirs(workdir, config_seeds(config))
 
 
 def seed_log_dirs(workdir: str, seeds) -> list:

@@ -34,7 +34,7 @@ from ml_collections import config_flags  # noqa: E402
 from ogpo_jax import envs  # noqa: E402
 from ogpo_jax.data import replay as rb  # noqa: E402
 from ogpo_jax.envs import core as env_core  # noqa: E402
-from ogpo_jax.training import compile_cache, loop, rundir  # noqa: E402
+from ogpo_jax.training import compile_cache, rundir  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config (default: the run's config.json).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory with the policy.", required=True)
@@ -52,7 +52,7 @@ CAPTURE_FIELDS = ("qpos", "qvel", "ctrl", "qacc_warmstart", "time")
 
 def make_rollout(env, policy, horizon: int, num_envs: int, num_chunks: int, capacity: int):
     """-> jitted `rollout(params, carry) -> (carry, counts)` of `num_chunks` chunk steps."""
-    benv = loop.training_env(env, horizon, num_envs)
+    benv = env_core.batch_env(env, num_envs, horizon)
     mjx_task = hasattr(env.unwrapped, "mjx_model")
 
     def pre_state(state, chunk):

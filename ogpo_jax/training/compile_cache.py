@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 import jax
+import jax.numpy as jnp
 
 ENV_VAR = "JAX_COMPILATION_CACHE_DIR"
 
@@ -41,7 +42,6 @@ def signature(tree) -> tuple:
     """What decides whether `jax.jit` reuses a compiled program for the argument `tree`: its
     structure and every leaf's shape, dtype, sharding and committed-ness. Counting the distinct
     signatures a jitted function was called with counts the programs it compiled."""
-    import jax.numpy as jnp
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     return treedef, tuple((jnp.shape(x), jnp.result_type(x), getattr(x, "sharding", None), getattr(x, "committed", None))
                           for x in leaves)

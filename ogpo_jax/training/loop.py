@@ -3,8 +3,8 @@
 One *iteration* (the update unit): every env acts one chunk (num_envs x H env steps, fewer
 where episodes end inside a chunk), the chunk transitions go into the replay ring and the success
 staging area, then `updates_per_iteration` updates of the agent's algorithm run (once `start_training` env steps have
-been collected). `make_interval(...)` returns a jitted function that runs `num_iterations`
-iterations and returns per-iteration metrics; Python only runs between intervals.
+been collected). `make_interval(...)` returns an `Interval`, the jitted program that runs
+`num_iterations` iterations and returns per-iteration metrics; Python only runs between intervals.
 """
 from __future__ import annotations
 
@@ -36,11 +36,6 @@ class LoopState(struct.PyTreeNode):
     rollout: object = None
 
 
-def training_env(env, horizon: int, num_envs: int, record_obs: bool = False):
-    """task (with EpisodeWrapper) -> chunked, auto-resetting, batched env (`envs.core.batch_env`)."""
-    return env_core.batch_env(env, num_envs, horizon, auto_reset=True, record_obs=record_obs)
-
-
 def step_windows(train_cfg) -> bool:
     """True when the replay keeps every env step and samples length-H windows (`train.replay_windows`)."""
     return getattr(train_cfg, "replay_windows", "chunk") == "step"
@@ -57,7 +52,7 @@ def restart_host_episodes(ls: LoopState, env, train_cfg, episode_length: int) ->
     state lives in worker processes, not in the checkpoint, so the saved observations, running
     returns and the success staging of the episodes in progress are dropped."""
     horizon = ls.agent.chunk_shape[0]
-    benv = training_env(env, horizon, train_cfg.num_envs)
+    benv = env_core.batch_env(env, train_cfg.num_envs, horizon)
     k_env, key = jax.random.split(ls.key)
     example = rb.transition_spec(ls.env_state.obs.shape[-1], ls.agent.chunk_shape)
     staging = rb.init_staging(example, train_cfg.num_envs, -(-episode_length // horizon))
@@ -76,7 +71,7 @@ def init_loop(key, env, agent, obs_dim: int, train_cfg, episode_length: int,
     """
     horizon = agent.chunk_shape[0]
     windows = step_windows(train_cfg)
-    benv = training_env(env, horizon, train_cfg.num_envs, record_obs=windows)
+    benv = env_core.batch_env(env, train_cfg.num_envs, horizon, record_obs=windows)
     k_env, k_loop = jax.random.split(key)
     example = rb.transition_spec(obs_dim, agent.chunk_shape)
     max_chunks = -(-episode_length // horizon)
@@ -226,7 +221,7 @@ def _interval(ls: LoopState, env, train_cfg, num_iterations: int):
     """`num_iterations` iterations of act -> store -> update as one `lax.scan` (one seed)."""
     agent0 = ls.agent
     windows = step_windows(train_cfg)
-    benv = training_env(env, agent0.chunk_shape[0], train_cfg.num_envs, record_obs=windows)
+    benv = env_core.batch_env(env, train_cfg.num_envs, agent0.chunk_shape[0], record_obs=windows)
     algo = algorithms.of(agent0)
     halt = getattr(train_cfg, "nonfinite", "stop") == "stop"
     if algo.on_policy:

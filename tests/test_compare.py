@@ -224,3 +224,42 @@ def test_selection_settings_and_eval_modes_are_checked_early():
     env, ep_len, chunk_shape, obs_dim, bc = _setup(c)
     with pytest.raises(ValueError, match="eval_modes must be among .*'alone', 'select'.*got 'best'"):
         compare.run_seeds(c, env, ep_len, chunk_shape, obs_dim, bc, [0], eval_modes=("alone", "best"))
+
+
+def test_evaluations_meet_the_same_episodes_whatever_the_interval_and_frozen_bc_only_evaluates(tmp_path, monkeypatch):
+    """Evaluation keys come from the evaluation point, not from the env steps a run happens to be
+    at: frozen BC run through the whole loop with two interval sizes (so evaluated at different env
+    steps) scores exactly the same at every point, and its evaluate-only run (`Algorithm.frozen`)
+    scores the same again without a single rollout."""
+    from ogpo_jax.algorithms import bc as bc_algo
+    from ogpo_jax.training import pipeline
+    c = _tiny_config()
+    c.train.total_env_steps, c.train.eval_every_env_steps, c.train.eval_episodes = 160, 40, 16
+    # a weak BC actor (ODE ~0.4, SDE ~0.1): episodes differ, so equal scores mean equal episodes
+    c.demos.num_demos, c.algo.actor_hidden_dims, c.log.progress = 64, (64, 64), False
+    c.bc.max_steps = c.bc.eval_every = 6000
+    prep = pipeline.prepare(c, str(tmp_path / "base"), log=lambda *_: None)
+    env, ep_len, chunk_shape, obs_dim, bc = prep.env, prep.episode_length, prep.chunk_shape, prep.obs_dim, prep.bc_params
+    c.algo.name, c.algo.rollout_mode = "bc", "sde"
+
+    def run(log_every, frozen):
+        monkeypatch.setattr(bc_algo, "ALGORITHM", bc_algo.ALGORITHM._replace(frozen=frozen))
+        c.train.log_every_iterations = log_every
+        res = compare.run_seeds(c, env, ep_len, chunk_shape, obs_dim, bc, [0, 1], log=lambda *_: None,
+                                eval_modes=("ode", "sde"), checkpoint_dir=str(tmp_path / f"{log_every}_{frozen}"))
+        return res
+
+    looped_a, looped_b, frozen = run(1, False), run(3, False), run(1, True)
+    # the two looped runs pass the points at different env steps
+    assert looped_a["curve"]["env_steps"] != looped_b["curve"]["env_steps"]
+    for r in (looped_a, looped_b, frozen):
+        assert len(r["curve"]["success_ode"]) == 5         # 0, 40, 80, 120, 160
+    for m in ("success_ode", "success_sde"):
+        assert looped_a["curve"][m] == looped_b["curve"][m] == frozen["curve"][m]
+    # independent episodes per point: not one number repeated (16 episodes x 2 seeds, 5 points)
+    assert len({tuple(x) for x in frozen["curve"]["success_ode"]}) > 1
+    assert frozen["curve"]["env_steps"] == [0.0, 40.0, 80.0, 120.0, 160.0]
+    assert frozen["rollout"]["env_steps"] == [] and looped_a["rollout"]["env_steps"]
+    assert frozen["final"] == looped_a["final"]
+    logged = [json.loads(x) for x in open(tmp_path / "1_True" / "seed_0" / "metrics.jsonl")]
+    assert [r["eval_point"] for r in logged if "eval_point" in r] == [0, 40, 80, 120, 160]

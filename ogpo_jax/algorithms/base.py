@@ -49,6 +49,9 @@ class Algorithm(NamedTuple):
     # N candidate chunks for best-of-N selection, (state, obs, key, actor=None) -> chunks; None:
     # `policy_alone` with one key per candidate (DSRL's deterministic policy samples its noise policy).
     candidates: Callable[..., Any] | None = None
+    # A policy that never changes (frozen BC): the driver evaluates it at every evaluation point
+    # without collecting data, since rollouts and no-op updates could not change what it scores.
+    frozen: bool = False
 
 
 # registry name -> module defining `ALGORITHM` (imported on first use: no import cycles with the

@@ -57,4 +57,5 @@ def act(state: BCState, obs, key, mode: str = "sde", actor: str | None = None) -
 
 
 ALGORITHM = Algorithm(name=NAME, description="BC: the initial policy, frozen (the floor)",
-                      init=init, update=update, act=act, act_modes=ACT_MODES, check_config=check_config)
+                      init=init, update=update, act=act, act_modes=ACT_MODES, check_config=check_config,
+                      frozen=True)

@@ -4,7 +4,8 @@ S seeds as one `vmap`-ed program. `train.py` (pipeline stage 3) and
 
 `run` drives `training/loop.py`'s compiled intervals through the small steps of `_Run`: `interval`
 (one record per seed), `check_nonfinite` (one `NonFiniteError`), `evaluate` (every seed at once
-when one is due, each with the eval key folded with its own env steps), checkpoints by env steps
+when one is due, each with the eval key folded with the evaluation point, so every method meets
+the same episodes there; a frozen policy is only evaluated), checkpoints by env steps
 (resumed from the newest, with the logs trimmed to it), SIGTERM / SIGINT (finish the interval,
 checkpoint, stop) and a wall-clock budget. A run directory holds
 
@@ -148,12 +149,14 @@ def run(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shape, obs_dim,
     eval_modes = [m for m in eval_modes if m in r.policies]      # 'select' needs a chunked critic
     try:
         if eval_at_start and not r.resumed:
-            r.log_records(r.evaluate(list(eval_modes)), [{"grad_steps": int(g), "wall_seconds": 0.0,
+            r.log_records(r.evaluate(list(eval_modes), 0), [{"grad_steps": int(g), "wall_seconds": 0.0,
                                                                                 "cpu_seconds": 0.0}
                                                           for g in r.grad_steps])
             if on_eval is not None:
                 on_eval()
-        if r.env_steps.min() < r.tcfg.total_env_steps:
+        if algorithms.get(algo_cfg.name).frozen:
+            r.evaluate_frozen(list(eval_modes), on_eval)
+        elif r.env_steps.min() < r.tcfg.total_env_steps:
             r.compile()
         while r.env_steps.min() < r.tcfg.total_env_steps:
             if stop_at is not None and time.time() >= stop_at:
@@ -162,13 +165,13 @@ def run(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shape, obs_dim,
                 break
             records, bad = r.interval()
             r.check_nonfinite(records, bad)
-            due = r.env_steps >= np.minimum(r.next_eval, r.tcfg.total_env_steps)
-            if due.any():
-                for rec, res in zip(records, r.evaluate(list(eval_modes))):
+            point = r.due_point()
+            if point is not None:
+                for rec, res in zip(records, r.evaluate(list(eval_modes), point)):
                     rec.update(res)
             _check_finite_records(records, r.ckpt.directory)
             r.log_records(records)
-            if due.any() and on_eval is not None:
+            if point is not None and on_eval is not None:
                 on_eval()
             if heartbeat_s is not None:
                 r.heartbeat(records, heartbeat_s)
@@ -262,7 +265,7 @@ class _Run:
                        purge_step=int(self.env_steps[i]) + 1 if self.resumed else None,
                        wandb=_wandb_settings(config, workdir, self.seeds[i])) if self.main else None)
         every_eval, every_ckpt = tcfg.eval_every_env_steps, tcfg.checkpoint_every_env_steps
-        self.next_eval = (self.env_steps // every_eval + 1) * every_eval
+        self.next_eval = (int(self.env_steps.max()) // every_eval + 1) * every_eval
         self.next_ckpt = (int(self.env_steps.min()) // every_ckpt + 1) * every_ckpt
         self.stop = _StopSignal()
         self.t_start = time.time() - elapsed
@@ -342,12 +345,43 @@ class _Run:
                      f"{int(self.env_steps[i])} (train.nonfinite='skip'; the count is logged as nonfinite_updates)")
             self.warned_skip = True
 
-    def evaluate(self, names, final=False):
+    def evaluate_frozen(self, names, on_eval=None):
+        """A frozen policy's run: evaluate it at every evaluation point up to
+        `train.total_env_steps`, on the episodes any other method meets there, with no rollouts or
+        updates in between (they could not change it); the loop state's env steps jump to each
+        point so that the logs, checkpoints and summaries read as a finished run's."""
+        total = self.tcfg.total_env_steps
+        while self.env_steps.min() < total:
+            point = min(self.next_eval, total)
+            self.ls = self.ls.replace(env_steps=jax.numpy.full_like(self.ls.env_steps, point))
+            self.env_steps = np.full_like(self.env_steps, point)
+            records = [{"env_steps": point, "grad_steps": int(g), "wall_seconds": time.time() - self.t_start,
+                        "cpu_seconds": time.process_time() - self.cpu_start} for g in self.grad_steps]
+            for rec, res in zip(records, self.evaluate(names, point)):
+                rec.update(res)
+            self.log_records(records)
+            if on_eval is not None:
+                on_eval()
+            if self.stop.received is not None:
+                self.checkpoint()
+                raise KeyboardInterrupt(self.stop.received)
+
+    def due_point(self):
+        """The evaluation point (env steps: a multiple of `train.eval_every_env_steps`, or
+        `train.total_env_steps`) that the seeds have reached since the last evaluation, or None."""
+        point = min(self.next_eval, self.tcfg.total_env_steps)
+        return point if self.env_steps.max() >= point else None
+
+    def evaluate(self, names, point=None, final=False):
         """Evaluate every seed with the samplers `names` -> per seed {eval/success_<name>,
-        eval/nonfinite_<name>: episodes the simulation blew up in, counted as failures}. Each seed's
-        key is its eval key folded with its env steps (10**9 for the final evaluation)."""
-        tags = [10**9] * len(self.seeds) if final else [int(x) for x in self.env_steps]
-        keys = [jax.random.fold_in(k, t) for k, t in zip(self.eval_keys, tags)]
+        eval/nonfinite_<name>: episodes the simulation blew up in, counted as failures, eval_point}.
+        Each seed's key is its eval key folded with the evaluation point `point` (10**9 for the
+        final evaluation), not with the env steps the run happens to be at: every method and every
+        interval size meets the same episodes at the same point."""
+        if not final and point is None:
+            raise ValueError("evaluate needs the evaluation point (env steps) or final=True")
+        tag = 10**9 if final else int(point)
+        keys = [jax.random.fold_in(k, tag) for k in self.eval_keys]
         t0 = time.time()
         res = jax.device_get(evaluate_policies(self.evaluator, self.policies, self.ls.agent,
                                                jax.numpy.stack(keys) if self.vmapped else keys[0], names))
@@ -365,10 +399,12 @@ class _Run:
             if bad:
                 self.log(f"[eval] non-finite simulation (counted as failed) in {bad} evaluation episodes"
                          + (f" (seed {self.seeds[i]})" if self.vmapped else ""))
+            if not final:
+                r["eval_point"] = tag
             out.append(r)
         if not final:
             every = self.tcfg.eval_every_env_steps
-            self.next_eval = (self.env_steps // every + 1) * every
+            self.next_eval = (max(int(self.env_steps.max()), tag) // every + 1) * every
         return out
 
     def log_records(self, records, extra=None):

@@ -1,0 +1,99 @@
+"""One validated run: the frozen facts every stage, the finetune driver and `compare.py` take.
+
+    spec = spec_lib.make(config)          # validates once, builds the env once
+    prep = pipeline.prepare(spec, workdir)           # demos, clipped BC
+    finetune.run(spec, prep.bc_params, workdir)      # the online stage
+
+`make` runs every check that can fail before anything is collected, trained or allocated: the
+whole config (`training/config.validate`: fields, types, ranges, the cross-section rules such as
+on-policy x devices and host envs x seeds), the env's keyword arguments (by building it), and
+whether the training state fits one device. What it returns cannot be changed afterwards: a
+variant (another method, other seeds) is a new spec, `make(other_config, task=spec.task)`,
+`spec.with_seeds(seeds)`, so no stage can see a config that was not validated.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import ml_collections
+
+from ogpo_jax import envs
+from ogpo_jax.algorithms.config import OGPOConfig
+from ogpo_jax.training import memory
+from ogpo_jax.training.config import validate
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """The env of a run and the facts the stages read from it."""
+    name: str
+    env: Any                     # the wrapped single env (`envs.make`)
+    expert: Any                  # its scripted expert, or None
+    episode_length: int          # env steps per episode (the time limit)
+    chunk_shape: tuple           # (H, action_dim): one action chunk
+    obs_dim: int
+
+    @property
+    def horizon(self) -> int:
+        return self.chunk_shape[0]
+
+    @property
+    def obs_layout(self):
+        """((robomimic key, size), ...) for the MJX tasks, None for a flat state."""
+        return getattr(self.env, "obs_keys", None)
+
+
+def make_task(config) -> Task:
+    """Build `config.env` (one env; batched copies come from `envs.core.batch_env`)."""
+    env, expert, episode_length = envs.make(config.env.name, **config.env.kwargs.to_dict())
+    return Task(name=config.env.name, env=env, expert=expert, episode_length=int(episode_length),
+                chunk_shape=(int(config.env.chunk_horizon), int(env.action_size)), obs_dim=int(env.observation_size))
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """A validated run: its config (immutable), the algorithm config parsed from it, its task and
+    the seeds it finetunes (`config.seed + i` for i < `config.num_seeds` unless given)."""
+    config: ml_collections.FrozenConfigDict
+    algo: OGPOConfig
+    task: Task
+    seeds: tuple
+
+    @property
+    def train(self):
+        return self.config.train
+
+    def with_seeds(self, seeds) -> "RunSpec":
+        """The same run over other seeds (members may repeat a seed: a sweep), validated again
+        (host envs and several devices take one seed)."""
+        config = self.mutable_config()
+        config.seed, config.num_seeds = int(seeds[0]), len(seeds)
+        return make(config, seeds=seeds, task=self.task)
+
+    def mutable_config(self) -> ml_collections.ConfigDict:
+        """An unlocked copy of the config, to derive a variant from (then `make` it)."""
+        return ml_collections.ConfigDict(self.config.to_dict())
+
+
+def make(config, seeds=None, task: Task | None = None, check_memory: bool = True) -> RunSpec:
+    """Validate `config` once and freeze it with its task and seeds. `task`: reuse an already built
+    task (the same `env` section: checked), e.g. for every method of a comparison. `seeds`: the
+    members to finetune, `config.num_seeds` of them (default `config.seed + i`); they may repeat
+    (a sweep's members). `check_memory`: raise
+    MemoryError now when the training state would not fit one device."""
+    algo = validate(config)
+    seeds = tuple(config.seed + i for i in range(config.num_seeds)) if seeds is None else tuple(int(s) for s in seeds)
+    if len(seeds) != config.num_seeds:
+        raise ValueError(f"seeds {list(seeds)} must number num_seeds={config.num_seeds} (the config's checks count them)")
+    if task is None:
+        task = make_task(config)
+    elif task.name != config.env.name or task.chunk_shape[0] != config.env.chunk_horizon:
+        raise ValueError(f"task {task.name!r} (chunk {task.chunk_shape}) was built for another env section than "
+                         f"env.name={config.env.name!r}, env.chunk_horizon={config.env.chunk_horizon}")
+    if check_memory:
+        memory.check_fits(config, task.obs_dim, task.chunk_shape[1], task.episode_length)
+    return RunSpec(config=ml_collections.FrozenConfigDict(config), algo=algo, task=task, seeds=seeds)
+
+
+__all__ = ["Task", "RunSpec", "make", "make_task"]

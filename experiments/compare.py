@@ -27,6 +27,7 @@ from ml_collections import config_flags  # noqa: E402
 from configs import methods as methods_lib  # noqa: E402
 from ogpo_jax.algorithms.config import SWEEPABLE  # noqa: E402
 from ogpo_jax.training import compare, compile_cache, pipeline, report, rundir  # noqa: E402
+from ogpo_jax.training import spec as spec_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/toy.py:quick", "Task config, optionally with ':preset'.")
 _METHODS = flags.DEFINE_string("methods", "ogpo,ogpo_plus,ogpo_ca",
@@ -72,14 +73,22 @@ def main(argv):
             title = ", ".join(tasks) or title
         _report(outdir, results, names if _METHODS.present else None, bc, title)
         return
-    for n in names:                       # fail early on a preset the task config cannot take
+    # every check before demos and BC: the task config (and its env, built once for all methods),
+    # each method's config, and each method's members (seeds, sweep values) as they will run
+    base_spec = spec_lib.make(config)
+    sweep = _parse_sweep(_SWEEP.value)
+    seeds = [config.seed + i for i in range(_SEEDS.value)]
+    values = [None] if sweep is None else sweep[1]
+    specs = {}
+    for n in names:
         method_cfg = methods_lib.apply(config, n)
-        pipeline.validate(method_cfg)
         if method_cfg.algo.policy != config.algo.policy:
             raise ValueError(f"method {n!r} sets algo.policy={method_cfg.algo.policy!r}, but the shared BC actor "
                              f"is a {config.algo.policy!r} policy: compare it in its own --outdir with "
                              f"--config.algo.policy={method_cfg.algo.policy}")
-    sweep = _parse_sweep(_SWEEP.value)
+        specs[n] = spec_lib.make(method_cfg, task=base_spec.task)
+        specs[n].with_members([s for _ in values for s in seeds],
+                              None if sweep is None else [{sweep[0]: v} for v in values for _ in seeds])
 
     base = _BC_WORKDIR.value or os.path.join(outdir, "base")
     if _BC_WORKDIR.value:
@@ -88,10 +97,9 @@ def main(argv):
             if run_cfg[section].to_dict() != config[section].to_dict():
                 raise ValueError(f"--bc_workdir {base}: its config.{section} differs from --config's; "
                                  "the BC actor would not match the task")
-    prep = pipeline.prepare(config, base)
+    prep = pipeline.prepare(base_spec, base)
     bc = {k: prep.bc_info[k] for k in ("bc_success_ode", "bc_success_sde", "bc_steps")}
     rundir.write_json(bc_info_path, bc)
-    seeds = [config.seed + i for i in range(_SEEDS.value)]
     print(f"[compare] {config.env.name}: {len(names)} method(s) x {len(seeds)} seeds {seeds}; BC ODE "
           f"{bc['bc_success_ode']:.3f} SDE {bc['bc_success_sde']:.3f}; device {compare.describe_device()}")
     order = []
@@ -113,8 +121,7 @@ def main(argv):
 
         run_dir = os.path.join(outdir, "methods", f"{labels[0] if sweep is None else n + '@' + sweep[0]}.run")
         common = dict(eval_modes=tuple(_EVAL_MODES.value), checkpoint_dir=run_dir)
-        args = (methods_lib.apply(config, n), prep.env, prep.episode_length, prep.chunk_shape, prep.obs_dim,
-                prep.bc_params, seeds)
+        args = (specs[n], prep.bc_params, seeds)
         if sweep is None:
             results = [compare.run_seeds(*args, on_eval=lambda r: save_partial([r]), **common)]
         else:

@@ -25,6 +25,7 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from ogpo_jax.training import compile_cache, pipeline, progress  # noqa: E402
+from ogpo_jax.training.config import validate  # noqa: E402
 from ogpo_jax.training.report import parse_seeds, spread as stats  # noqa: E402
 from ogpo_jax.training.rundir import log_dirs, read_json, read_log, write_json  # noqa: E402
 
@@ -123,7 +124,7 @@ def main(argv):
     outdir = _OUTDIR.value
     config.log.progress = False          # one line per stage and evaluation is enough over many seeds
     config.log.tensorboard = False
-    pipeline.validate(config)
+    validate(config)
     os.makedirs(outdir, exist_ok=True)
     command = "python experiments/seed_spread.py " + " ".join(sys.argv[1:])
     todo = [s for s in seeds if not os.path.exists(os.path.join(outdir, f"seed_{s}", "summary.json"))]

@@ -20,6 +20,7 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from ogpo_jax.training import compile_cache, distributed, finetune, pipeline  # noqa: E402
+from ogpo_jax.training import spec as spec_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/toy.py", "Config file, optionally with ':preset'.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<env>_seed<seed>).")
@@ -30,14 +31,15 @@ def main(argv):
     cache = compile_cache.enable(print)
     logging.set_verbosity(logging.WARNING)   # orbax logs every checkpoint step at INFO
     config = _CONFIG.value
-    pipeline.validate(config)                  # named errors before any device is touched
     distributed.initialize(config.distributed)
+    # every check (config, env kwargs, device memory) once, before any stage runs
+    spec = spec_lib.make(config)
     workdir = _WORKDIR.value or os.path.join("runs", f"{config.env.name}_seed{config.seed}")
     if distributed.is_main_process():
         print(f"[train] workdir {workdir}; XLA compilation cache "
               + (f"{cache} (JAX_COMPILATION_CACHE_DIR= turns it off)" if cache else "off"))
     try:
-        pipeline.run(config, workdir)
+        pipeline.run(spec, workdir)
     except finetune.NonFiniteError as e:
         print(f"[train] {e}", file=sys.stderr)
         sys.exit(2)

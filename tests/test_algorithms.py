@@ -132,8 +132,7 @@ def test_sb_bc_trains_resumes_bit_identically_and_compares(tmp_path, prepared): 
 
     c = methods_lib.apply(cfg(400), "sb_bc")
     prep = pipeline.prepare(c, split, log=lambda *_: None)
-    res = compare.run_seeds(c, prep.env, prep.episode_length, prep.chunk_shape, prep.obs_dim, prep.bc_params,
-                            [0, 1], log=lambda *_: None)
+    res = compare.run_seeds(prep.spec, prep.bc_params, [0, 1], log=lambda *_: None)
     assert res["grad_steps"] > 0 and len(res["final"]["success_ode"]) == 2
     assert res["algo"]["name"] == "sb_bc"
 

@@ -14,6 +14,8 @@ from ogpo_jax.algorithms import bc, critic, dsrl, expo, fql, qc, sac
 from ogpo_jax.algorithms.config import OGPOConfig
 from ogpo_jax.gcp import flow
 from ogpo_jax.training import compare, pipeline
+from ogpo_jax.training import spec as spec_lib
+from ogpo_jax.training.config import validate
 from test_resume import _tiny, _workdir, prepared  # noqa: F401
 
 OBS, CHUNK = 3, (1, 2)
@@ -64,12 +66,12 @@ def test_every_baseline_is_registered_with_a_preset_that_validates():
     assert {"bc", "qc", "fql", "expo", "dsrl"} <= set(algorithms.names())
     c = _tiny()
     for name in methods_lib.resolve("baselines"):
-        algo_cfg = pipeline.validate(methods_lib.apply(c, name))
+        algo_cfg = validate(methods_lib.apply(c, name))
         assert algo_cfg.rollout_mode in algorithms.get(algo_cfg.name).act_modes
     assert methods_lib.apply(c, "qc").algo.name == "qc"
     c.algo.name, c.algo.rollout_mode = "qc", "best_of_n"
     with pytest.raises(ValueError, match="algo.rollout_mode must be one of .* for algo.name='qc'"):
-        pipeline.validate(c)
+        validate(c)
     with pytest.raises(ValueError, match="algo.base_bc_data must be one of"):
         OGPOConfig(base_bc_data="demos")
     with pytest.raises(ValueError, match="algo.edit_scale must be > 0"):
@@ -245,8 +247,8 @@ def test_every_baseline_runs_through_the_driver_from_one_bc_actor(tmp_path, prep
     m = methods_lib.apply(c, name)
     m.algo.critic_warmup_updates = 4          # act with each method's own policy within 400 steps
     m.algo.rollout_iterations = 3             # on-policy: a PPO phase every 3 x 32 env steps
-    res = compare.run_seeds(m, prep.env, prep.episode_length, prep.chunk_shape, prep.obs_dim, prep.bc_params,
-                            [0, 1], log=lambda *_: None, eval_modes=("alone", "select"))
+    res = compare.run_seeds(spec_lib.make(m, task=prep.spec.task), prep.bc_params, [0, 1], log=lambda *_: None,
+                            eval_modes=("alone", "select"))
     assert res["grad_steps"] > 4 and len(res["final"]["success_alone"]) == 2, name
     assert all(0.0 <= s <= 1.0 for s in res["final"]["success_alone"]), name
     # both views for a method with a chunked critic, the policy alone for the others

@@ -13,6 +13,7 @@ from configs import toy
 from ogpo_jax import envs
 from ogpo_jax.algorithms import ogpo
 from ogpo_jax.training import compare, loop, report
+from ogpo_jax.training import spec as spec_lib
 from ogpo_jax.training.config import validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,18 +34,19 @@ def _tiny_config():
 
 
 def _setup(c):
-    env, _, episode_length = envs.make(c.env.name, **c.env.kwargs.to_dict())
-    chunk_shape = (c.env.chunk_horizon, env.action_size)
-    bc = ogpo.init(jax.random.PRNGKey(42), env.observation_size, chunk_shape, validate(c)).actor
-    return env, episode_length, chunk_shape, env.observation_size, bc
+    """-> (the run spec of `c`, an untrained BC actor)."""
+    spec = spec_lib.make(c)
+    bc = ogpo.init(jax.random.PRNGKey(42), spec.task.obs_dim, spec.task.chunk_shape, spec.algo).actor
+    return spec, bc
 
 
 @pytest.mark.slow
 def test_vmapped_seeds_equal_the_seeds_run_one_by_one():
     """Loop level; CI runs the pipeline-level version, test_resume.py::test_num_seeds_equals_single_seed_runs."""
     c = _tiny_config()
-    env, ep_len, chunk_shape, obs_dim, bc = _setup(c)
-    stacked, _ = compare.init_seeds(c, env, ep_len, chunk_shape, obs_dim, bc, [3, 4])
+    spec, bc = _setup(c)
+    env = spec.task.env
+    stacked, _ = compare.init_seeds(spec, bc, [3, 4])
     vinterval = loop.make_interval(env, c.train, c.train.log_every_iterations, vmap_seeds=True)
     interval = loop.make_interval(env, c.train, c.train.log_every_iterations)
     vs = stacked
@@ -52,7 +54,7 @@ def test_vmapped_seeds_equal_the_seeds_run_one_by_one():
         vs, vm = vinterval(vs)
     assert int(np.asarray(vs.agent.step).min()) > 0
     for i, seed in enumerate((3, 4)):
-        single, _ = compare.init_seeds(c, env, ep_len, chunk_shape, obs_dim, bc, [seed])
+        single, _ = compare.init_seeds(spec, bc, [seed])
         s = loop.unstack_seed(single, 0)
         for _ in range(3):
             s, m = interval(s)
@@ -77,9 +79,9 @@ def test_bootstrap_ci_and_auc():
 
 def test_run_seeds_and_report(tmp_path):
     c = _tiny_config()
-    env, ep_len, chunk_shape, obs_dim, bc = _setup(c)
+    spec, bc = _setup(c)
     ck = str(tmp_path / "ckpt")
-    res = compare.run_seeds(c, env, ep_len, chunk_shape, obs_dim, bc, [0, 1], log=lambda *_: None,
+    res = compare.run_seeds(spec, bc, [0, 1], log=lambda *_: None,
                             checkpoint_dir=ck)
     curve = res["curve"]
     assert res["seeds"] == [0, 1] and len(curve["success_ode"][0]) == 2
@@ -116,7 +118,7 @@ def test_run_seeds_and_report(tmp_path):
     # a longer budget on the same checkpoint dir continues from the last evaluation's state
     c.train.total_env_steps = 150
     msgs = []
-    more = compare.run_seeds(c, env, ep_len, chunk_shape, obs_dim, bc, [0, 1], log=msgs.append, checkpoint_dir=ck,
+    more = compare.run_seeds(spec_lib.make(c, task=spec.task), bc, [0, 1], log=msgs.append, checkpoint_dir=ck,
                              progress_every_s=0.0)
     assert any("resumed from checkpoint at" in m for m in msgs)
     # progress between evaluations: the interval's compile time, then env steps/s
@@ -199,9 +201,9 @@ def test_every_method_runs_the_toy_loop_without_nans(name):
     2 seeds vmapped; ~20 s of compile each on 2 cores, hence `slow`."""
     from configs import methods as methods_lib
     c = methods_lib.apply(_tiny_config(), name)
-    env, ep_len, chunk_shape, obs_dim, bc = _setup(c)
-    ls, _ = compare.init_seeds(c, env, ep_len, chunk_shape, obs_dim, bc, [0, 1])
-    interval = loop.make_interval(env, c.train, c.train.log_every_iterations, vmap_seeds=True)
+    spec, bc = _setup(c)
+    ls, _ = compare.init_seeds(spec, bc, [0, 1])
+    interval = loop.make_interval(spec.task.env, c.train, c.train.log_every_iterations, vmap_seeds=True)
     for _ in range(3):
         ls, metrics = interval(ls)
     updated = np.asarray(metrics["updated"]).sum()
@@ -221,9 +223,9 @@ def test_selection_settings_and_eval_modes_are_checked_early():
     with pytest.raises(ValueError, match="train.eval_select_aggregation"):
         validate(c)
     c = _tiny_config()
-    env, ep_len, chunk_shape, obs_dim, bc = _setup(c)
+    spec, bc = _setup(c)
     with pytest.raises(ValueError, match="eval_modes must be among .*'alone', 'select'.*got 'best'"):
-        compare.run_seeds(c, env, ep_len, chunk_shape, obs_dim, bc, [0], eval_modes=("alone", "best"))
+        compare.run_seeds(spec, bc, [0], eval_modes=("alone", "best"))
 
 
 def test_evaluations_meet_the_same_episodes_whatever_the_interval_and_frozen_bc_only_evaluates(tmp_path, monkeypatch):
@@ -239,13 +241,13 @@ def test_evaluations_meet_the_same_episodes_whatever_the_interval_and_frozen_bc_
     c.demos.num_demos, c.algo.actor_hidden_dims, c.log.progress = 64, (64, 64), False
     c.bc.max_steps = c.bc.eval_every = 6000
     prep = pipeline.prepare(c, str(tmp_path / "base"), log=lambda *_: None)
-    env, ep_len, chunk_shape, obs_dim, bc = prep.env, prep.episode_length, prep.chunk_shape, prep.obs_dim, prep.bc_params
     c.algo.name, c.algo.rollout_mode = "bc", "sde"
+    spec, bc = spec_lib.make(c, task=prep.spec.task), prep.bc_params
 
     def run(log_every, frozen):
         monkeypatch.setattr(bc_algo, "ALGORITHM", bc_algo.ALGORITHM._replace(frozen=frozen))
         c.train.log_every_iterations = log_every
-        res = compare.run_seeds(c, env, ep_len, chunk_shape, obs_dim, bc, [0, 1], log=lambda *_: None,
+        res = compare.run_seeds(spec_lib.make(c, task=spec.task), bc, [0, 1], log=lambda *_: None,
                                 eval_modes=("ode", "sde"), checkpoint_dir=str(tmp_path / f"{log_every}_{frozen}"))
         return res
 

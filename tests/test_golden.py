@@ -130,8 +130,7 @@ def test_pipeline_run_is_unchanged(tmp_path):
 def test_compare_seeds_are_unchanged(tmp_path):
     c = _config()
     prep = pipeline.prepare(c, str(tmp_path / "base"), log=lambda *_: None)
-    res = compare.run_seeds(c, prep.env, prep.episode_length, prep.chunk_shape, prep.obs_dim, prep.bc_params,
-                            [0, 1], log=lambda *_: None)
+    res = compare.run_seeds(prep.spec, prep.bc_params, [0, 1], log=lambda *_: None)
     assert res["grad_steps"] > 20
     _check("compare", _strip(json.loads(json.dumps(res))))
 

@@ -175,8 +175,7 @@ def test_a_checkpoint_with_nonfinite_rows_resumes_and_trains_on(tmp_path):
     # poison the checkpoint the way a blown-up simulation did before the loop guarded against it:
     # NaN observations in the replay ring, the success staging and the success ring
     p = pipeline.prepare(c, workdir, log=lambda *_: None)
-    template = finetune.init_finetune_state(c, p.algo_cfg, p.env, p.episode_length, p.chunk_shape,
-                                            p.obs_dim, p.bc_params)
+    template = finetune.init_finetune_state(p.spec, p.bc_params)
     ck = Checkpointer(os.path.join(workdir, "finetune", "checkpoints"))
     step = ck.latest_step()
     ls = ck.restore(template)

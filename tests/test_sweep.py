@@ -6,6 +6,7 @@ import pytest
 from ogpo_jax.algorithms import ogpo
 from ogpo_jax.algorithms.config import swept, with_hyperparams
 from ogpo_jax.training import compare, finetune, loop
+from ogpo_jax.training import spec as spec_lib
 from ogpo_jax.training.config import validate
 from tests.test_compare import _setup, _tiny_config
 
@@ -29,11 +30,11 @@ def test_state_hyperparams_replace_the_config_values_and_are_checked():
 
 def test_values_x_seeds_as_one_program_equal_the_separate_runs():
     c = _tiny_config()
-    env, ep_len, chunk_shape, obs_dim, bc = _setup(c)
-    algo_cfg = validate(c)
+    spec, bc = _setup(c)
+    env = spec.task.env
     members = [(v, s) for v in VALUES for s in SEEDS]
-    grid = finetune.init_finetune_state(c, algo_cfg, env, ep_len, chunk_shape, obs_dim, bc,
-                                        seeds=[s for _, s in members], hparams=[{"actor_tau": v} for v, _ in members])
+    grid = finetune.init_finetune_state(
+        spec.with_members([s for _, s in members], [{"actor_tau": v} for v, _ in members]), bc)
     vinterval = loop.make_interval(env, c.train, c.train.log_every_iterations, vmap_seeds=True)
     for _ in range(3):                       # 9 iterations: acting, replay, 2 updates each once training
         grid, gm = vinterval(grid)
@@ -41,7 +42,7 @@ def test_values_x_seeds_as_one_program_equal_the_separate_runs():
     for j, v in enumerate(VALUES):
         cv = _tiny_config()
         cv.algo.actor_tau = v
-        sep = finetune.init_finetune_state(cv, validate(cv), env, ep_len, chunk_shape, obs_dim, bc, seeds=list(SEEDS))
+        sep = finetune.init_finetune_state(spec_lib.make(cv, task=spec.task).with_members(list(SEEDS)), bc)
         for _ in range(3):
             sep, sm = vinterval(sep)
         for i in range(len(SEEDS)):
@@ -59,9 +60,9 @@ def test_values_x_seeds_as_one_program_equal_the_separate_runs():
 
 def test_run_sweep_reports_one_result_per_value(tmp_path):
     c = _tiny_config()
-    env, ep_len, chunk_shape, obs_dim, bc = _setup(c)
+    spec, bc = _setup(c)
     partials = []
-    res = compare.run_sweep(c, env, ep_len, chunk_shape, obs_dim, bc, list(SEEDS), "algo.actor_tau", VALUES,
+    res = compare.run_sweep(spec, bc, list(SEEDS), "algo.actor_tau", VALUES,
                             log=lambda *_: None, on_eval=partials.append, checkpoint_dir=str(tmp_path / "run"))
     assert [r["sweep"] for r in res] == [{"algo.actor_tau": v} for v in VALUES]
     assert [r["algo"]["actor_tau"] for r in res] == list(VALUES)
@@ -71,4 +72,4 @@ def test_run_sweep_reports_one_result_per_value(tmp_path):
         assert set(r["final"]) == {"success_ode", "success_sde"}
     assert partials and all(len(p) == len(VALUES) and p[0]["partial"] for p in partials)
     with pytest.raises(ValueError, match="--sweep field must be one of"):
-        compare.run_sweep(c, env, ep_len, chunk_shape, obs_dim, bc, [0], "algo.group_size", [4, 8])
+        compare.run_sweep(spec, bc, [0], "algo.group_size", [4, 8])

@@ -22,26 +22,25 @@ import numpy as np
 
 from ogpo_jax.algorithms.config import SWEEPABLE
 from ogpo_jax.training import finetune, loop, rundir
-from ogpo_jax.training.config import validate
 from ogpo_jax.training.evaluation import SELECTION_MODES
+from ogpo_jax.training.spec import RunSpec
 
 
-def init_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seeds):
+def init_seeds(spec: RunSpec, bc_params, seeds):
     """-> (stacked LoopState with a leading seed axis, stacked eval keys), the initial state and
     evaluation keys that `train.py --config.seed=s` uses for each seed s (same BC actor)."""
-    ls = finetune.init_finetune_state(config, validate(config), env, episode_length, chunk_shape, obs_dim,
-                                      bc_params, seeds=seeds)
+    ls = finetune.init_finetune_state(spec.with_members(seeds), bc_params)
     if len(seeds) == 1:
         ls = loop.stack_seeds([ls])
     eval_keys = np.stack([np.asarray(rundir.seed_stage_keys(int(s))[4]) for s in seeds])
     return ls, eval_keys
 
 
-def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seeds, log=print,
-              eval_modes=("ode",), final_modes=("ode", "sde"), on_eval=None, checkpoint_dir=None,
-              progress_every_s: float = 120.0) -> dict:
-    """Finetune `bc_params` with `config` for every seed in `seeds` as one vmapped program: the
-    finetune driver (`finetune.run`) in the run directory `checkpoint_dir` (a temporary one if None).
+def run_seeds(spec: RunSpec, bc_params, seeds, log=print, eval_modes=("ode",), final_modes=("ode", "sde"),
+              on_eval=None, checkpoint_dir=None, progress_every_s: float = 120.0) -> dict:
+    """Finetune `bc_params` as `spec` says (its config and task; its own seeds aside) for every
+    seed in `seeds` as one vmapped program: the finetune driver (`finetune.run`) in the run
+    directory `checkpoint_dir` (a temporary one if None).
 
     Evaluates every seed at 0 env steps and every `train.eval_every_env_steps` with `eval_modes`,
     at the end with `final_modes`. Returns a JSON-able dict of per-seed curves, read back from the
@@ -51,13 +50,12 @@ def run_seeds(config, env, episode_length, chunk_shape, obs_dim, bc_params, seed
     `progress_every_s`: log env steps/s and rollout success this often between evaluations.
     """
     partial = None if on_eval is None else (lambda results: on_eval(results[0]))
-    return _run_members(config, env, episode_length, chunk_shape, obs_dim, bc_params, seeds, None, log,
-                        eval_modes, final_modes, partial, checkpoint_dir, progress_every_s)[0]
+    return _run_members(spec, bc_params, seeds, None, log, eval_modes, final_modes, partial, checkpoint_dir,
+                        progress_every_s)[0]
 
 
-def run_sweep(config, env, episode_length, chunk_shape, obs_dim, bc_params, seeds, field: str, values,
-              log=print, eval_modes=("ode",), final_modes=("ode", "sde"), on_eval=None, checkpoint_dir=None,
-              progress_every_s: float = 120.0) -> list:
+def run_sweep(spec: RunSpec, bc_params, seeds, field: str, values, log=print, eval_modes=("ode",),
+              final_modes=("ode", "sde"), on_eval=None, checkpoint_dir=None, progress_every_s: float = 120.0) -> list:
     """`run_seeds` for each value of one continuous hyperparameter, all values x seeds as ONE
     vmapped program: each member's agent carries its value as data (`algorithms.config.SWEEPABLE`:
     taus, clip epsilon, lambda, learning rates). `field`: 'algo.<name>'. Returns one result per
@@ -69,31 +67,24 @@ def run_sweep(config, env, episode_length, chunk_shape, obs_dim, bc_params, seed
     values = [float(v) for v in values]
     if not values or len(set(values)) != len(values):
         raise ValueError(f"--sweep needs distinct values, got {values}")
-    if name == "bc_coeff" and (min(values) <= 0) != (config.algo.bc_coeff <= 0):
+    if name == "bc_coeff" and (min(values) <= 0) != (spec.algo.bc_coeff <= 0):
         raise ValueError("a bc_coeff sweep needs every value > 0 when config.algo.bc_coeff > 0 (the BC term is "
                          f"computed or not for all members alike), got {values}")
-    for v in values:                       # range checks of every value, by field name
-        probe = config.copy_and_resolve_references()
-        probe.algo[name] = v
-        validate(probe)
-    return _run_members(config, env, episode_length, chunk_shape, obs_dim, bc_params, seeds, (name, values), log,
-                        eval_modes, final_modes, on_eval, checkpoint_dir, progress_every_s)
+    return _run_members(spec, bc_params, seeds, (name, values), log, eval_modes, final_modes, on_eval,
+                        checkpoint_dir, progress_every_s)
 
 
-def _run_members(config, env, episode_length, chunk_shape, obs_dim, bc_params, seeds, sweep, log, eval_modes,
-                 final_modes, on_eval, checkpoint_dir, progress_every_s) -> list:
+def _run_members(spec: RunSpec, bc_params, seeds, sweep, log, eval_modes, final_modes, on_eval, checkpoint_dir,
+                 progress_every_s) -> list:
     """The driver over (sweep value x seed) members -> one result per sweep value (one if no sweep)."""
     seeds = [int(s) for s in seeds]
-    algo_cfg = validate(config)
     name, values = sweep if sweep is not None else (None, [None])
     members = [(v, s) for v in values for s in seeds]
-    hparams = None if sweep is None else [{name: v} for v, _ in members]
-    cfg = config.copy_and_resolve_references()
-    with cfg.unlocked():
-        cfg.num_seeds, cfg.seed, cfg.distributed.num_devices = len(members), seeds[0], 1
-        # a rerun continues from (about) the last evaluation
-        t = cfg.train
-        t.checkpoint_every_env_steps = min(t.checkpoint_every_env_steps, t.eval_every_env_steps)
+    t = spec.train
+    # one program for all members on one device; a rerun continues from (about) the last evaluation
+    run_spec = spec.with_members([s for _, s in members], None if sweep is None else [{name: v} for v, _ in members],
+                                 checkpoint_every_env_steps=min(t.checkpoint_every_env_steps, t.eval_every_env_steps))
+    algo_cfg = run_spec.algo
     other = ("ode_current" if algo_cfg.act_with == "ema" else "ode_ema",)
     known = ("ode", "sde") + SELECTION_MODES
     for m in eval_modes:
@@ -125,15 +116,15 @@ def _run_members(config, env, episode_length, chunk_shape, obs_dim, bc_params, s
                 on_eval([dict(_curves(g, eval_modes), seeds=seeds, device=describe_device(), partial=True,
                               **_sweep_entry(name, v)) for g, v in zip(groups, values)])
 
-        outs = finetune.run(cfg, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params, workdir, log,
-                            seeds=[s for _, s in members], eval_at_start=True, eval_modes=tuple(eval_modes),
-                            on_eval=partial, heartbeat_s=progress_every_s, hparams=hparams, log_dirs=dirs,
-                            final_modes=final_modes)
+        evals = finetune.Evaluations(modes=tuple(eval_modes), at_start=True, final_modes=tuple(final_modes),
+                                     on_eval=partial)
+        outs = finetune.run(run_spec, bc_params, workdir, log, evals=evals, heartbeat_s=progress_every_s,
+                            log_dirs=dirs)
         curves = [_curves(g, eval_modes) for g in groups]
     results = []
     for i, (v, res) in enumerate(zip(values, curves)):
         mine = outs[i * len(seeds):(i + 1) * len(seeds)]
-        algo = {k: (list(x) if isinstance(x, tuple) else x) for k, x in config.algo.to_dict().items()}
+        algo = {k: (list(x) if isinstance(x, tuple) else x) for k, x in spec.config.algo.to_dict().items()}
         if sweep is not None:
             algo[name] = v
         results.append({

@@ -14,10 +14,12 @@ checkpoint, stop) and a wall-clock budget. A run directory holds
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import signal
 import time
+from typing import Callable
 
 import jax
 import numpy as np
@@ -31,6 +33,7 @@ from ogpo_jax.training.config import check_divisible
 from ogpo_jax.training.evaluation import (SELECTION_MODES, agent_policy, alone_policy, evaluate_policies,
                                           has_selection, make_evaluator, select_policy)
 from ogpo_jax.training.logging import Logger
+from ogpo_jax.training.spec import RunSpec
 from ogpo_jax.training.plots import try_plot_run
 
 
@@ -62,28 +65,26 @@ class _StopSignal:
         self._old = {}
 
 
-def init_finetune_state(config, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params, mesh=None,
-                        seeds=None, hparams=None):
-    """The initial loop state of a finetune run: one seed, S stacked seeds (leading seed axis), or
-    one seed sharded over `mesh` (built directly in its shards). Each seed s uses the keys of
-    `rundir.seed_stage_keys(s)`, so seed s reproduces `train.py --config.seed=s`; `seeds` defaults
-    to `config.seed + i` for i < `config.num_seeds`. `hparams`: one {field: value} per seed, the
-    values of SWEEPABLE fields that member's agent carries as data (a sweep; seeds may repeat)."""
-    tcfg = config.train
+def init_finetune_state(spec: RunSpec, bc_params, mesh=None):
+    """The initial loop state of `spec`'s finetune run: one seed, S stacked members (leading seed
+    axis), or one seed sharded over `mesh` (built directly in its shards). Each member with seed s
+    uses the keys of `rundir.seed_stage_keys(s)`, so seed s reproduces `train.py --config.seed=s`;
+    `spec.hparams` (one {field: value} per member) gives each member's agent the values of
+    SWEEPABLE fields it carries as data (a sweep; seeds may repeat)."""
+    tcfg, algo_cfg, task = spec.train, spec.algo, spec.task
     n = 1 if mesh is None else mesh.size
-    seeds = rundir.config_seeds(config) if seeds is None else [int(s) for s in seeds]
-    if hparams is not None and len(hparams) != len(seeds):
-        raise ValueError(f"hparams needs one entry per seed ({len(seeds)}), got {len(hparams)}")
+    seeds, hparams = list(spec.seeds), spec.hparams
+    env, episode_length, obs_dim = task.env, task.episode_length, task.obs_dim
 
     def init_one(k_agent, k_loop, values=None):
-        agent = algorithms.get(algo_cfg.name).init(k_agent, obs_dim, chunk_shape, algo_cfg, actor_params=bc_params)
+        agent = algorithms.get(algo_cfg.name).init(k_agent, obs_dim, task.chunk_shape, algo_cfg,
+                                                   actor_params=bc_params)
         if values:
             agent = with_hyperparams(agent, values)
         return loop.init_loop(k_loop, env, agent, obs_dim, tcfg, episode_length, num_shards=n)
 
     keys = [rundir.seed_stage_keys(s) for s in seeds]
     if n > 1:
-        from ogpo_jax.envs import core as env_core
         shapes = jax.eval_shape(init_one, keys[0][2], keys[0][3])
         shardings = distributed.loop_shardings(mesh, shapes)
         return _distinct_buffers(jax.jit(init_one, out_shardings=shardings,
@@ -125,36 +126,42 @@ def _distinct_buffers(tree):
     return jax.tree_util.tree_map(lambda x: x.copy(), tree)
 
 
-def run(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shape, obs_dim, bc_params, workdir, log, *,
-        seeds=None, evaluate=None, stop_at: float | None = None, eval_at_start: bool = False,
-        eval_modes=("ode", "sde"), on_eval=None, heartbeat_s: float | None = None, hparams=None,
-        log_dirs=None, final_modes=None) -> list:
-    """Finetune `bc_params` with `config` in `workdir`, resuming from its newest checkpoint.
+@dataclasses.dataclass(frozen=True)
+class Evaluations:
+    """When and with which samplers a finetune run evaluates. `modes`: the samplers of every
+    evaluation (every `train.eval_every_env_steps`; at 0 env steps too with `at_start`); 'select'
+    is dropped for an algorithm with no chunked critic. `final_modes`: the final evaluation's
+    samplers (None: every sampler the driver builds, `eval_policies`; () for none). `on_eval()`:
+    called after each evaluation (e.g. to save partial curves)."""
+    modes: tuple = ("ode", "sde")
+    at_start: bool = False
+    final_modes: tuple | None = None
+    on_eval: Callable[[], None] | None = None
 
-    `seeds`: default `config.seed + i` for i < `config.num_seeds`; seed s uses the keys of
-    `train.py --config.seed=s`. `evaluate`: a non-vmapped evaluator to share (e.g. the BC stage's);
-    S > 1 seeds build their own. Evaluations run every `train.eval_every_env_steps` with the
-    samplers `eval_modes`, at the start too with `eval_at_start`, and `on_eval()` is called after
-    each of them; the final one runs the data-collecting actor's ODE and SDE samplers, the other
-    actor's ODE sampler and those of 'alone' / 'select' in `eval_modes` (`eval_policies`), or the
-    samplers `final_modes` where given. `stop_at` (a `time.time()` value): stop after the first interval that
-    ends past it, checkpoint and evaluate as at the end (a wall-clock budget). `heartbeat_s`: log
-    env steps/s and rollout success this often. `hparams` (one {field: value} per seed, seeds may
-    repeat) runs a sweep as one program (`init_finetune_state`); `log_dirs`: one log directory per
-    member (default: the workdir for one seed, `seed_<s>/` for several). Returns one summary dict
-    per member.
+
+def run(spec: RunSpec, bc_params, workdir: str, log=print, *, evals: Evaluations = Evaluations(), evaluate=None,
+        stop_at: float | None = None, heartbeat_s: float | None = None, log_dirs=None) -> list:
+    """Finetune `bc_params` as `spec` says in `workdir`, resuming from its newest checkpoint; one
+    program for all of `spec.seeds` (vmapped when there are several).
+
+    `evals`: the evaluations (`Evaluations`). `evaluate`: a non-vmapped evaluator to share (e.g.
+    the BC stage's); several members build their own. `stop_at` (a `time.time()` value): stop after
+    the first interval that ends past it, checkpoint and evaluate as at the end (a wall-clock
+    budget). `heartbeat_s`: log env steps/s and rollout success this often. `log_dirs`: one log
+    directory per member (default: the workdir for one seed, `seed_<s>/` for several). Returns one
+    summary dict per member.
     """
-    r = _Run(config, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params, workdir, log, seeds, evaluate,
-             hparams, log_dirs, eval_modes)
+    eval_modes, on_eval = tuple(evals.modes), evals.on_eval
+    r = _Run(spec, bc_params, workdir, log, evaluate, log_dirs, eval_modes)
     eval_modes = [m for m in eval_modes if m in r.policies]      # 'select' needs a chunked critic
     try:
-        if eval_at_start and not r.resumed:
+        if evals.at_start and not r.resumed:
             r.log_records(r.evaluate(list(eval_modes), 0), [{"grad_steps": int(g), "wall_seconds": 0.0,
                                                                                 "cpu_seconds": 0.0}
                                                           for g in r.grad_steps])
             if on_eval is not None:
                 on_eval()
-        if algorithms.get(algo_cfg.name).frozen:
+        if algorithms.get(spec.algo.name).frozen:
             r.evaluate_frozen(list(eval_modes), on_eval)
         elif r.env_steps.min() < r.tcfg.total_env_steps:
             r.compile()
@@ -187,7 +194,7 @@ def run(config, algo_cfg: OGPOConfig, env, episode_length, chunk_shape, obs_dim,
         raise
     r.checkpoint()
     r.close()
-    final = list(r.policies) if final_modes is None else [m for m in final_modes if m in r.policies]
+    final = list(r.policies) if evals.final_modes is None else [m for m in evals.final_modes if m in r.policies]
     return r.summaries(r.evaluate(final, final=True) if final else [{} for _ in r.seeds])
 
 
@@ -205,19 +212,20 @@ def _wandb_settings(config, workdir: str, seed: int) -> dict | None:
 class _Run:
     """The state of one finetune run between intervals (host side) and its named steps."""
 
-    def __init__(self, config, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params, workdir, log,
-                 seeds, evaluate, hparams=None, log_dirs=None, eval_modes=()):
+    def __init__(self, spec: RunSpec, bc_params, workdir, log, evaluate, log_dirs=None, eval_modes=()):
+        config, algo_cfg, task = spec.config, spec.algo, spec.task
         tcfg = self.tcfg = config.train
-        self.algo_cfg, self.chunk_shape, self.log = algo_cfg, chunk_shape, log
+        self.algo_cfg, self.chunk_shape, self.log = algo_cfg, task.chunk_shape, log
         self.main = distributed.is_main_process()
-        self.seeds = rundir.config_seeds(config) if seeds is None else [int(s) for s in seeds]
+        self.seeds = list(spec.seeds)
         self.vmapped = len(self.seeds) > 1
         self.log_dirs = list(log_dirs) if log_dirs is not None else rundir.seed_log_dirs(workdir, self.seeds)
         if len(self.log_dirs) != len(self.seeds) or len(set(self.log_dirs)) != len(self.log_dirs):
             raise ValueError(f"log_dirs must be {len(self.seeds)} distinct directories, got {self.log_dirs}")
         mesh = distributed.make_mesh(config.distributed.num_devices)
         check_divisible(tcfg, algo_cfg, mesh.size)
-        est = memory.estimate(config, obs_dim, chunk_shape[1], episode_length, num_seeds=len(self.seeds))
+        est = memory.estimate(config, task.obs_dim, task.chunk_shape[1], task.episode_length,
+                              num_seeds=len(self.seeds))
         log(f"[finetune] {mesh.size} device(s) ({jax.devices()[0].platform}), {jax.process_count()} process(es); "
             f"{len(self.seeds)} seed(s) {self.seeds}; state {memory.describe(est)}")
         self.ckpt = Checkpointer(os.path.join(workdir, "finetune", "checkpoints"), tcfg.max_checkpoints)
@@ -227,8 +235,8 @@ class _Run:
         except ValueError:
             self.ckpt.close()
             raise
-        ls = init_finetune_state(config, algo_cfg, env, episode_length, chunk_shape, obs_dim, bc_params,
-                                 mesh if mesh.size > 1 else None, seeds=self.seeds, hparams=hparams)
+        env, episode_length = task.env, task.episode_length
+        ls = init_finetune_state(spec, bc_params, mesh if mesh.size > 1 else None)
         if self.resumed:
             ls = _distinct_buffers(self.ckpt.restore(ls))
             log(f"[finetune] resumed from checkpoint at {self.ckpt.latest_step()} env steps")
@@ -239,7 +247,7 @@ class _Run:
         self.ls = ls
         self.eval_keys = [rundir.seed_stage_keys(s)[4] for s in self.seeds]
         if self.vmapped or evaluate is None:
-            evaluate = make_evaluator(env, chunk_shape[0], episode_length, tcfg.eval_episodes,
+            evaluate = make_evaluator(env, task.horizon, episode_length, tcfg.eval_episodes,
                                       vmap_seeds=self.vmapped, log=log,
                                       what=f"evaluator, {len(self.seeds)} seeds" if self.vmapped else "evaluator")
         self.evaluator = evaluate

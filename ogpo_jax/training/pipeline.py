@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-from ogpo_jax import envs
 from ogpo_jax.data import demos as demo_io
 from ogpo_jax.training import bc as bc_lib
-from ogpo_jax.training import distributed, memory, progress, rundir
+from ogpo_jax.training import distributed, progress, rundir
+from ogpo_jax.training import spec as spec_lib
 from ogpo_jax.training import finetune as finetune_lib
 from ogpo_jax.training.checkpoint import Checkpointer
 from ogpo_jax.training.collect import collect_demos
-from ogpo_jax.training.config import validate
+from ogpo_jax.training.spec import RunSpec
 from ogpo_jax.training.evaluation import evaluate_policies, make_evaluator
 from ogpo_jax.training.plots import try_plot_run
 from ogpo_jax.training.rundir import actor_template, log_dirs, read_json, seed_dir, stage_keys, write_json
@@ -54,22 +55,23 @@ def collect_demos_to_file(config, env, expert, episode_length: int, path: str, k
     return stats
 
 
-class Prepared(dict):
-    """What the demo and BC stages leave for finetuning (attribute access to dict entries)."""
-    __getattr__ = dict.__getitem__
+class Prepared(NamedTuple):
+    """What the demo and BC stages leave for finetuning."""
+    spec: RunSpec
+    bc_params: Any
+    bc_info: dict
+    final_eval: Any          # the evaluator of train.eval_episodes episodes (shared with finetuning)
 
 
-def prepare(config, workdir: str, log=print) -> Prepared:
-    """Stages 1-2 (demonstrations, clipped BC) for `config` in `workdir`, each skipped when its
-    output exists. Returns env, episode_length, chunk_shape, obs_dim, algo_cfg, bc_params, bc_info
-    and the final evaluator."""
-    algo_cfg = validate(config)
+def prepare(spec, workdir: str, log=print) -> Prepared:
+    """Stages 1-2 (demonstrations, clipped BC) for `spec` (a `RunSpec`, or a config, validated
+    here) in `workdir`, each skipped when its output exists."""
+    spec = spec if isinstance(spec, RunSpec) else spec_lib.make(spec)
+    config, algo_cfg, task = spec.config, spec.algo, spec.task
     os.makedirs(workdir, exist_ok=True)
-    env, expert, episode_length = envs.make(config.env.name, **config.env.kwargs.to_dict())
-    horizon = config.env.chunk_horizon
-    chunk_shape = (horizon, env.action_size)
-    obs_dim = env.observation_size
-    obs_layout = getattr(env, "obs_keys", None)      # ((robomimic key, size), ...) for MJX tasks
+    env, expert, episode_length = task.env, task.expert, task.episode_length
+    horizon, chunk_shape, obs_dim = task.horizon, task.chunk_shape, task.obs_dim
+    obs_layout = task.obs_layout      # ((robomimic key, size), ...) for MJX tasks
     k_demo, k_bc, k_agent, _, k_eval = stage_keys(config)
 
     # ---------------------------------------------------------------- stage 1: demonstrations
@@ -132,12 +134,12 @@ def prepare(config, workdir: str, log=print) -> Prepared:
         log(f"[bc] done in {bc_info['bc_seconds']:.1f}s: ODE {bc_info['bc_success_ode']:.3f}, "
             f"SDE {bc_info['bc_success_sde']:.3f} over {config.train.eval_episodes} episodes")
     bc_ckpt.close()
-    return Prepared(env=env, episode_length=episode_length, chunk_shape=chunk_shape, obs_dim=obs_dim,
-                    algo_cfg=algo_cfg, bc_params=bc_params, bc_info=bc_info, final_eval=final_eval)
+    return Prepared(spec=spec, bc_params=bc_params, bc_info=bc_info, final_eval=final_eval)
 
 
 def run(config, workdir: str, log=print, stop_at: float | None = None) -> dict:
-    """Run (or resume) the whole pipeline for `config` in `workdir`; returns the summary dict.
+    """Run (or resume) the whole pipeline for `config` (a config, validated here, or a `RunSpec`)
+    in `workdir`; returns the summary dict.
 
     `config.num_seeds = S > 1`: the demos and the BC actor are made once (seed `config.seed`) and
     finetuned with seeds seed, ..., seed + S - 1 as one vmapped program; each seed logs into
@@ -148,16 +150,15 @@ def run(config, workdir: str, log=print, stop_at: float | None = None) -> dict:
     wall-clock budget; `benchmarks/device_suite.py`), checkpointed and evaluated as at the end.
     `train.matmul_precision` applies to every program the run compiles.
     """
-    validate(config)
-    precision = config.train.matmul_precision or None
+    # every check (config, env kwargs, the device-memory budget) before anything is written or allocated
+    spec = config if isinstance(config, RunSpec) else spec_lib.make(config)
+    precision = spec.train.matmul_precision or None
     with jax.default_matmul_precision(precision):
-        return _run(config, workdir, log, stop_at)
+        return _run(spec, workdir, log, stop_at)
 
 
-def _run(config, workdir, log, stop_at):
-    # the device-memory budget, before anything is written or allocated
-    env, _, episode_length = envs.make(config.env.name, **config.env.kwargs.to_dict())
-    memory.check_fits(config, env.observation_size, env.action_size, episode_length)
+def _run(spec, workdir, log, stop_at):
+    config = spec.config
     main = distributed.is_main_process()
     if not main:
         log = _silent
@@ -171,19 +172,18 @@ def _run(config, workdir, log, stop_at):
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
         if main:
-            p = prepare(config, workdir, log)
+            p = prepare(spec, workdir, log)
         multihost_utils.sync_global_devices("ogpo_jax: demos and BC ready")
         if not main:
-            p = prepare(config, workdir, log)
+            p = prepare(spec, workdir, log)
     else:
-        p = prepare(config, workdir, log)
+        p = prepare(spec, workdir, log)
     bc_info = p.bc_info
 
     # ---------------------------------------------------------------- stage 3: OGPO finetune
     # resumes from the newest checkpoint in workdir/finetune/checkpoints; each seed takes its keys
     # from rundir.seed_stage_keys (seed 0's are the stage keys)
-    finetune = finetune_lib.run(config, p.algo_cfg, p.env, p.episode_length, p.chunk_shape, p.obs_dim, p.bc_params,
-                                workdir, log, evaluate=p.final_eval, stop_at=stop_at)
+    finetune = finetune_lib.run(spec, p.bc_params, workdir, log, evaluate=p.final_eval, stop_at=stop_at)
     demos_json = os.path.join(workdir, "demos.json")
     demo_stats = read_json(demos_json) if os.path.exists(demos_json) else {}
     head = {

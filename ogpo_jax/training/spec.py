@@ -19,7 +19,7 @@ from typing import Any
 import ml_collections
 
 from ogpo_jax import envs
-from ogpo_jax.algorithms.config import OGPOConfig
+from ogpo_jax.algorithms.config import SWEEPABLE, OGPOConfig
 from ogpo_jax.training import memory
 from ogpo_jax.training.config import validate
 
@@ -54,38 +54,56 @@ def make_task(config) -> Task:
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
     """A validated run: its config (immutable), the algorithm config parsed from it, its task and
-    the seeds it finetunes (`config.seed + i` for i < `config.num_seeds` unless given)."""
+    the members it finetunes: their seeds (`config.seed + i` for i < `config.num_seeds` unless
+    given) and, for a sweep, each member's values of `algorithms.config.SWEEPABLE` fields."""
     config: ml_collections.FrozenConfigDict
     algo: OGPOConfig
     task: Task
     seeds: tuple
+    hparams: tuple | None = None       # one {field: value} per member, or None
 
     @property
     def train(self):
         return self.config.train
 
-    def with_seeds(self, seeds) -> "RunSpec":
-        """The same run over other seeds (members may repeat a seed: a sweep), validated again
-        (host envs and several devices take one seed)."""
+    def with_members(self, seeds, hparams=None, **train) -> "RunSpec":
+        """The same run over other members on one device: seeds (they may repeat in a sweep), each
+        one's SWEEPABLE values (`hparams`), and `train` fields to change; validated again (host
+        envs take one seed)."""
         config = self.mutable_config()
-        config.seed, config.num_seeds = int(seeds[0]), len(seeds)
-        return make(config, seeds=seeds, task=self.task)
+        config.seed, config.num_seeds, config.distributed.num_devices = int(seeds[0]), len(seeds), 1
+        for k, v in train.items():
+            config.train[k] = v
+        return make(config, seeds=seeds, task=self.task, hparams=hparams)
 
     def mutable_config(self) -> ml_collections.ConfigDict:
         """An unlocked copy of the config, to derive a variant from (then `make` it)."""
         return ml_collections.ConfigDict(self.config.to_dict())
 
 
-def make(config, seeds=None, task: Task | None = None, check_memory: bool = True) -> RunSpec:
+def make(config, seeds=None, task: Task | None = None, hparams=None, check_memory: bool = True) -> RunSpec:
     """Validate `config` once and freeze it with its task and seeds. `task`: reuse an already built
     task (the same `env` section: checked), e.g. for every method of a comparison. `seeds`: the
     members to finetune, `config.num_seeds` of them (default `config.seed + i`); they may repeat
-    (a sweep's members). `check_memory`: raise
+    (a sweep's members). `hparams`: one {SWEEPABLE field: value} per member (a sweep), each value
+    range-checked as if it were the config's. `check_memory`: raise
     MemoryError now when the training state would not fit one device."""
     algo = validate(config)
     seeds = tuple(config.seed + i for i in range(config.num_seeds)) if seeds is None else tuple(int(s) for s in seeds)
     if len(seeds) != config.num_seeds:
         raise ValueError(f"seeds {list(seeds)} must number num_seeds={config.num_seeds} (the config's checks count them)")
+    if hparams is not None:
+        hparams = tuple(dict(h) for h in hparams)
+        if len(hparams) != len(seeds):
+            raise ValueError(f"hparams needs one entry per member ({len(seeds)}), got {len(hparams)}")
+        for h in hparams:
+            unknown = sorted(set(h) - set(SWEEPABLE))
+            if unknown:
+                raise ValueError(f"hparams fields must be among {list(SWEEPABLE)}, got {unknown}")
+            probe = ml_collections.ConfigDict(config.to_dict())
+            for k, v in h.items():
+                probe.algo[k] = v
+            validate(probe)
     if task is None:
         task = make_task(config)
     elif task.name != config.env.name or task.chunk_shape[0] != config.env.chunk_horizon:
@@ -93,7 +111,8 @@ def make(config, seeds=None, task: Task | None = None, check_memory: bool = True
                          f"env.name={config.env.name!r}, env.chunk_horizon={config.env.chunk_horizon}")
     if check_memory:
         memory.check_fits(config, task.obs_dim, task.chunk_shape[1], task.episode_length)
-    return RunSpec(config=ml_collections.FrozenConfigDict(config), algo=algo, task=task, seeds=seeds)
+    return RunSpec(config=ml_collections.FrozenConfigDict(config), algo=algo, task=task, seeds=seeds,
+                   hparams=hparams)
 
 
 __all__ = ["Task", "RunSpec", "make", "make_task"]

@@ -15,7 +15,7 @@ from configs import methods as methods_lib
 from configs import toy
 from ogpo_jax.algorithms import base as algorithms
 from ogpo_jax.algorithms import ogpo, sb_bc
-from ogpo_jax.algorithms.config import OGPOConfig
+from ogpo_jax.algorithms.config import AlgoConfig, OGPOConfig
 from ogpo_jax.training import compare, pipeline, rundir
 from ogpo_jax.training.config import validate
 from test_resume import ROOT, _final_state, _records, _tiny, _workdir, prepared  # noqa: F401
@@ -29,7 +29,7 @@ def test_registry_resolves_names_and_rejects_unknown_ones():
     with pytest.raises(ValueError, match="algo.name must be one of .*'nope'"):
         algorithms.get("nope")
     with pytest.raises(ValueError, match="algo.name must be one of .*'nope'"):
-        OGPOConfig(name="nope")
+        AlgoConfig.from_dict({"name": "nope"})
     c = toy.get_config("quick")
     c.algo.name = "nope"
     with pytest.raises(ValueError, match="algo.name"):
@@ -37,7 +37,7 @@ def test_registry_resolves_names_and_rejects_unknown_ones():
     state = ogpo.init(jax.random.PRNGKey(0), OBS, CHUNK, OGPOConfig(actor_hidden_dims=(8,), critic_hidden_dims=(8,)))
     assert algorithms.of(state) is ogpo.ALGORITHM
     with pytest.raises(ValueError, match="algo.name must be 'ogpo'"):
-        ogpo.init(jax.random.PRNGKey(0), OBS, CHUNK, OGPOConfig(name="sb_bc"))
+        ogpo.init(jax.random.PRNGKey(0), OBS, CHUNK, sb_bc.SBBCConfig())
 
 
 def test_sb_bc_rejects_settings_it_cannot_run():
@@ -50,7 +50,7 @@ def test_sb_bc_rejects_settings_it_cannot_run():
     c.algo.rollout_mode, c.algo.bc_coeff = "sde", 0.0
     with pytest.raises(ValueError, match="algo.bc_coeff must be > 0 for algo.name='sb_bc'"):
         validate(c)
-    state = sb_bc.init(jax.random.PRNGKey(0), OBS, CHUNK, OGPOConfig(name="sb_bc", actor_hidden_dims=(8,)))
+    state = sb_bc.init(jax.random.PRNGKey(0), OBS, CHUNK, sb_bc.SBBCConfig(actor_hidden_dims=(8,)))
     with pytest.raises(ValueError, match="mode must be one of .* got 'best_of_n'"):
         sb_bc.act(state, jnp.ones((2, OBS)), jax.random.PRNGKey(1), mode="best_of_n")
 
@@ -59,8 +59,8 @@ def sb_bc_imitation(seed: int = 0) -> dict:
     """Every success chunk is the same target a*: the largest ODE-action error of the current and the
     EMA actor before and after 400 BC updates, and the BC loss (mean of the last 20 over the first 20)."""
     k_init, k_obs, k_act = jax.random.split(jax.random.PRNGKey(seed), 3)
-    cfg = OGPOConfig(name="sb_bc", actor_hidden_dims=(64, 64), flow_steps=5, actor_lr=3e-3, actor_lr_floor=3e-3,
-                     actor_lr_warmup=0, actor_tau=0.1, rollout_mode="sde")
+    cfg = sb_bc.SBBCConfig(actor_hidden_dims=(64, 64), flow_steps=5, actor_lr=3e-3, actor_lr_floor=3e-3,
+                           actor_lr_warmup=0, actor_tau=0.1, rollout_mode="sde")
     target = jnp.asarray([[0.5, -0.25], [0.75, 0.0]])
     obs = jax.random.normal(k_obs, (64, OBS))
     succ = {"obs": obs, "actions": jnp.broadcast_to(target, (64, *CHUNK)), "valid": jnp.ones((64, CHUNK[0]))}

@@ -1,6 +1,7 @@
 """The baselines (bc, qc, fql, expo, dsrl): each one's distinctive math against hand-computed
 values, each one learning a one-step bandit whose best action is known, and each one running
 through the shared driver (compare) from the same BC actor."""
+import dataclasses
 import math
 
 import jax
@@ -11,7 +12,7 @@ import pytest
 from configs import methods as methods_lib
 from ogpo_jax.algorithms import base as algorithms
 from ogpo_jax.algorithms import bc, critic, dsrl, expo, fql, qc, sac
-from ogpo_jax.algorithms.config import OGPOConfig
+from ogpo_jax.algorithms.config import AlgoConfig
 from ogpo_jax.gcp import flow
 from ogpo_jax.training import compare, pipeline
 from ogpo_jax.training import spec as spec_lib
@@ -28,7 +29,7 @@ def _cfg(name, **kw):
                 success_batch_size=64, critic_lr=3e-3, critic_tau=0.1, actor_lr=1e-3, actor_lr_floor=1e-3,
                 actor_lr_warmup=0, policy_lr=3e-3, base_bc_data="none")
     base.update(kw)
-    return OGPOConfig(**base)
+    return AlgoConfig.from_dict(base)       # the fields of `name`'s config class; others are ignored
 
 
 def _zero(tree):
@@ -73,9 +74,64 @@ def test_every_baseline_is_registered_with_a_preset_that_validates():
     with pytest.raises(ValueError, match="algo.rollout_mode must be one of .* for algo.name='qc'"):
         validate(c)
     with pytest.raises(ValueError, match="algo.base_bc_data must be one of"):
-        OGPOConfig(base_bc_data="demos")
+        qc.QCConfig(base_bc_data="demos")
     with pytest.raises(ValueError, match="algo.edit_scale must be > 0"):
-        OGPOConfig(edit_scale=0.0)
+        expo.EXPOConfig(edit_scale=0.0)
+
+
+def test_each_algorithm_has_its_own_config_class_built_by_name():
+    """One dataclass per algorithm: the shared fields plus its own, picked by `name` from a run
+    config's algo section (every algorithm's fields), with the other algorithms' keys ignored and
+    a key nobody declares named."""
+    from ogpo_jax.algorithms import config as cfg_lib
+    from ogpo_jax.training import defaults
+    shared = {f.name for f in dataclasses.fields(AlgoConfig)}
+    owners = {}
+    for name in algorithms.names():
+        cls = cfg_lib.config_class(name)
+        assert cls is algorithms.get(name).config and issubclass(cls, AlgoConfig), name
+        assert cls().name == name                         # its default name is its registry name
+        for f in dataclasses.fields(cls):
+            owners.setdefault(f.name, set()).add(name)
+    only = {k: v for k, v in owners.items() if k not in shared}
+    assert only["fql_alpha"] == {"fql"} and only["edit_scale"] == {"expo"} and only["group_size"] == {"ogpo"}
+    assert only["base_bc_data"] == {"qc", "fql", "expo"} and only["clip_epsilon"] == {"ogpo", "dppo", "reinflow"}
+    assert only["policy_hidden_dims"] == {"dsrl", "expo", "reinflow"} and only["bc_coeff"] == {"ogpo", "sb_bc"}
+    assert {f.name for f in dataclasses.fields(qc.QCConfig)} == shared | {"base_bc_data"}
+    assert {f.name for f in dataclasses.fields(bc.BCConfig)} == shared
+    section = defaults.get_config().algo
+    assert set(section.keys()) == set(owners)          # the run config holds every field, once
+    section.name, section.rollout_mode, section.fql_alpha = "fql", "sde", 7.0
+    section.group_size = 3                              # an OGPO field: ignored for FQL
+    fql_cfg = AlgoConfig.from_dict(section)
+    assert type(fql_cfg) is fql.FQLConfig and fql_cfg.fql_alpha == 7.0 and not hasattr(fql_cfg, "group_size")
+    with pytest.raises(ValueError, match=r"unknown algo config key\(s\) \['fql_alfa'\]"):
+        AlgoConfig.from_dict({"name": "fql", "fql_alfa": 1.0})
+    with pytest.raises(ValueError, match="algo.name .* configured by FQLConfig"):
+        qc.QCConfig(name="fql")
+    with pytest.raises(ValueError, match="algo.fql_alpha must be >= 0"):
+        fql.FQLConfig(fql_alpha=-1.0)
+    # a sweep of a field the algorithm does not have is refused by name
+    from ogpo_jax.algorithms.config import with_hyperparams
+    state = qc.init(jax.random.PRNGKey(0), OBS, CHUNK, _cfg("qc"))
+    with pytest.raises(ValueError, match="algo.clip_epsilon is not a field of algo.name='qc'"):
+        with_hyperparams(state, {"clip_epsilon": 0.1})
+
+
+def test_ogpo_config_keeps_the_baselines_fields_as_deprecated_aliases():
+    """Until 0.3.0: OGPOConfig(name=<baseline>) builds that baseline's config, OGPOConfig takes and
+    reads the baselines' fields (their defaults), each with a DeprecationWarning."""
+    from ogpo_jax.algorithms.config import OGPOConfig
+    with pytest.warns(DeprecationWarning, match="OGPOConfig\\(name='qc', ...\\) is deprecated"):
+        c = OGPOConfig(name="qc", best_of_n=4, group_size=8)
+    assert type(c) is qc.QCConfig and c.best_of_n == 4
+    with pytest.warns(DeprecationWarning, match="OGPOConfig\\(fql_alpha=...\\) is deprecated"):
+        c = OGPOConfig(fql_alpha=3.0, group_size=8)
+    assert type(c) is OGPOConfig and c.group_size == 8
+    with pytest.warns(DeprecationWarning, match="OGPOConfig.edit_scale is deprecated.*EXPOConfig"):
+        assert c.edit_scale == expo.EXPOConfig().edit_scale
+    with pytest.raises(AttributeError):
+        c.no_such_field
 
 
 # ----------------------------------------------------------------------------- shared pieces

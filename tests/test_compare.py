@@ -12,6 +12,7 @@ import pytest
 from configs import toy
 from ogpo_jax import envs
 from ogpo_jax.algorithms import ogpo
+from ogpo_jax.algorithms.config import AlgoConfig
 from ogpo_jax.training import compare, loop, report
 from ogpo_jax.training import spec as spec_lib
 from ogpo_jax.training.config import validate
@@ -34,9 +35,11 @@ def _tiny_config():
 
 
 def _setup(c):
-    """-> (the run spec of `c`, an untrained BC actor)."""
+    """-> (the run spec of `c`, an untrained BC actor: OGPO's actor with `c`'s network fields,
+    whichever algorithm `c` names)."""
     spec = spec_lib.make(c)
-    bc = ogpo.init(jax.random.PRNGKey(42), spec.task.obs_dim, spec.task.chunk_shape, spec.algo).actor
+    actor_cfg = AlgoConfig.from_dict({**c.algo.to_dict(), "name": "ogpo"})
+    bc = ogpo.init(jax.random.PRNGKey(42), spec.task.obs_dim, spec.task.chunk_shape, actor_cfg).actor
     return spec, bc
 
 

@@ -195,7 +195,7 @@ def test_config_selects_the_policy_class_and_names_bad_values():
         OGPOConfig(policy="diffusion", extraction="ofpo")
     from ogpo_jax.algorithms import reinflow
     with pytest.raises(ValueError, match="algo.policy"):
-        reinflow.check_config(OGPOConfig(name="reinflow", policy="diffusion", rollout_mode="sde"))
+        reinflow.check_config(reinflow.ReinFlowConfig(policy="diffusion", rollout_mode="sde"))
 
 
 def diffusion_modes(seed: int = 0) -> dict:

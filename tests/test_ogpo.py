@@ -8,6 +8,7 @@ import pytest
 
 from ogpo_jax import ogpo
 from ogpo_jax.algorithms.config import OGPOConfig
+from ogpo_jax.algorithms.qc import QCConfig
 
 CFG = OGPOConfig(actor_hidden_dims=(32, 32), critic_hidden_dims=(32, 32), num_critics=4, flow_steps=4,
                  batch_size=16, ppo_batch_size=8, group_size=4, success_batch_size=8, best_of_n=3)
@@ -210,7 +211,7 @@ def test_several_critic_steps_per_update_take_one_step_per_slice():
     with pytest.raises(ValueError, match="fewer than the 32"):
         ogpo.update(state, _batch(jax.random.PRNGKey(1), 16), succ)
     with pytest.raises(ValueError, match="critic_updates_per_update"):
-        OGPOConfig(name="qc", critic_updates_per_update=2)
+        QCConfig(critic_updates_per_update=2)
 
 
 def test_head_agreement_and_the_clip_split_by_hand():

@@ -8,35 +8,35 @@ import jax.numpy as jnp
 import optax
 
 from ogpo_jax.algorithms import common
-from ogpo_jax.algorithms.config import OGPOConfig
+from ogpo_jax.algorithms.config import AlgoConfig
 from ogpo_jax import gcp
 from ogpo_jax.networks import VelocityField
 
 
-def actor_module(config: OGPOConfig, action_dim: int) -> VelocityField:
+def actor_module(config: AlgoConfig, action_dim: int) -> VelocityField:
     return VelocityField(action_dim, config.actor_hidden_dims, config.time_emb_dim)
 
 
-def actor_apply(config: OGPOConfig, action_dim: int):
+def actor_apply(config: AlgoConfig, action_dim: int):
     """-> apply_fn(params, obs, x, t) of the velocity field."""
     module = actor_module(config, action_dim)
     return lambda params, obs, x, t: module.apply({"params": params}, obs, x, t)
 
 
-def init_actor_params(config: OGPOConfig, key, obs_dim: int, action_dim: int):
+def init_actor_params(config: AlgoConfig, key, obs_dim: int, action_dim: int):
     """Fresh velocity-field params for observations of `obs_dim` and flat chunks of `action_dim`."""
     return actor_module(config, action_dim).init(
         key, jnp.zeros((1, obs_dim)), jnp.zeros((1, action_dim)), jnp.zeros((1,)))["params"]
 
 
-def actor_optimizer(config: OGPOConfig):
+def actor_optimizer(config: AlgoConfig):
     """-> (AdamW with the cyclic cosine schedule, the schedule)."""
     schedule = common.cyclic_cosine_schedule(
         config.actor_lr, config.actor_lr_floor, config.actor_lr_warmup, config.actor_lr_period)
     return common.adamw(schedule, config.actor_weight_decay, config.grad_clip, config.adam_eps), schedule
 
 
-def sample_actions(config: OGPOConfig, chunk_shape, actor_params, obs, key, mode: str = "sde") -> jax.Array:
+def sample_actions(config: AlgoConfig, chunk_shape, actor_params, obs, key, mode: str = "sde") -> jax.Array:
     """Chunks from actor params alone (no critic): obs (B, obs_dim) -> (B, H, da).
 
     mode 'ode': deterministic Euler (evaluation); 'sde': one stochastic chain (RL sampler).

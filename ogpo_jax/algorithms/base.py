@@ -7,8 +7,9 @@ An algorithm is a handful of pure, jittable functions over its own state (a flax
     state, metrics = algo.update(state, batch, success_batch)   # metrics: {name: scalar}
     chunks = algo.act(state, obs, key, mode, actor=None)       # obs (B, obs_dim) -> (B, H, da)
 
-The state carries what the driver reads: `step` (updates done, int32), `config` (static, an
-`OGPOConfig` whose `name` is the algorithm's registry name) and `chunk_shape` (static, (H, da)).
+The state carries what the driver reads: `step` (updates done, int32), `config` (static, the
+algorithm's config class, `Algorithm.config`, whose `name` is the registry name) and `chunk_shape`
+(static, (H, da)).
 `batch` holds replay chunk transitions and `success_batch` chunks from successful episodes
 (`training/loop.py` samples both); an `on_policy` algorithm gets the loop's rollout
 instead (time-ordered rows of every env plus the keys its `act` drew them with, so it can
@@ -17,8 +18,9 @@ regenerate its denoising chains exactly) and `success_batch=None`. `act(..., act
 
 The driver finds an algorithm by `config.algo.name` (`get(name)` or `of(state)`), so the loop,
 `train.py`, `compare.py` and `evaluate.py` never import one by hand. Adding one: write a module
-with `init`, `update`, `act`, `check_config`, build an `Algorithm` at its bottom and add it to
-`_MODULES` below.
+with `init`, `update`, `act`, `check_config` and, if it has fields of its own, a config class
+(subclass `config.AlgoConfig` and give `name` the registry name as its default), build an
+`Algorithm` at its bottom and add it to `_MODULES` below.
 """
 from __future__ import annotations
 
@@ -52,6 +54,10 @@ class Algorithm(NamedTuple):
     # A policy that never changes (frozen BC): the driver evaluates it at every evaluation point
     # without collecting data, since rollouts and no-op updates could not change what it scores.
     frozen: bool = False
+    # The algorithm's config class: a frozen dataclass subclassing `config.AlgoConfig` with the
+    # algorithm's own fields and their checks (`AlgoConfig.from_dict` builds it from a run config).
+    # None: `AlgoConfig` itself (only the shared fields).
+    config: Any = None
 
 
 # registry name -> module defining `ALGORITHM` (imported on first use: no import cycles with the

@@ -8,6 +8,7 @@ agent's own successes).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -17,26 +18,28 @@ from flax import struct
 from ogpo_jax.algorithms.actor import init_actor_params, sample_actions
 from ogpo_jax.algorithms import common
 from ogpo_jax.algorithms.base import Algorithm
-from ogpo_jax.algorithms.config import OGPOConfig
+from ogpo_jax.algorithms.config import AlgoConfig, check_field
 
 NAME = "bc"
 ACT_MODES = ("ode", "sde")
 
 
-class BCState(struct.PyTreeNode):
+@dataclasses.dataclass(frozen=True)
+class BCConfig(AlgoConfig):
+    """Frozen BC: the shared fields only (its actor's network and sampler)."""
+    name: str = NAME
+
+
+class BCState(common.AgentState, kw_only=True):
     actor: Any
-    step: jax.Array
-    key: jax.Array
-    config: OGPOConfig = struct.field(pytree_node=False)
-    chunk_shape: tuple = struct.field(pytree_node=False)
-    hparams: Any = None
+    config: BCConfig = struct.field(pytree_node=False)
 
 
-def check_config(config: OGPOConfig) -> None:
+def check_config(config: BCConfig) -> None:
     common.check_rollout_mode(config, "bc", ACT_MODES, " (no critic)")
 
 
-def init(key, obs_dim: int, chunk_shape, config: OGPOConfig, actor_params=None) -> BCState:
+def init(key, obs_dim: int, chunk_shape, config: BCConfig, actor_params=None) -> BCState:
     horizon, act_dim = (int(c) for c in chunk_shape)
     k_actor, k_state = jax.random.split(key)
     if actor_params is None:
@@ -58,4 +61,5 @@ def act(state: BCState, obs, key, mode: str = "sde", actor: str | None = None) -
 
 ALGORITHM = Algorithm(name=NAME, description="BC: the initial policy, frozen (the floor)",
                       init=init, update=update, act=act, act_modes=ACT_MODES, check_config=check_config,
-                      frozen=True)
+                      frozen=True,
+                      config=BCConfig)

@@ -1,11 +1,25 @@
-"""Pieces shared by the algorithms: Polyak averaging, optimizers and schedules, n-step targets."""
+"""Pieces shared by the algorithms: the state every agent carries, Polyak averaging, optimizers and
+schedules, n-step targets."""
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
+
+
+class AgentState(struct.PyTreeNode, kw_only=True):
+    """What every algorithm's state carries for the driver (`algorithms/base.py`); a baseline's
+    state subclasses it (`class QCState(AgentState, kw_only=True)`) and adds its networks and
+    optimizers. Keyword-only, so the subclass's fields need no defaults."""
+    step: jax.Array            # updates done, int32
+    key: jax.Array
+    config: Any = struct.field(pytree_node=False)        # the algorithm's config class (static)
+    chunk_shape: tuple = struct.field(pytree_node=False)  # (H, action_dim)
+    hparams: Any = None        # a sweep member's own values of SWEEPABLE fields (`config.swept`)
 
 
 def tree_norm(tree) -> jax.Array:

@@ -26,6 +26,7 @@ rollouts of 50 envs x 300-400 steps (K = 20 DDPM steps, 10 finetuned).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -35,7 +36,7 @@ from flax import struct
 from ogpo_jax.algorithms import common, onpolicy
 from ogpo_jax.algorithms.actor import actor_apply, actor_optimizer, init_actor_params
 from ogpo_jax.algorithms.base import Algorithm
-from ogpo_jax.algorithms.config import OGPOConfig, swept
+from ogpo_jax.algorithms.config import OnPolicyConfig, check_field, swept
 from ogpo_jax.algorithms.extraction import clipped_surrogate
 from ogpo_jax import gcp
 
@@ -43,34 +44,50 @@ NAME = "dppo"
 ACT_MODES = ("ode", "sde")
 
 
-class DPPOState(struct.PyTreeNode):
+@dataclasses.dataclass(frozen=True)
+class DPPOConfig(OnPolicyConfig):
+    """DPPO: the on-policy PPO fields plus which denoising steps are finetuned and how they are
+    discounted and clipped."""
+    name: str = NAME
+    dppo_ft_steps: int = 0                # finetune only the last k denoising steps (0 = all K)
+    dppo_gamma_denoising: float = 0.99    # step k's advantage x gamma^(K - 1 - k)
+    dppo_clip_early: float = 0.001        # clip of the earliest finetuned step (clip_epsilon: the last)
+    dppo_clip_rate: float = 3.0           # exponential interpolation rate between the two
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_field(self, "dppo_ft_steps", 0 <= self.dppo_ft_steps <= self.flow_steps,
+                    f"in [0, flow_steps={self.flow_steps}]")
+        check_field(self, "dppo_gamma_denoising", 0.0 < self.dppo_gamma_denoising <= 1.0, "in (0, 1]")
+        check_field(self, "dppo_clip_early", 0.0 < self.dppo_clip_early <= self.clip_epsilon,
+                    f"in (0, clip_epsilon={self.clip_epsilon}]")
+        check_field(self, "dppo_clip_rate", self.dppo_clip_rate > 0, "> 0")
+
+
+class DPPOState(common.AgentState, kw_only=True):
     actor: Any                 # finetuned velocity field
     actor_opt: Any
     value: Any                 # V(s)
     value_opt: Any
-    step: jax.Array            # PPO phases done
-    key: jax.Array
-    config: OGPOConfig = struct.field(pytree_node=False)
-    chunk_shape: tuple = struct.field(pytree_node=False)
     actor_base: Any = None     # frozen BC field of the first K - dppo_ft_steps steps (None: all finetuned)
-    hparams: Any = None
 
     @property
     def action_dim(self) -> int:
         return self.chunk_shape[0] * self.chunk_shape[1]
+    config: DPPOConfig = struct.field(pytree_node=False)
 
 
-def check_config(config: OGPOConfig) -> None:
+def check_config(config: DPPOConfig) -> None:
     if config.rollout_mode != "sde":
         raise ValueError(f"algo.rollout_mode must be 'sde' for algo.name='dppo' (on-policy: the rollouts "
                          f"are the sampler whose step log-probs PPO reweights), got {config.rollout_mode!r}")
 
 
-def ft_steps(config: OGPOConfig) -> int:
+def ft_steps(config: DPPOConfig) -> int:
     return config.dppo_ft_steps or config.flow_steps
 
 
-def init(key, obs_dim: int, chunk_shape, config: OGPOConfig, actor_params=None) -> DPPOState:
+def init(key, obs_dim: int, chunk_shape, config: DPPOConfig, actor_params=None) -> DPPOState:
     horizon, act_dim = (int(c) for c in chunk_shape)
     k_actor, k_value, k_state = jax.random.split(key, 3)
     if actor_params is None:
@@ -98,7 +115,7 @@ def velocity_fn(state: DPPOState):
     return mixed
 
 
-def clip_schedule(config: OGPOConfig) -> jax.Array:
+def clip_schedule(config: DPPOConfig) -> jax.Array:
     """Per-denoising-step clip epsilon (K,): 0 for frozen steps, exponential from dppo_clip_early
     (earliest finetuned step) to clip_epsilon (last step)."""
     k, ft = config.flow_steps, ft_steps(config)
@@ -155,4 +172,5 @@ def update(state: DPPOState, rollout, success_batch=None):
 
 ALGORITHM = Algorithm(name=NAME, description="DPPO: on-policy PPO over (env step x denoising step) of the flow sampler",
                       init=init, update=update, act=act, act_modes=ACT_MODES, check_config=check_config,
-                      on_policy=True)
+                      on_policy=True,
+                      config=DPPOConfig)

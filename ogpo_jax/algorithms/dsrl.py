@@ -30,6 +30,8 @@ noise bound 1 for DSRL-NA (1.5 for its plain-SAC variant), 3x2048 tanh networks 
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -41,14 +43,26 @@ from ogpo_jax.algorithms import common, sac
 from ogpo_jax.algorithms import critic as critic_lib
 from ogpo_jax.algorithms.actor import actor_apply, init_actor_params
 from ogpo_jax.algorithms.base import Algorithm
-from ogpo_jax.algorithms.config import OGPOConfig, swept
+from ogpo_jax.algorithms.config import SACPolicyConfig, check_field, swept
 from ogpo_jax import gcp
 
 NAME = "dsrl"
 ACT_MODES = ("ode", "sde", "best_of_n")
 
 
-class DSRLState(struct.PyTreeNode):
+@dataclasses.dataclass(frozen=True)
+class DSRLConfig(SACPolicyConfig):
+    """DSRL: SAC's noise policy (`SACPolicyConfig`) acting in [-b, b]^D of the flow's noise space."""
+    name: str = NAME
+    noise_action_bound: float = 1.0       # noise-space actions in [-b, b]^D
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_field(self, "noise_action_bound", self.noise_action_bound > 0 and math.isfinite(self.noise_action_bound),
+                    "> 0 and finite")
+
+
+class DSRLState(common.AgentState, kw_only=True):
     actor: Any                 # frozen base flow policy (velocity-field params)
     noise_policy: Any          # pi(w | s) params
     noise_policy_opt: Any
@@ -59,22 +73,18 @@ class DSRLState(struct.PyTreeNode):
     critic_opt: Any
     noise_critic: Any          # Q^W(s, w) ensemble
     noise_critic_opt: Any
-    step: jax.Array
-    key: jax.Array
-    config: OGPOConfig = struct.field(pytree_node=False)
-    chunk_shape: tuple = struct.field(pytree_node=False)
-    hparams: Any = None
 
     @property
     def action_dim(self) -> int:
         return self.chunk_shape[0] * self.chunk_shape[1]
+    config: DSRLConfig = struct.field(pytree_node=False)
 
 
-def check_config(config: OGPOConfig) -> None:
+def check_config(config: DSRLConfig) -> None:
     common.check_rollout_mode(config, "dsrl", ACT_MODES)
 
 
-def init(key, obs_dim: int, chunk_shape, config: OGPOConfig, actor_params=None) -> DSRLState:
+def init(key, obs_dim: int, chunk_shape, config: DSRLConfig, actor_params=None) -> DSRLState:
     horizon, act_dim = (int(c) for c in chunk_shape)
     dim = horizon * act_dim
     k_actor, k_pi, k_qa, k_qw, k_state = jax.random.split(key, 5)
@@ -181,4 +191,5 @@ def candidates(state: DSRLState, obs, key, actor: str | None = None) -> jax.Arra
 
 ALGORITHM = Algorithm(name=NAME, description="DSRL-NA: SAC in the noise space of the frozen flow policy",
                       init=init, update=update, act=act, act_modes=ACT_MODES, check_config=check_config,
-                      target_q=critic_lib.target_q, candidates=candidates)
+                      target_q=critic_lib.target_q, candidates=candidates,
+                      config=DSRLConfig)

@@ -22,6 +22,8 @@ target takes the min of 2 random heads of 10 (here `target_aggregation` over `nu
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -33,13 +35,24 @@ from ogpo_jax.algorithms import common, sac
 from ogpo_jax.algorithms import critic as critic_lib
 from ogpo_jax.algorithms.actor import actor_optimizer, base_bc_step, init_actor_params, sample_actions
 from ogpo_jax.algorithms.base import Algorithm
-from ogpo_jax.algorithms.config import OGPOConfig, swept
+from ogpo_jax.algorithms.config import BaseFlowConfig, SACPolicyConfig, check_field, swept
 
 NAME = "expo"
 ACT_MODES = ("ode", "sde")
 
 
-class EXPOState(struct.PyTreeNode):
+@dataclasses.dataclass(frozen=True)
+class EXPOConfig(BaseFlowConfig, SACPolicyConfig):
+    """EXPO: the base flow's BC data, SAC's edit policy (`SACPolicyConfig`) and the edit's scale."""
+    name: str = NAME
+    edit_scale: float = 0.05              # edited chunk = clip(a + scale * u), u in (-1, 1)^D
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_field(self, "edit_scale", self.edit_scale > 0 and math.isfinite(self.edit_scale), "> 0 and finite")
+
+
+class EXPOState(common.AgentState, kw_only=True):
     actor: Any                 # base flow policy (velocity-field params)
     actor_opt: Any
     edit: Any                  # edit policy pi_e(u | s, a) params
@@ -49,22 +62,18 @@ class EXPOState(struct.PyTreeNode):
     critic: Any
     critic_target: Any
     critic_opt: Any
-    step: jax.Array
-    key: jax.Array
-    config: OGPOConfig = struct.field(pytree_node=False)
-    chunk_shape: tuple = struct.field(pytree_node=False)
-    hparams: Any = None
 
     @property
     def action_dim(self) -> int:
         return self.chunk_shape[0] * self.chunk_shape[1]
+    config: EXPOConfig = struct.field(pytree_node=False)
 
 
-def check_config(config: OGPOConfig) -> None:
+def check_config(config: EXPOConfig) -> None:
     common.check_rollout_mode(config, "expo", ACT_MODES, " (its acting is already a selection among candidates)")
 
 
-def init(key, obs_dim: int, chunk_shape, config: OGPOConfig, actor_params=None) -> EXPOState:
+def init(key, obs_dim: int, chunk_shape, config: EXPOConfig, actor_params=None) -> EXPOState:
     horizon, act_dim = (int(c) for c in chunk_shape)
     dim = horizon * act_dim
     k_actor, k_edit, k_critic, k_state = jax.random.split(key, 4)
@@ -171,4 +180,5 @@ def policy_alone(state: EXPOState, obs, key, actor: str | None = None) -> jax.Ar
 
 ALGORITHM = Algorithm(name=NAME, description="EXPO: base flow policy + bounded Gaussian edits, on-the-fly selection by Q",
                       init=init, update=update, act=act, act_modes=ACT_MODES, check_config=check_config,
-                      policy_alone=policy_alone, target_q=critic_lib.target_q)
+                      policy_alone=policy_alone, target_q=critic_lib.target_q,
+                      config=EXPOConfig)

@@ -27,6 +27,8 @@ the critic fields, `base_bc_data`, `actor_hidden_dims` (mu has the flow's widths
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -38,7 +40,7 @@ from ogpo_jax.algorithms import common
 from ogpo_jax.algorithms import critic as critic_lib
 from ogpo_jax.algorithms.actor import actor_apply, actor_optimizer, base_bc_step, init_actor_params, sample_actions
 from ogpo_jax.algorithms.base import Algorithm
-from ogpo_jax.algorithms.config import OGPOConfig, swept
+from ogpo_jax.algorithms.config import BaseFlowConfig, check_field, swept
 from ogpo_jax import gcp
 from ogpo_jax.networks import OneStepPolicy
 
@@ -46,7 +48,19 @@ NAME = "fql"
 ACT_MODES = ("ode", "sde")
 
 
-class FQLState(struct.PyTreeNode):
+@dataclasses.dataclass(frozen=True)
+class FQLConfig(BaseFlowConfig):
+    """FQL: the base flow's BC data plus the one-step policy's distillation weight."""
+    name: str = NAME
+    fql_alpha: float = 100.0              # weight of the one-step policy's distillation loss
+    fql_normalize_q_loss: bool = False    # divide the -Q term by the batch's mean |Q|
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_field(self, "fql_alpha", self.fql_alpha >= 0 and math.isfinite(self.fql_alpha), ">= 0 and finite")
+
+
+class FQLState(common.AgentState, kw_only=True):
     actor: Any                 # base flow policy (velocity-field params)
     onestep: Any               # one-step policy mu(s, z) params
     actor_opt: Any
@@ -54,26 +68,22 @@ class FQLState(struct.PyTreeNode):
     critic: Any
     critic_target: Any
     critic_opt: Any
-    step: jax.Array
-    key: jax.Array
-    config: OGPOConfig = struct.field(pytree_node=False)
-    chunk_shape: tuple = struct.field(pytree_node=False)
-    hparams: Any = None
 
     @property
     def action_dim(self) -> int:
         return self.chunk_shape[0] * self.chunk_shape[1]
+    config: FQLConfig = struct.field(pytree_node=False)
 
 
-def check_config(config: OGPOConfig) -> None:
+def check_config(config: FQLConfig) -> None:
     common.check_rollout_mode(config, "fql", ACT_MODES)
 
 
-def onestep_module(config: OGPOConfig, action_dim: int) -> OneStepPolicy:
+def onestep_module(config: FQLConfig, action_dim: int) -> OneStepPolicy:
     return OneStepPolicy(action_dim, config.actor_hidden_dims)
 
 
-def init(key, obs_dim: int, chunk_shape, config: OGPOConfig, actor_params=None) -> FQLState:
+def init(key, obs_dim: int, chunk_shape, config: FQLConfig, actor_params=None) -> FQLState:
     horizon, act_dim = (int(c) for c in chunk_shape)
     dim = horizon * act_dim
     k_actor, k_one, k_critic, k_state = jax.random.split(key, 4)
@@ -160,4 +170,5 @@ def act(state: FQLState, obs, key, mode: str = "sde", actor: str | None = None) 
 
 ALGORITHM = Algorithm(name=NAME, description="FQL (QC-FQL on chunks): one-step policy distilled from the flow + Q",
                       init=init, update=update, act=act, act_modes=ACT_MODES, check_config=check_config,
-                      target_q=critic_lib.target_q)
+                      target_q=critic_lib.target_q,
+                      config=FQLConfig)

@@ -38,7 +38,7 @@ from ogpo_jax.algorithms.actor import (actor_apply, actor_module, actor_optimize
 from ogpo_jax.algorithms.advantages import awr_weights, chi2_advantage, chi2_upper_clip, compute_advantage
 from ogpo_jax.algorithms.advantages import postprocess as postprocess_advantage
 from ogpo_jax.algorithms.base import Algorithm
-from ogpo_jax.algorithms.config import ROLLOUT_MODES, OGPOConfig, swept
+from ogpo_jax.algorithms.config import ROLLOUT_MODES, AlgoConfig, OGPOConfig, swept
 from ogpo_jax import gcp
 from ogpo_jax.gcp import flow
 from ogpo_jax.networks import CriticEnsemble
@@ -97,7 +97,7 @@ def critic_optimizer(config: OGPOConfig):
 
 
 def as_config(config) -> OGPOConfig:
-    if isinstance(config, OGPOConfig):
+    if isinstance(config, AlgoConfig):       # another algorithm's config: `check_config` names it
         return config
     if config is None:
         return OGPOConfig()
@@ -615,7 +615,7 @@ def from_older_layout(tree: dict, like: OGPOState) -> OGPOState:
 
 ALGORITHM = Algorithm(name=NAME, description="OGPO: chunked critic ensemble + PPO over the whole denoising chain",
                       init=init, update=update, act=act, act_modes=ACT_MODES, check_config=check_config,
-                      target_q=critic_lib.target_q)
+                      target_q=critic_lib.target_q, config=OGPOConfig)
 
 
 # ----------------------------------------------------------------------------- deprecated names

@@ -19,6 +19,7 @@ mean of 2 heads), the critic fields, `base_bc_data`,
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -29,33 +30,35 @@ from ogpo_jax.algorithms import common
 from ogpo_jax.algorithms import critic as critic_lib
 from ogpo_jax.algorithms.actor import actor_optimizer, base_bc_step, init_actor_params, sample_actions
 from ogpo_jax.algorithms.base import Algorithm
-from ogpo_jax.algorithms.config import OGPOConfig, swept
+from ogpo_jax.algorithms.config import BaseFlowConfig, check_field, swept
 
 NAME = "qc"
 ACT_MODES = ("ode", "sde")
 
 
-class QCState(struct.PyTreeNode):
+@dataclasses.dataclass(frozen=True)
+class QCConfig(BaseFlowConfig):
+    """QC: the shared fields (its critic, `best_of_n` candidates) and the base flow's BC data."""
+    name: str = NAME
+
+
+class QCState(common.AgentState, kw_only=True):
     actor: Any                 # base flow policy (velocity-field params)
     actor_opt: Any
     critic: Any                # critic ensemble, heads stacked on axis 0
     critic_target: Any
     critic_opt: Any
-    step: jax.Array
-    key: jax.Array
-    config: OGPOConfig = struct.field(pytree_node=False)
-    chunk_shape: tuple = struct.field(pytree_node=False)
-    hparams: Any = None
+    config: QCConfig = struct.field(pytree_node=False)
 
 
-def check_config(config: OGPOConfig) -> None:
+def check_config(config: QCConfig) -> None:
     common.check_rollout_mode(config, "qc", ACT_MODES, " (its policy is already best-of-N)")
     if config.best_of_n < 2:
         raise ValueError(f"algo.best_of_n must be >= 2 for algo.name='qc' (N candidates to choose from), "
                          f"got {config.best_of_n!r}")
 
 
-def init(key, obs_dim: int, chunk_shape, config: OGPOConfig, actor_params=None) -> QCState:
+def init(key, obs_dim: int, chunk_shape, config: QCConfig, actor_params=None) -> QCState:
     horizon, act_dim = (int(c) for c in chunk_shape)
     k_actor, k_critic, k_state = jax.random.split(key, 3)
     if actor_params is None:
@@ -112,4 +115,5 @@ def policy_alone(state: QCState, obs, key, actor: str | None = None) -> jax.Arra
 
 ALGORITHM = Algorithm(name=NAME, description="QC: chunked critic + best-of-N sampling from the flow policy",
                       init=init, update=update, act=act, act_modes=ACT_MODES, check_config=check_config,
-                      policy_alone=policy_alone, target_q=critic_lib.target_q)
+                      policy_alone=policy_alone, target_q=critic_lib.target_q,
+                      config=QCConfig)

@@ -23,6 +23,7 @@ Defaults of ReinFlow's robomimic configs: K = 1-4 (`flow_steps`), std in [0.08, 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -33,7 +34,7 @@ from flax import struct
 from ogpo_jax.algorithms import common, onpolicy
 from ogpo_jax.algorithms.actor import actor_apply, actor_optimizer, init_actor_params
 from ogpo_jax.algorithms.base import Algorithm
-from ogpo_jax.algorithms.config import OGPOConfig, swept
+from ogpo_jax.algorithms.config import POLICY_HIDDEN_DIMS, OnPolicyConfig, check_field, swept
 from ogpo_jax.algorithms.extraction import clipped_surrogate
 from ogpo_jax.gcp import flow
 from ogpo_jax.networks import NoiseStd
@@ -42,23 +43,38 @@ NAME = "reinflow"
 ACT_MODES = ("ode", "sde")
 
 
-class ReinFlowState(struct.PyTreeNode):
+@dataclasses.dataclass(frozen=True)
+class ReinFlowConfig(OnPolicyConfig):
+    """ReinFlow: the on-policy PPO fields plus its noise net's widths, std bounds and entropy bonus."""
+    name: str = NAME
+    policy_hidden_dims: tuple = POLICY_HIDDEN_DIMS   # the noise-std net's widths
+    reinflow_min_std: float = 0.08        # learned noise std bounds
+    reinflow_max_std: float = 0.14
+    entropy_coeff: float = 0.0            # weight of the chain's Gaussian entropy bonus
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "policy_hidden_dims", tuple(int(w) for w in self.policy_hidden_dims))
+        check_field(self, "policy_hidden_dims", len(self.policy_hidden_dims) >= 1 and min(self.policy_hidden_dims) >= 1,
+                    "a non-empty sequence of positive widths")
+        check_field(self, "reinflow_min_std", 0.0 < self.reinflow_min_std <= self.reinflow_max_std,
+                    f"in (0, reinflow_max_std={self.reinflow_max_std}]")
+        check_field(self, "entropy_coeff", self.entropy_coeff >= 0, ">= 0")
+
+
+class ReinFlowState(common.AgentState, kw_only=True):
     actor: Any                 # {'velocity': velocity-field params, 'noise': noise-net params}
     actor_opt: Any
     value: Any
     value_opt: Any
-    step: jax.Array
-    key: jax.Array
-    config: OGPOConfig = struct.field(pytree_node=False)
-    chunk_shape: tuple = struct.field(pytree_node=False)
-    hparams: Any = None
 
     @property
     def action_dim(self) -> int:
         return self.chunk_shape[0] * self.chunk_shape[1]
+    config: ReinFlowConfig = struct.field(pytree_node=False)
 
 
-def check_config(config: OGPOConfig) -> None:
+def check_config(config: ReinFlowConfig) -> None:
     if config.rollout_mode != "sde":
         raise ValueError(f"algo.rollout_mode must be 'sde' for algo.name='reinflow' (on-policy: the rollouts "
                          f"are the noisy chain PPO reweights), got {config.rollout_mode!r}")
@@ -67,12 +83,12 @@ def check_config(config: OGPOConfig) -> None:
                          f"flow's Euler steps), got {config.policy!r}")
 
 
-def noise_module(config: OGPOConfig, action_dim: int) -> NoiseStd:
+def noise_module(config: ReinFlowConfig, action_dim: int) -> NoiseStd:
     return NoiseStd(action_dim, config.policy_hidden_dims, config.time_emb_dim, config.reinflow_min_std,
                     config.reinflow_max_std)
 
 
-def init(key, obs_dim: int, chunk_shape, config: OGPOConfig, actor_params=None) -> ReinFlowState:
+def init(key, obs_dim: int, chunk_shape, config: ReinFlowConfig, actor_params=None) -> ReinFlowState:
     """`actor_params`: a BC velocity field (the noise net starts fresh), or the {'velocity', 'noise'}
     pair of a ReinFlow state."""
     horizon, act_dim = (int(c) for c in chunk_shape)
@@ -167,4 +183,5 @@ def update(state: ReinFlowState, rollout, success_batch=None):
 
 ALGORITHM = Algorithm(name=NAME, description="ReinFlow: on-policy PPO of the flow with a learned noise-injection net",
                       init=init, update=update, act=act, act_modes=ACT_MODES, check_config=check_config,
-                      on_policy=True)
+                      on_policy=True,
+                      config=ReinFlowConfig)

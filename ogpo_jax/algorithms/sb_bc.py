@@ -8,12 +8,13 @@ driver can finetune, and the baseline every critic-based method must beat.
     state, metrics = update(state, batch, success_batch)    # success_batch None: BC on `batch`
     chunk = act(state, obs, key, mode)                      # mode: 'ode' | 'sde'
 
-Config fields it reads (`OGPOConfig`): the actor's network, flow and optimizer fields, `bc_coeff`
+Config fields it reads (`SBBCConfig`): the actor's network, flow and optimizer fields, `bc_coeff`
 (the loss weight), `actor_tau`, `act_with`, `rollout_mode`, `success_batch_size`, `batch_size`
-(the loop's replay batch, unused here). Critic and PPO fields are ignored.
+(the loop's replay batch, unused here).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -23,31 +24,38 @@ from flax import struct
 from ogpo_jax.algorithms import common
 from ogpo_jax.algorithms.actor import actor_optimizer, bc_step, init_actor_params, sample_actions
 from ogpo_jax.algorithms.base import Algorithm
-from ogpo_jax.algorithms.config import OGPOConfig, swept
+from ogpo_jax.algorithms.config import BC_COEFF, AlgoConfig, check_field, swept
 
 NAME = "sb_bc"
 ACT_MODES = ("ode", "sde")
 
 
-class SBBCState(struct.PyTreeNode):
+@dataclasses.dataclass(frozen=True)
+class SBBCConfig(AlgoConfig):
+    """Success-buffer BC: the shared fields plus the BC loss's weight."""
+    name: str = NAME
+    bc_coeff: float = BC_COEFF            # weight of the success-buffer flow-matching loss (its only loss)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_field(self, "bc_coeff", self.bc_coeff >= 0, ">= 0")
+
+
+class SBBCState(common.AgentState, kw_only=True):
     actor: Any                 # velocity-field params
     actor_ema: Any             # EMA of the actor: collects data when act_with='ema'
     actor_opt: Any
-    step: jax.Array            # updates done (int32)
-    key: jax.Array             # PRNG key consumed by `update`
-    config: OGPOConfig = struct.field(pytree_node=False)
-    chunk_shape: tuple = struct.field(pytree_node=False)   # (H, da)
-    hparams: Any = None        # a sweep member's own values of SWEEPABLE fields (`config.swept`)
+    config: SBBCConfig = struct.field(pytree_node=False)
 
 
-def check_config(config: OGPOConfig) -> None:
+def check_config(config: SBBCConfig) -> None:
     common.check_rollout_mode(config, "sb_bc", ACT_MODES, " (Best-of-N needs a critic)")
     if config.bc_coeff <= 0:
         raise ValueError(f"algo.bc_coeff must be > 0 for algo.name='sb_bc' (it is the only loss), "
                          f"got {config.bc_coeff!r}")
 
 
-def init(key, obs_dim: int, chunk_shape, config: OGPOConfig, actor_params=None) -> SBBCState:
+def init(key, obs_dim: int, chunk_shape, config: SBBCConfig, actor_params=None) -> SBBCState:
     """Fresh state; `actor_params` (a BC checkpoint) initialise actor and EMA actor."""
     horizon, act_dim = (int(c) for c in chunk_shape)
     if obs_dim < 1 or horizon < 1 or act_dim < 1:
@@ -85,4 +93,5 @@ def act(state: SBBCState, obs, key, mode: str = "sde", actor: str | None = None)
 
 
 ALGORITHM = Algorithm(name=NAME, description="success-buffer flow-matching BC alone (no critic)",
-                      init=init, update=update, act=act, act_modes=ACT_MODES, check_config=check_config)
+                      init=init, update=update, act=act, act_modes=ACT_MODES, check_config=check_config,
+                      config=SBBCConfig)

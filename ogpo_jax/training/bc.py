@@ -14,12 +14,12 @@ import jax.numpy as jnp
 import optax
 
 from ogpo_jax.algorithms.actor import actor_apply, init_actor_params, sample_actions
-from ogpo_jax.algorithms.config import OGPOConfig
+from ogpo_jax.algorithms.config import AlgoConfig
 from ogpo_jax import gcp
 from ogpo_jax.training import progress
 
 
-def make_bc_block(config: OGPOConfig, chunk_shape, dataset: dict, batch_size: int, lr: float, steps: int):
+def make_bc_block(config: AlgoConfig, chunk_shape, dataset: dict, batch_size: int, lr: float, steps: int):
     """-> jitted `block(params, opt_state, key) -> (params, opt_state, mean_loss)` of `steps` steps."""
     apply_fn = actor_apply(config, chunk_shape[0] * chunk_shape[1])
     tx = optax.adam(lr)

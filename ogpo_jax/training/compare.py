@@ -67,7 +67,7 @@ def run_sweep(spec: RunSpec, bc_params, seeds, field: str, values, log=print, ev
     values = [float(v) for v in values]
     if not values or len(set(values)) != len(values):
         raise ValueError(f"--sweep needs distinct values, got {values}")
-    if name == "bc_coeff" and (min(values) <= 0) != (spec.algo.bc_coeff <= 0):
+    if name == "bc_coeff" and (min(values) <= 0) != (spec.config.algo.bc_coeff <= 0):
         raise ValueError("a bc_coeff sweep needs every value > 0 when config.algo.bc_coeff > 0 (the BC term is "
                          f"computed or not for all members alike), got {values}")
     return _run_members(spec, bc_params, seeds, (name, values), log, eval_modes, final_modes, on_eval,

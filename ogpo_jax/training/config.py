@@ -1,6 +1,6 @@
 """Validation of a whole run config (before anything is compiled or allocated).
 
-Every error names the offending field and value. `validate(config) -> OGPOConfig` checks
+Every error names the offending field and value. `validate(config) -> AlgoConfig` checks
     - unknown keys, at the top level and in every section (against `training/defaults.py`);
     - types (an int where an int is expected, a float may be given as an int, no strings for numbers);
     - ranges, divisibility (sizes split over devices), and mutually exclusive options.
@@ -11,7 +11,7 @@ import math
 import numbers
 
 from ogpo_jax.algorithms import base as algorithms
-from ogpo_jax.algorithms.config import OGPOConfig
+from ogpo_jax.algorithms.config import AlgoConfig
 
 WANDB_MODES = ("", "online", "offline", "disabled")
 HOST_ENVS = ("robosuite", "host_point")
@@ -68,7 +68,7 @@ def _finite_positive(x) -> bool:
     return x > 0 and math.isfinite(x)
 
 
-def validate(config) -> OGPOConfig:
+def validate(config) -> AlgoConfig:
     from ogpo_jax.training import defaults   # the reference layout: every field with its default
 
     reference = defaults.get_config()
@@ -83,7 +83,7 @@ def validate(config) -> OGPOConfig:
         if hasattr(reference[name], "keys"):
             _require(hasattr(config[name], "keys"), name, config[name], "a section")
             _check_against(config[name], reference[name], name)
-    algo = OGPOConfig.from_dict(config.algo)
+    algo = AlgoConfig.from_dict(config.algo)
     algorithms.get(algo.name).check_config(algo)
     e, d, b, t, dist = config.env, config.demos, config.bc, config.train, config.distributed
     _require(config.seed >= 0, "seed", config.seed, ">= 0")

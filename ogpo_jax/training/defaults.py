@@ -4,11 +4,10 @@ types against it.
 
     python experiments/train.py --config=configs/toy.py --config.algo.group_size=8
 """
-import dataclasses
 
 from ml_collections import ConfigDict
 
-from ogpo_jax.algorithms.config import OGPOConfig
+from ogpo_jax.algorithms.config import all_defaults
 
 
 def get_config(preset: str = "") -> ConfigDict:
@@ -36,7 +35,8 @@ def get_config(preset: str = "") -> ConfigDict:
     c.bc.stop_success = 0.45
     c.bc.eval_episodes = 64
 
-    c.algo = ConfigDict(dataclasses.asdict(OGPOConfig()))
+    # every algorithm's fields; `algo.name` picks the algorithm and so the fields that apply
+    c.algo = ConfigDict(all_defaults())
 
     c.train = ConfigDict()
     c.train.num_envs = 32

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from ogpo_jax.algorithms import base as algorithms
-from ogpo_jax.algorithms.config import OGPOConfig, with_hyperparams
+from ogpo_jax.algorithms.config import AlgoConfig, with_hyperparams
 from ogpo_jax.envs import core as env_core
 from ogpo_jax.training import distributed, loop, memory, progress, rundir
 from ogpo_jax.training.checkpoint import Checkpointer
@@ -97,7 +97,7 @@ def init_finetune_state(spec: RunSpec, bc_params, mesh=None):
     return _distinct_buffers(jax.device_put(ls, device))
 
 
-def eval_policies(algo_cfg: OGPOConfig, modes=("ode", "sde"), other_actor: bool = False, select_n: int = 8,
+def eval_policies(algo_cfg: AlgoConfig, modes=("ode", "sde"), other_actor: bool = False, select_n: int = 8,
                   select_aggregation: str = "mean") -> dict:
     """{name: policy} for `evaluate_policies`: the data-collecting actor (`act_with`) with each
     sampler in `modes`; `other_actor` adds 'ode_<other>', the other actor's ODE sampler. The modes

@@ -13,7 +13,7 @@ import os
 
 import jax
 
-from ogpo_jax.algorithms.config import OGPOConfig
+from ogpo_jax.algorithms.config import AlgoConfig
 from ogpo_jax.data import replay as rb
 
 
@@ -26,7 +26,7 @@ def _mlp_params(sizes) -> int:
     return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
-def network_params(algo: OGPOConfig, obs_dim: int, horizon: int, action_dim: int) -> dict:
+def network_params(algo: AlgoConfig, obs_dim: int, horizon: int, action_dim: int) -> dict:
     """Approximate parameter counts of actor and critic ensemble (dense layers only)."""
     d = horizon * action_dim
     actor = _mlp_params((obs_dim + d + algo.time_emb_dim,) + tuple(algo.actor_hidden_dims) + (d,))
@@ -39,7 +39,7 @@ def estimate(config, obs_dim: int, action_dim: int, episode_length: int | None =
     """Bytes per device of the run's state: replay, success ring, staging, networks + optimizers,
     for `num_seeds` stacked seeds (default `config.num_seeds`)."""
     t = config.train
-    algo = OGPOConfig.from_dict(config.algo)
+    algo = AlgoConfig.from_dict(config.algo)
     horizon = config.env.chunk_horizon
     row = transition_bytes(obs_dim, horizon, action_dim)
     n = max(int(config.distributed.num_devices), 1) if config.distributed.num_devices else len(jax.devices())

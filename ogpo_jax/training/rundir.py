@@ -175,7 +175,7 @@ def load_run_config(workdir: str):
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(cfg, dict) or not isinstance(cfg.get("algo"), dict):
         raise ValueError(f"{path}: not a run config (no 'algo' section)")
-    # JSON turns tuples into lists; OGPOConfig wants tuples for its layer sizes
+    # JSON turns tuples into lists; the algorithm configs want tuples for their layer sizes
     for k, v in cfg["algo"].items():
         if isinstance(v, list):
             cfg["algo"][k] = tuple(v)

@@ -19,7 +19,7 @@ from typing import Any
 import ml_collections
 
 from ogpo_jax import envs
-from ogpo_jax.algorithms.config import SWEEPABLE, OGPOConfig
+from ogpo_jax.algorithms.config import SWEEPABLE, AlgoConfig
 from ogpo_jax.training import memory
 from ogpo_jax.training.config import validate
 
@@ -57,7 +57,7 @@ class RunSpec:
     the members it finetunes: their seeds (`config.seed + i` for i < `config.num_seeds` unless
     given) and, for a sweep, each member's values of `algorithms.config.SWEEPABLE` fields."""
     config: ml_collections.FrozenConfigDict
-    algo: OGPOConfig
+    algo: AlgoConfig
     task: Task
     seeds: tuple
     hparams: tuple | None = None       # one {field: value} per member, or None

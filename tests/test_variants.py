@@ -13,7 +13,7 @@ from ogpo_jax import ogpo
 from ogpo_jax.algorithms import base as algorithms
 from ogpo_jax.algorithms import advantages as adv_lib
 from ogpo_jax.algorithms import extraction
-from ogpo_jax.algorithms.config import OGPOConfig
+from ogpo_jax.algorithms.config import AlgoConfig, OGPOConfig
 from ogpo_jax.gcp import flow
 
 CFG = OGPOConfig(actor_hidden_dims=(32, 32), critic_hidden_dims=(32, 32), num_critics=4, flow_steps=4,
@@ -115,8 +115,9 @@ def test_td_target_matches_manual(aggregation, n_samples, reduction):
 # ----------------------------------------------------------------------------- every preset trains
 
 def _preset_cfg(name):
-    overrides = dict(methods_lib.METHODS[name][1])
-    return dataclasses.replace(CFG, **overrides)
+    """CFG's values under preset `name`, as its algorithm's config class (the OGPO-only ones
+    dropped for another algorithm)."""
+    return AlgoConfig.from_dict({**dataclasses.asdict(CFG), **methods_lib.METHODS[name][1]})
 
 
 # One preset per code path runs in CI; presets that only flip a flag inside a covered path (their

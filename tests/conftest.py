@@ -16,9 +16,9 @@ _CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
 
 
 def _check_loadgroup(config):
-    """pytest 9.2 keeps node ids in a structure that pytest-xdist 3.8's loadgroup does not update, so
-    every xdist_group mark is silently ignored (pytest-xdist issue 1386): the MJX modules' shared
-    fixtures and compiles then run on both workers and the suite takes ~25% longer."""
+    """Under pytest >= 9.2 with pytest-xdist <= 3.8, loadgroup ignores every xdist_group mark (the
+    node ids it updates are not the ones pytest keeps; pytest-xdist issue 1386): the MJX modules'
+    shared fixtures and compiles then run on both workers and the suite takes ~25% longer."""
     if config.getoption("dist", "no") != "loadgroup":
         return
     from importlib.metadata import version

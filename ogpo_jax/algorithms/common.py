@@ -21,6 +21,11 @@ class AgentState(struct.PyTreeNode, kw_only=True):
     chunk_shape: tuple = struct.field(pytree_node=False)  # (H, action_dim)
     hparams: Any = None        # a sweep member's own values of SWEEPABLE fields (`config.swept`)
 
+    @property
+    def action_dim(self) -> int:
+        """H * action_dim: the size of a flattened chunk."""
+        return self.chunk_shape[0] * self.chunk_shape[1]
+
 
 def tree_norm(tree) -> jax.Array:
     """Global L2 norm of a pytree."""

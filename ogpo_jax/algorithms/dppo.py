@@ -70,10 +70,6 @@ class DPPOState(common.AgentState, kw_only=True):
     value: Any                 # V(s)
     value_opt: Any
     actor_base: Any = None     # frozen BC field of the first K - dppo_ft_steps steps (None: all finetuned)
-
-    @property
-    def action_dim(self) -> int:
-        return self.chunk_shape[0] * self.chunk_shape[1]
     config: DPPOConfig = struct.field(pytree_node=False)
 
 

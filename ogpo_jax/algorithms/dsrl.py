@@ -73,10 +73,6 @@ class DSRLState(common.AgentState, kw_only=True):
     critic_opt: Any
     noise_critic: Any          # Q^W(s, w) ensemble
     noise_critic_opt: Any
-
-    @property
-    def action_dim(self) -> int:
-        return self.chunk_shape[0] * self.chunk_shape[1]
     config: DSRLConfig = struct.field(pytree_node=False)
 
 

@@ -62,10 +62,6 @@ class EXPOState(common.AgentState, kw_only=True):
     critic: Any
     critic_target: Any
     critic_opt: Any
-
-    @property
-    def action_dim(self) -> int:
-        return self.chunk_shape[0] * self.chunk_shape[1]
     config: EXPOConfig = struct.field(pytree_node=False)
 
 

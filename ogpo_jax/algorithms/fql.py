@@ -68,10 +68,6 @@ class FQLState(common.AgentState, kw_only=True):
     critic: Any
     critic_target: Any
     critic_opt: Any
-
-    @property
-    def action_dim(self) -> int:
-        return self.chunk_shape[0] * self.chunk_shape[1]
     config: FQLConfig = struct.field(pytree_node=False)
 
 

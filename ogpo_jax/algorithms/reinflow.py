@@ -67,10 +67,6 @@ class ReinFlowState(common.AgentState, kw_only=True):
     actor_opt: Any
     value: Any
     value_opt: Any
-
-    @property
-    def action_dim(self) -> int:
-        return self.chunk_shape[0] * self.chunk_shape[1]
     config: ReinFlowConfig = struct.field(pytree_node=False)
 
 

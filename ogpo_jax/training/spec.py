@@ -9,7 +9,7 @@ whole config (`training/config.validate`: fields, types, ranges, the cross-secti
 on-policy x devices and host envs x seeds), the env's keyword arguments (by building it), and
 whether the training state fits one device. What it returns cannot be changed afterwards: a
 variant (another method, other seeds) is a new spec, `make(other_config, task=spec.task)`,
-`spec.with_seeds(seeds)`, so no stage can see a config that was not validated.
+`spec.with_members(seeds)`, so no stage can see a config that was not validated.
 """
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def make(config, seeds=None, task: Task | None = None, hparams=None, check_memor
         hparams = tuple(dict(h) for h in hparams)
         if len(hparams) != len(seeds):
             raise ValueError(f"hparams needs one entry per member ({len(seeds)}), got {len(hparams)}")
-        for h in hparams:
+        for h in {tuple(sorted(h.items())): h for h in hparams}.values():     # each distinct value set once
             unknown = sorted(set(h) - set(SWEEPABLE))
             if unknown:
                 raise ValueError(f"hparams fields must be among {list(SWEEPABLE)}, got {unknown}")

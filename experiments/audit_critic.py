@@ -51,6 +51,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
+from ogpo_jax.training import cli  # noqa: E402
 from ogpo_jax import envs  # noqa: E402
 from ogpo_jax.training import compile_cache, critic_audit, rundir  # noqa: E402
 from ogpo_jax.training.config import validate  # noqa: E402
@@ -182,4 +183,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.main(main))

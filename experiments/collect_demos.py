@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from ogpo_jax.training import cli  # noqa: E402
 from ogpo_jax import envs  # noqa: E402
 from ogpo_jax.training import compile_cache, pipeline, rundir  # noqa: E402
 from ogpo_jax.training.config import validate  # noqa: E402
@@ -41,4 +42,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.main(main))

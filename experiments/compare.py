@@ -25,6 +25,7 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from configs import methods as methods_lib  # noqa: E402
+from ogpo_jax.training import cli  # noqa: E402
 from ogpo_jax.algorithms.config import SWEEPABLE  # noqa: E402
 from ogpo_jax.training import compare, compile_cache, pipeline, report, rundir  # noqa: E402
 from ogpo_jax.training import spec as spec_lib  # noqa: E402
@@ -162,4 +163,4 @@ def _report(outdir, results, order, bc, title):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.main(main))

@@ -27,6 +27,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
+from ogpo_jax.training import cli  # noqa: E402
 from ogpo_jax import envs  # noqa: E402
 from ogpo_jax.training import compile_cache, rundir  # noqa: E402
 from ogpo_jax.training.evaluation import evaluate_policies, make_evaluator  # noqa: E402
@@ -108,4 +109,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.main(main))

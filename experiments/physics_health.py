@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from ogpo_jax.training import cli  # noqa: E402
 from ogpo_jax import envs  # noqa: E402
 from ogpo_jax.data import replay as rb  # noqa: E402
 from ogpo_jax.envs import core as env_core  # noqa: E402
@@ -164,4 +165,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.main(main))

@@ -8,7 +8,8 @@
         --config.distributed.num_devices=0        # on every host of a TPU pod slice / GPU cluster
 
 Rerunning with the same --workdir skips finished stages and resumes finetuning from the latest
-checkpoint (SIGTERM / Ctrl-C checkpoint before stopping). Exit codes: 0 done, 1 error,
+checkpoint, moving a damaged one aside (SIGTERM / Ctrl-C checkpoint before stopping). An
+expected failure prints one line (`--debug` shows the traceback). Exit codes: 0 done, 1 error,
 2 stopped by a non-finite loss/gradient/Q-value (last good state checkpointed), 130 interrupted.
 """
 import os
@@ -19,7 +20,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from ogpo_jax.training import compile_cache, distributed, finetune, pipeline  # noqa: E402
+from ogpo_jax.training import cli, compile_cache, distributed, pipeline  # noqa: E402
 from ogpo_jax.training import spec as spec_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/toy.py", "Config file, optionally with ':preset'.")
@@ -38,15 +39,8 @@ def main(argv):
     if distributed.is_main_process():
         print(f"[train] workdir {workdir}; XLA compilation cache "
               + (f"{cache} (JAX_COMPILATION_CACHE_DIR= turns it off)" if cache else "off"))
-    try:
-        pipeline.run(spec, workdir)
-    except finetune.NonFiniteError as e:
-        print(f"[train] {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt as e:
-        print(f"[train] stopped ({e or 'interrupt'}); rerun with --workdir={workdir} to resume", file=sys.stderr)
-        sys.exit(130)
+    pipeline.run(spec, workdir)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.main(main))

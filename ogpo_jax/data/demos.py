@@ -44,46 +44,62 @@ def read_hdf5(path: str, obs_keys: tuple[str, ...] = ("state",)) -> tuple[list[d
     """Read and validate a robomimic-style file. Returns (episodes, env_args).
 
     Each episode: obs (T, obs_dim) = concatenation of `obs_keys`, actions, rewards, dones.
+    Every problem (missing, truncated or damaged file, wrong layout, non-finite values) raises
+    `DatasetError` naming the file and what is wrong.
     """
     if not os.path.exists(path):
         raise DatasetError(f"{path}: demonstration file not found")
-    episodes = []
+    if isinstance(obs_keys, str) or not all(isinstance(k, str) for k in obs_keys) or not obs_keys:
+        raise DatasetError(f"obs_keys must be a non-empty tuple of key names, got {obs_keys!r}")
     try:
         f = h5py.File(path, "r")
     except OSError as e:
         raise DatasetError(f"{path}: not a readable HDF5 file ({e})") from None
-    with f:
-        if "data" not in f:
-            raise DatasetError(f"{path}: missing group 'data'")
-        names = sorted(f["data"].keys(), key=lambda n: int(n.split("_")[-1]) if n.split("_")[-1].isdigit() else n)
-        if not names:
-            raise DatasetError(f"{path}: group 'data' holds no demos")
-        for name in names:
-            g = f["data"][name]
-            for key in ("actions", "rewards", "dones"):
-                if key not in g:
-                    raise DatasetError(f"{path}: data/{name} is missing '{key}'")
-            obs_parts = []
-            for key in obs_keys:
-                if f"obs/{key}" not in g:
-                    raise DatasetError(f"{path}: data/{name}/obs is missing key '{key}'")
-                part = np.asarray(g[f"obs/{key}"], np.float32)
-                obs_parts.append(part.reshape(part.shape[0], -1))
-            obs = np.concatenate(obs_parts, axis=-1)
-            actions = np.asarray(g["actions"], np.float32)
-            rewards = np.asarray(g["rewards"], np.float32)
-            dones = np.asarray(g["dones"]).astype(bool)
-            length = actions.shape[0]
-            if actions.ndim != 2 or length == 0:
-                raise DatasetError(f"{path}: data/{name}/actions must have shape (T, da), got {actions.shape}")
-            for key, arr in (("obs", obs), ("rewards", rewards), ("dones", dones)):
-                if arr.shape[0] != length:
-                    raise DatasetError(f"{path}: data/{name}/{key} has {arr.shape[0]} steps, actions has {length}")
-            for key, arr in (("obs", obs), ("actions", actions), ("rewards", rewards)):
-                if not np.all(np.isfinite(arr)):
-                    raise DatasetError(f"{path}: data/{name}/{key} contains NaN or inf")
-            episodes.append({"obs": obs, "actions": actions, "rewards": rewards, "dones": dones})
-        env_args = json.loads(f["data"].attrs.get("env_args", "{}"))
+    try:
+        with f:
+            return _read_episodes(f, path, tuple(obs_keys))
+    except DatasetError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError) as e:
+        # h5py reads lazily: a truncated or altered file fails on the dataset that lies past the damage
+        raise DatasetError(f"{path}: damaged or malformed HDF5 data ({type(e).__name__}: {e})") from None
+
+
+def _read_episodes(f, path, obs_keys):
+    episodes = []
+    if "data" not in f:
+        raise DatasetError(f"{path}: missing group 'data'")
+    names = sorted(f["data"].keys(), key=lambda n: int(n.split("_")[-1]) if n.split("_")[-1].isdigit() else n)
+    if not names:
+        raise DatasetError(f"{path}: group 'data' holds no demos")
+    for name in names:
+        g = f["data"][name]
+        for key in ("actions", "rewards", "dones"):
+            if key not in g:
+                raise DatasetError(f"{path}: data/{name} is missing '{key}'")
+        obs_parts = []
+        for key in obs_keys:
+            if f"obs/{key}" not in g:
+                raise DatasetError(f"{path}: data/{name}/obs is missing key '{key}'")
+            part = np.asarray(g[f"obs/{key}"], np.float32)
+            obs_parts.append(part.reshape(part.shape[0], -1))
+        obs = np.concatenate(obs_parts, axis=-1)
+        actions = np.asarray(g["actions"], np.float32)
+        rewards = np.asarray(g["rewards"], np.float32)
+        dones = np.asarray(g["dones"]).astype(bool)
+        length = actions.shape[0]
+        if actions.ndim != 2 or length == 0:
+            raise DatasetError(f"{path}: data/{name}/actions must have shape (T, da), got {actions.shape}")
+        for key, arr in (("obs", obs), ("rewards", rewards), ("dones", dones)):
+            if arr.shape[0] != length:
+                raise DatasetError(f"{path}: data/{name}/{key} has {arr.shape[0]} steps, actions has {length}")
+        for key, arr in (("obs", obs), ("actions", actions), ("rewards", rewards)):
+            if not np.all(np.isfinite(arr)):
+                raise DatasetError(f"{path}: data/{name}/{key} contains NaN or inf")
+        episodes.append({"obs": obs, "actions": actions, "rewards": rewards, "dones": dones})
+    env_args = json.loads(f["data"].attrs.get("env_args", "{}"))
+    if not isinstance(env_args, dict):
+        raise DatasetError(f"{path}: data.attrs['env_args'] is not a JSON object")
     dims = {(e["obs"].shape[1], e["actions"].shape[1]) for e in episodes}
     if len(dims) != 1:
         raise DatasetError(f"{path}: demos disagree on (obs_dim, action_dim): {sorted(dims)}")

@@ -1,14 +1,31 @@
-"""Orbax checkpoints of whole training states (any pytree: LoopState, actor params).
+"""Orbax checkpoints of whole training states (any pytree: LoopState, actor params), with an
+integrity manifest and a fallback past damaged ones.
 
 A save writes into a temporary directory and renames it when complete, so the latest checkpoint
 is never half-written: a process killed during a save leaves the previous checkpoints intact and
-the next run resumes from the newest complete one. Sharded (multi-device, multi-host) states are
-written cooperatively, each process writing its own shards.
+the next run resumes from the newest complete one. Each complete checkpoint then gets
+`MANIFEST` (every file's size and SHA-256): orbax reads a flipped byte in an array file without
+complaint (tried: a toy run resumed from one and finished), so only the manifest tells. A save
+that fails (a full disk) raises `CheckpointWriteError` and leaves the older checkpoints intact.
+
+`restore_newest_good` is the resume path: it verifies each checkpoint newest first, moves a
+damaged one aside into `<directory>.damaged/` (never deleted) and restores the newest good one.
+Sharded (multi-device, multi-host) states are written cooperatively, each process writing its
+own shards.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
+import hashlib
+import json
 import math
 import os
+import shutil
+import sys
+import threading
+import time
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -49,8 +66,111 @@ def _layouts() -> dict:
     return {ogpo.OGPOState: (ogpo.older_layout, ogpo.from_older_layout)}
 
 
+MANIFEST = "ogpo_manifest.json"
+_OPEN: "weakref.WeakSet[Checkpointer]" = weakref.WeakSet()
+
+
 class CheckpointError(RuntimeError):
-    """A checkpoint exists but cannot be read back."""
+    """A checkpoint exists but cannot be read back (missing, truncated or altered files)."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (e.g. the disk is full); older checkpoints are intact."""
+
+
+def file_digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def write_manifest(step_dir: str) -> dict:
+    """Record the size and SHA-256 of every file under `step_dir` (written atomically)."""
+    files = {}
+    for root, _, names in os.walk(step_dir):
+        for name in names:
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, step_dir)
+            if rel != MANIFEST and not rel.endswith(".tmp"):
+                files[rel] = [os.path.getsize(path), file_digest(path)]
+    manifest = {"version": 1, "files": dict(sorted(files.items()))}
+    tmp = os.path.join(step_dir, MANIFEST + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=0)
+    os.replace(tmp, os.path.join(step_dir, MANIFEST))
+    return manifest
+
+
+def verify_manifest(step_dir: str) -> str | None:
+    """None if every file `MANIFEST` lists is present with its size and digest (or if there is no
+    manifest: a checkpoint from before manifests, or one whose writer died after orbax committed it
+    and before the manifest was written); otherwise what is wrong."""
+    path = os.path.join(step_dir, MANIFEST)
+    if not os.path.isdir(step_dir):
+        return f"{step_dir} is missing"
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            files = json.load(f)["files"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"its manifest cannot be read ({type(e).__name__}: {e})"
+    for rel, (size, digest) in files.items():
+        p = os.path.join(step_dir, rel)
+        if not os.path.exists(p):
+            return f"{rel} is missing"
+        if os.path.getsize(p) != size:
+            return f"{rel} has {os.path.getsize(p)} bytes, the manifest says {size}"
+        if file_digest(p) != digest:
+            return f"{rel} does not match its SHA-256 in the manifest"
+    return None
+
+
+def move_aside(path: str, reason: str, into: str) -> str:
+    """Move a damaged file or directory into the folder `into` (never delete it), with a note of
+    why; returns where it went."""
+    os.makedirs(into, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    dest = os.path.join(into, f"{os.path.basename(path.rstrip(os.sep))}.{stamp}")
+    n = 0
+    while os.path.exists(dest):
+        n += 1
+        dest = os.path.join(into, f"{os.path.basename(path.rstrip(os.sep))}.{stamp}.{n}")
+    shutil.move(path, dest)
+    with open(dest + ".why.txt", "w", encoding="utf-8") as f:
+        f.write(reason + "\n")
+    return dest
+
+
+@contextlib.contextmanager
+def _quiet_failed_reads():
+    """While orbax reads a damaged checkpoint, its other in-flight reads fail too and print their
+    own tracebacks from callbacks, threads and garbage-collected coroutines (thousands of lines for
+    one damaged file). The first error is what `restore` raises; these echoes are dropped (shown
+    with OGPO_DEBUG=1)."""
+    if os.environ.get("OGPO_DEBUG", "") not in ("", "0", "false", "False"):
+        yield
+        return
+    hooks = sys.excepthook, sys.unraisablehook, threading.excepthook
+    sys.excepthook = lambda *a: None
+    sys.unraisablehook = lambda *a: None
+    threading.excepthook = lambda *a: None
+    try:
+        yield
+    finally:
+        gc.collect()          # the failed coroutines report when they are collected
+        sys.excepthook, sys.unraisablehook, threading.excepthook = hooks
+
+
+def _short(e: BaseException) -> str:
+    """An exception's message without the TensorStore spec orbax appends (hundreds of lines)."""
+    text = str(e).split("See full TensorStore details")[0].strip()
+    return f"{type(e).__name__}: {text[:300]}"
+
+
+def close_all() -> None:
+    """Close every open Checkpointer (orbax's background threads), e.g. before exiting on an error."""
+    for c in list(_OPEN):
+        c.close()
 
 
 class Checkpointer:
@@ -71,27 +191,96 @@ class Checkpointer:
                 max_to_keep=max_to_keep, create=False,
                 multiprocessing_options=ocp.options.MultiprocessingOptions(
                     primary_host=pid, active_processes={pid}, barrier_sync_key_prefix=f"process{pid}"))
+        self.options = options
         self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self.closed = False
+        _OPEN.add(self)
+
+    @property
+    def damaged_directory(self) -> str:
+        """Where damaged checkpoints are moved: beside the directory, outside orbax's view."""
+        return self.directory.rstrip(os.sep) + ".damaged"
+
+    def _writer(self) -> bool:
+        return self.as_numpy or jax.process_index() == 0
 
     def latest_step(self):
         return self.manager.latest_step()
 
+    def all_steps(self) -> list:
+        return sorted(int(s) for s in self.manager.all_steps())
+
+    def step_dir(self, step: int) -> str:
+        return os.path.join(self.directory, str(int(step)))
+
     def save(self, step: int, tree) -> None:
+        """Write `tree` as checkpoint `step` and its manifest; `CheckpointWriteError` if that fails
+        (the checkpoints written before stay intact)."""
         tree = _encode(tree)
         if self.as_numpy:
             tree = jax.tree_util.tree_map(np.asarray, tree)
-        self.manager.save(int(step), args=ocp.args.StandardSave(tree))
-        self.manager.wait_until_finished()
+        before = self.all_steps()
+        try:
+            self.manager.save(int(step), args=ocp.args.StandardSave(tree))
+            self.manager.wait_until_finished()
+            if self._writer():
+                write_manifest(self.step_dir(step))
+        except Exception as e:
+            raise CheckpointWriteError(
+                f"writing checkpoint {self.step_dir(step)} failed ({type(e).__name__}: {str(e)[:300]}); "
+                + (f"the checkpoints before it ({', '.join(map(str, before))} env steps) are intact. "
+                   if before else "") + "Free disk space (or fix the directory) and rerun the same command "
+                "to resume.") from e
+
+    def verify(self, step: int) -> str | None:
+        """None if checkpoint `step` matches its manifest, otherwise what is wrong."""
+        return verify_manifest(self.step_dir(step))
+
+    def move_aside(self, step: int, reason: str) -> str:
+        """Move checkpoint `step` into `damaged_directory` (with `reason`) and forget it."""
+        dest = move_aside(self.step_dir(step), reason, self.damaged_directory)
+        self.manager.close()
+        self.manager = ocp.CheckpointManager(self.directory, options=self.options)
+        return dest
+
+    def restore_newest_good(self, like, log=print):
+        """Restore the newest checkpoint that passes its manifest and reads back, moving each
+        damaged newer one aside with a warning -> (tree, step), or (None, None) when none is left.
+        A checkpoint of another state layout (another config) is not damage: it raises ValueError."""
+        for step in reversed(self.all_steps()):
+            problem = self.verify(step)
+            if problem is None:
+                try:
+                    return self._restore_verified(like, step), step
+                except CheckpointError as e:
+                    problem = str(e)
+            older = [s for s in self.all_steps() if s < step]
+            if jax.process_count() > 1:
+                raise CheckpointError(
+                    f"checkpoint {self.step_dir(step)} is damaged ({problem}); move it away by hand to resume from "
+                    f"an older one ({older}) (automatic fallback runs on one process only)")
+            dest = self.move_aside(step, problem)
+            log(f"[checkpoint] warning: checkpoint {step} is damaged ({problem[:300]}); moved to {dest}; "
+                + (f"trying the one at {older[-1]} env steps" if older else "no older checkpoint: starting over"))
+        return None, None
 
     def restore(self, like, step=None):
         """Restore into the structure (and dtypes/shapes) of `like`.
 
         A checkpoint written in an older layout of a state type that `_layouts` knows (e.g. an
         `OGPOState` from before its optional fields existed) is read in that layout and converted.
+        `CheckpointError` if it does not match its manifest or cannot be read.
         """
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        problem = self.verify(step)
+        if problem is not None:
+            raise CheckpointError(f"checkpoint {self.step_dir(step)} is damaged: {problem} (steps here: "
+                                  f"{self.all_steps()})")
+        return self._restore_verified(like, step)
+
+    def _restore_verified(self, like, step):
         try:
             out = self._restore_as(like, step)
         except ValueError as e:
@@ -111,7 +300,8 @@ class Checkpointer:
         else:
             abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _encode_abstract(like))
         try:
-            return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            with _quiet_failed_reads():
+                return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except ValueError as e:
             if "do not match" not in str(e) and "not compatible with the stored shape" not in str(e):
                 raise CheckpointError(self._unreadable(step, e)) from None
@@ -135,9 +325,10 @@ class Checkpointer:
                                       is_leaf=is_node)
 
     def _unreadable(self, step, e) -> str:
-        return (f"checkpoint {os.path.join(self.directory, str(step))} cannot be read ({type(e).__name__}: "
-                f"{str(e)[:300]}); it is damaged. Move it away to resume from an older one "
-                f"(steps here: {sorted(self.manager.all_steps())})")
+        return f"checkpoint {self.step_dir(step)} cannot be read ({_short(e)}); steps here: {self.all_steps()}"
 
     def close(self):
-        self.manager.close()
+        if not self.closed:
+            self.closed = True
+            self.manager.close()
+            _OPEN.discard(self)

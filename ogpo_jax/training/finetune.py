@@ -229,17 +229,20 @@ class _Run:
         log(f"[finetune] {mesh.size} device(s) ({jax.devices()[0].platform}), {jax.process_count()} process(es); "
             f"{len(self.seeds)} seed(s) {self.seeds}; state {memory.describe(est)}")
         self.ckpt = Checkpointer(os.path.join(workdir, "finetune", "checkpoints"), tcfg.max_checkpoints)
-        self.resumed = self.ckpt.latest_step() is not None
         try:
-            rundir.check_layout(workdir, mesh.size, len(self.seeds), self.resumed, self.seeds)
-        except ValueError:
+            had_checkpoints = self.ckpt.latest_step() is not None
+            rundir.check_layout(workdir, mesh.size, len(self.seeds), had_checkpoints, self.seeds)
+            env, episode_length = task.env, task.episode_length
+            ls = init_finetune_state(spec, bc_params, mesh if mesh.size > 1 else None)
+            # the newest checkpoint that passes its manifest; damaged newer ones are moved aside
+            restored, step = self.ckpt.restore_newest_good(ls, log) if had_checkpoints else (None, None)
+        except BaseException:
             self.ckpt.close()
             raise
-        env, episode_length = task.env, task.episode_length
-        ls = init_finetune_state(spec, bc_params, mesh if mesh.size > 1 else None)
+        self.resumed = restored is not None
         if self.resumed:
-            ls = _distinct_buffers(self.ckpt.restore(ls))
-            log(f"[finetune] resumed from checkpoint at {self.ckpt.latest_step()} env steps")
+            ls = _distinct_buffers(restored)
+            log(f"[finetune] resumed from checkpoint at {step} env steps")
             ls, _ = loop.drop_nonfinite_rows(ls, log)
             if not env_core.state_in_checkpoint(env):
                 ls = loop.restart_host_episodes(ls, env, tcfg, episode_length)
@@ -262,6 +265,8 @@ class _Run:
         self.grad_steps = np.atleast_1d(np.asarray(jax.device_get(ls.agent.step)))
         self.loggers, elapsed, cpu_elapsed = [], 0.0, 0.0
         for i, d in enumerate(self.log_dirs):
+            if had_checkpoints and not self.resumed and self.main:
+                rundir.trim_log(d, -1)        # every checkpoint was damaged: the run starts over
             if self.resumed and self.main:
                 rundir.trim_log(d, int(self.env_steps[i]))
                 # wall-clock since the run's start, across resumes
@@ -270,7 +275,7 @@ class _Run:
             self.loggers.append(
                 Logger(d, tcfg.total_env_steps, int(self.env_steps[i]), config.log.tensorboard,
                        config.log.progress and i == 0,
-                       purge_step=int(self.env_steps[i]) + 1 if self.resumed else None,
+                       purge_step=(int(self.env_steps[i]) + 1 if self.resumed else 0 if had_checkpoints else None),
                        wandb=_wandb_settings(config, workdir, self.seeds[i])) if self.main else None)
         every_eval, every_ckpt = tcfg.eval_every_env_steps, tcfg.checkpoint_every_env_steps
         self.next_eval = (int(self.env_steps.max()) // every_eval + 1) * every_eval

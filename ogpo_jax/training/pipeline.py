@@ -18,7 +18,7 @@ from ogpo_jax.training import bc as bc_lib
 from ogpo_jax.training import distributed, progress, rundir
 from ogpo_jax.training import spec as spec_lib
 from ogpo_jax.training import finetune as finetune_lib
-from ogpo_jax.training.checkpoint import Checkpointer
+from ogpo_jax.training.checkpoint import CheckpointError, Checkpointer, file_digest, move_aside
 from ogpo_jax.training.collect import collect_demos
 from ogpo_jax.training.spec import RunSpec
 from ogpo_jax.training.evaluation import evaluate_policies, make_evaluator
@@ -55,6 +55,62 @@ def collect_demos_to_file(config, env, expert, episode_length: int, path: str, k
     return stats
 
 
+def _own_demos(config, task, path, obs_keys, key, log) -> list:
+    """The workdir's demonstrations: read `path` if it is whole (its SHA-256 matches demos.json),
+    otherwise move a damaged file aside and roll the scripted expert out again (the same episodes:
+    the demo key is fixed by the seed)."""
+    stats_path = os.path.join(os.path.dirname(path), "demos.json")
+    if os.path.exists(path):
+        problem = None
+        try:
+            stats = read_json(stats_path) if os.path.exists(stats_path) else {}
+            if stats.get("sha256") not in (None, file_digest(path)):
+                problem = "its SHA-256 differs from the one demos.json recorded"
+            else:
+                log(f"[demos] using {path}")
+                return demo_io.read_hdf5(path, obs_keys)[0]
+        except (demo_io.DatasetError, ValueError) as e:
+            problem = str(e)
+        dest = move_aside(path, problem, os.path.join(os.path.dirname(path), "damaged"))
+        log(f"[demos] warning: {path} is damaged ({problem[:300]}); moved to {dest}; collecting the "
+            "demonstrations again")
+    stats = collect_demos_to_file(config, task.env, task.expert, task.episode_length, path, key, log)
+    stats["sha256"] = file_digest(path)
+    write_json(stats_path, stats)
+    return demo_io.read_hdf5(path, obs_keys)[0]
+
+
+def _restore_bc(ckpt, bc_json, template, policy, log):
+    """The BC actor and bc.json of a finished BC stage -> (params, info), or (None, None) when
+    there is none. A damaged one (unreadable bc.json, a checkpoint that fails its manifest or
+    cannot be read) is moved aside into bc/damaged/ with a warning, and BC trains again."""
+    if ckpt.latest_step() is None:
+        return None, None
+    step = ckpt.latest_step()
+    if not os.path.exists(bc_json):
+        # BC stopped between its checkpoint and bc.json: keep the actor, train again
+        dest = ckpt.move_aside(step, "bc.json was never written (BC stopped before it finished)")
+        log(f"[bc] found an actor without bc.json; moved to {dest}; training BC again")
+        return None, None
+    try:
+        info = read_json(bc_json)
+    except ValueError as e:
+        info, problem = None, f"bc.json cannot be read ({e})"
+    if info is not None:
+        if info.get("policy", "flow") != policy:
+            # same network shapes, different meaning (velocity vs noise): restoring would run silently
+            raise ValueError(f"{os.path.dirname(bc_json)} holds a {info.get('policy', 'flow')!r} BC policy, but "
+                             f"algo.policy={policy!r}; use another workdir (or --outdir) for this policy class")
+        try:
+            return ckpt.restore(template), info
+        except CheckpointError as e:
+            problem = str(e)
+    dest = ckpt.move_aside(step, problem)
+    move_aside(bc_json, problem, os.path.join(os.path.dirname(bc_json), "damaged"))
+    log(f"[bc] warning: the BC actor is damaged ({problem[:300]}); moved to {dest}; training BC again")
+    return None, None
+
+
 class Prepared(NamedTuple):
     """What the demo and BC stages leave for finetuning."""
     spec: RunSpec
@@ -75,15 +131,16 @@ def prepare(spec, workdir: str, log=print) -> Prepared:
     k_demo, k_bc, k_agent, _, k_eval = stage_keys(config)
 
     # ---------------------------------------------------------------- stage 1: demonstrations
-    demo_path = config.demos.path or os.path.join(workdir, "demos.hdf5")
-    if not os.path.exists(demo_path):
-        if config.demos.path:
+    obs_keys = tuple(key for key, _ in obs_layout) if obs_layout else ("state",)
+    if config.demos.path:                     # the user's file: read it, never touch it
+        if not os.path.exists(config.demos.path):
             raise FileNotFoundError(f"demos.path={config.demos.path!r}: file not found")
-        demo_stats = collect_demos_to_file(config, env, expert, episode_length, demo_path, k_demo, log)
-        write_json(os.path.join(workdir, "demos.json"), demo_stats)
-    else:
+        demo_path = config.demos.path
         log(f"[demos] using {demo_path}")
-    episodes, _ = demo_io.read_hdf5(demo_path, tuple(key for key, _ in obs_layout) if obs_layout else ("state",))
+        episodes, _ = demo_io.read_hdf5(demo_path, obs_keys)
+    else:
+        demo_path = os.path.join(workdir, "demos.hdf5")
+        episodes = _own_demos(config, task, demo_path, obs_keys, k_demo, log)
     if episodes[0]["obs"].shape[1] != obs_dim or episodes[0]["actions"].shape[1] != env.action_size:
         raise ValueError(f"{demo_path}: demos have obs/action dims {episodes[0]['obs'].shape[1]}/"
                          f"{episodes[0]['actions'].shape[1]}, env {config.env.name!r} has {obs_dim}/{env.action_size}")
@@ -98,43 +155,50 @@ def prepare(spec, workdir: str, log=print) -> Prepared:
     final_eval = make_evaluator(env, horizon, episode_length, config.train.eval_episodes, log=log)
     bc_eval = (final_eval if config.bc.eval_episodes == config.train.eval_episodes else
                make_evaluator(env, horizon, episode_length, config.bc.eval_episodes, log=log))
-    bc_policies = {m: bc_lib.actor_policy(algo_cfg, chunk_shape, m) for m in ("ode", "sde")}
 
     # ---------------------------------------------------------------- stage 2: clipped BC
     bc_dir = os.path.join(workdir, "bc")
     bc_json = os.path.join(bc_dir, "bc.json")
     bc_ckpt = Checkpointer(os.path.join(bc_dir, "actor"), max_to_keep=1, process_local=True)
-    if os.path.exists(bc_json) and bc_ckpt.latest_step() is not None:
-        bc_info = read_json(bc_json)
-        if bc_info.get("policy", "flow") != algo_cfg.policy:
-            # same network shapes, different meaning (velocity vs noise): restoring would run silently
-            raise ValueError(f"{bc_dir} holds a {bc_info.get('policy', 'flow')!r} BC policy, but algo.policy="
-                             f"{algo_cfg.policy!r}; use another workdir (or --outdir) for this policy class")
-        bc_params = bc_ckpt.restore(actor_template(algo_cfg, k_agent, obs_dim, chunk_shape))
-        log(f"[bc] restored from {bc_dir}: ODE {bc_info['bc_success_ode']:.3f}, SDE {bc_info['bc_success_sde']:.3f}")
-    else:
-        t0 = time.time()
-        dataset = demo_io.chunk_windows(episodes, horizon)
-        stop_mode = config.bc.eval_mode
-
-        def bc_evaluate(params, key):
-            return evaluate_policies(bc_eval, bc_policies, params, key, [stop_mode])[stop_mode]
-
-        bc_params, history = bc_lib.train_bc(algo_cfg, chunk_shape, obs_dim, dataset, bc_evaluate, config.bc, k_bc,
-                                             log)
-        bc_info = {"history": history, "bc_seconds": time.time() - t0, "bc_steps": history[-1]["bc_step"],
-                   "policy": algo_cfg.policy}
-        t1 = time.time()
-        res = evaluate_policies(final_eval, bc_policies, bc_params, k_eval)
-        for mode in ("ode", "sde"):
-            bc_info[f"bc_success_{mode}"] = float(res[mode]["success"])
-        bc_info["bc_final_eval_seconds"] = time.time() - t1
-        bc_ckpt.save(bc_info["bc_steps"], bc_params)
-        write_json(bc_json, bc_info)
-        log(f"[bc] done in {bc_info['bc_seconds']:.1f}s: ODE {bc_info['bc_success_ode']:.3f}, "
-            f"SDE {bc_info['bc_success_sde']:.3f} over {config.train.eval_episodes} episodes")
-    bc_ckpt.close()
+    try:
+        bc_params, bc_info = _bc_stage(config, algo_cfg, chunk_shape, obs_dim, episodes, horizon, bc_ckpt, bc_json,
+                                       bc_eval, final_eval, (k_bc, k_agent, k_eval), log)
+    finally:
+        bc_ckpt.close()
     return Prepared(spec=spec, bc_params=bc_params, bc_info=bc_info, final_eval=final_eval)
+
+
+def _bc_stage(config, algo_cfg, chunk_shape, obs_dim, episodes, horizon, bc_ckpt, bc_json, bc_eval, final_eval,
+              keys, log):
+    """Restore the BC actor of a finished BC stage, or train it (clipped BC) and save it."""
+    k_bc, k_agent, k_eval = keys
+    bc_policies = {m: bc_lib.actor_policy(algo_cfg, chunk_shape, m) for m in ("ode", "sde")}
+    bc_params, bc_info = _restore_bc(bc_ckpt, bc_json, actor_template(algo_cfg, k_agent, obs_dim, chunk_shape),
+                                     algo_cfg.policy, log)
+    if bc_params is not None:
+        log(f"[bc] restored from {os.path.dirname(bc_json)}: ODE {bc_info['bc_success_ode']:.3f}, "
+            f"SDE {bc_info['bc_success_sde']:.3f}")
+        return bc_params, bc_info
+    t0 = time.time()
+    dataset = demo_io.chunk_windows(episodes, horizon)
+    stop_mode = config.bc.eval_mode
+
+    def bc_evaluate(params, key):
+        return evaluate_policies(bc_eval, bc_policies, params, key, [stop_mode])[stop_mode]
+
+    bc_params, history = bc_lib.train_bc(algo_cfg, chunk_shape, obs_dim, dataset, bc_evaluate, config.bc, k_bc, log)
+    bc_info = {"history": history, "bc_seconds": time.time() - t0, "bc_steps": history[-1]["bc_step"],
+               "policy": algo_cfg.policy}
+    t1 = time.time()
+    res = evaluate_policies(final_eval, bc_policies, bc_params, k_eval)
+    for mode in ("ode", "sde"):
+        bc_info[f"bc_success_{mode}"] = float(res[mode]["success"])
+    bc_info["bc_final_eval_seconds"] = time.time() - t1
+    bc_ckpt.save(bc_info["bc_steps"], bc_params)
+    write_json(bc_json, bc_info)
+    log(f"[bc] done in {bc_info['bc_seconds']:.1f}s: ODE {bc_info['bc_success_ode']:.3f}, "
+        f"SDE {bc_info['bc_success_sde']:.3f} over {config.train.eval_episodes} episodes")
+    return bc_params, bc_info
 
 
 def run(config, workdir: str, log=print, stop_at: float | None = None) -> dict:

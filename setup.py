@@ -34,7 +34,8 @@ setup(
         # pytest 9.2 with pytest-xdist <= 3.8 ignores xdist_group marks (pytest-xdist issue 1386):
         # `--dist loadgroup` then splits the MJX modules over both workers, which compile and
         # collect their expert episodes twice (tests/conftest.py refuses that combination)
-        "test": ["pytest>=8,<9.2", "pytest-xdist>=3.5", "wandb>=0.19", "playground>=0.2.0"],
+        # hypothesis: the property tests of bad input (tests/test_bad_input.py)
+        "test": ["pytest>=8,<9.2", "pytest-xdist>=3.5", "hypothesis>=6.100", "wandb>=0.19", "playground>=0.2.0"],
         "wandb": ["wandb>=0.19"],
         # brax / MuJoCo Playground environments through ogpo_jax.envs.brax_adapter; the mujoco<4
         # pin above keeps Playground on the same mujoco release as mujoco-mjx

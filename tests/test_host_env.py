@@ -5,7 +5,11 @@ resume; robosuite itself where an interpreter with it is given (OGPO_ROBOSUITE_P
 import io
 import json
 import os
+import re
+import signal
 import subprocess
+import threading
+import time
 
 import h5py
 import jax
@@ -169,14 +173,39 @@ def test_robomimic_layout_reads_in_key_order(tmp_path):
         envs.make("robosuite", task="square", env_args_from=path)
 
 
+def _workers(pool_kind):
+    """The worker processes of the live host pools whose spec has auto_reset == `pool_kind`."""
+    return [w.proc for key, pool in host._POOLS.items() if json.loads(key)[0]["auto_reset"] == pool_kind
+            for w in pool.workers]
+
+
+def _after(pred, action, timeout=600):
+    """Run `action()` in a thread once `pred()` holds; returns a dict with when it ran."""
+    done = {}
+
+    def watch():
+        t0 = time.time()
+        while time.time() - t0 < timeout and not pred():
+            time.sleep(0.05)
+        done["result"] = action()
+        done["at"] = time.time()
+
+    threading.Thread(target=watch, daemon=True).start()
+    return done
+
+
 @pytest.mark.heavy
-def test_pipeline_on_a_host_env_trains_and_resumes(tmp_path):
-    """demos (the worker's expert) -> clipped BC -> finetune through the io_callback env step,
-    then a resume that continues from the checkpoint with fresh episodes."""
+def test_pipeline_on_a_host_env_survives_dead_and_hung_workers(tmp_path):
+    """demos (the worker's expert) -> clipped BC -> finetune through the io_callback env step.
+    A worker SIGKILLed mid-run stops the run within seconds with a named error and the newest
+    checkpoint intact; the rerun resumes from it (fresh episodes), a worker that then hangs
+    (SIGSTOP) is killed after `worker_timeout_s` with a named error, and a third run finishes."""
     from ogpo_jax.training import pipeline
     c = toy.get_config("quick")
     c.env.name = "host_point"
-    c.env.kwargs = {"max_steps": 60, "num_workers": 2}
+    # 1 ms per simulated step: the workers spend most of an interval inside a chunk, so the kill
+    # lands mid-chunk
+    c.env.kwargs = {"max_steps": 60, "num_workers": 2, "step_sleep_s": 0.001, "worker_timeout_s": 3.0}
     c.demos.num_demos = 48
     c.bc.max_steps = 1000
     c.bc.eval_every = 500
@@ -185,20 +214,41 @@ def test_pipeline_on_a_host_env_trains_and_resumes(tmp_path):
     c.train.start_training = 1_000
     c.train.eval_every_env_steps = 6_000
     c.train.eval_episodes = 16
-    c.train.checkpoint_every_env_steps = 3_000
+    c.train.checkpoint_every_env_steps = 2_000
     c.log.progress = False
     c.log.tensorboard = False
     lines = []
     workdir = str(tmp_path / "run")
-    first = pipeline.run(c, workdir, log=lines.append)
-    assert first["env_steps"] >= 6_000 and first["grad_steps"] > 0
+    ckdir = os.path.join(workdir, "finetune", "checkpoints")
+    has_checkpoint = lambda: os.path.isdir(ckdir) and any(d.isdigit() for d in os.listdir(ckdir))  # noqa: E731
+
+    # 1. a worker dies (SIGKILL, like a segfault or the OOM killer) after the first checkpoint
+    kill = _after(has_checkpoint, lambda: [p.send_signal(signal.SIGKILL) for p in _workers(True)[1:]])
+    with pytest.raises(host.WorkerError, match=r"host worker 1 was killed by signal 9.*newest checkpoint \((\d+) "
+                                               r"env steps.*is intact: rerun the same command") as err:
+        pipeline.run(c, workdir, log=lines.append)
+    assert time.time() - kill["at"] < 15, "the dead worker was not noticed promptly"
     assert json.load(open(os.path.join(workdir, "demos.json")))["expert_success"] >= 0.9
-    c.train.total_env_steps = 9_000
-    second = pipeline.run(c, workdir, log=lines.append)
-    assert any("resumed from checkpoint" in str(x) for x in lines)
+    saved = int(re.search(r"newest checkpoint \((\d+)", str(err.value)).group(1))
+
+    # 2. the rerun resumes from it with fresh workers; one of them then hangs
+    lines.clear()
+    resumed = lambda: any("resumed from checkpoint" in str(x) for x in lines)  # noqa: E731
+    # after the interval compiled: the next env step meets the hung worker
+    training = lambda: any(str(x).startswith("[compile] training interval") and str(x).endswith("s")  # noqa: E731
+                           for x in lines) and _workers(True)
+    hang = _after(training, lambda: [p.send_signal(signal.SIGSTOP) for p in _workers(True)[:1]])
+    with pytest.raises(host.WorkerError, match=r"host worker 0 did not answer within 3s.*it was killed"):
+        pipeline.run(c, workdir, log=lines.append)
+    assert 3 <= time.time() - hang["at"] < 15
+    assert any(f"resumed from checkpoint at {saved} env steps" in str(x) for x in lines)
     assert any("start fresh episodes" in str(x) for x in lines)
-    assert second["env_steps"] >= 9_000 and second["grad_steps"] > first["grad_steps"]
-    assert np.isfinite(second["final_success_ode"])
+
+    # 3. nothing in the way: the run finishes
+    lines.clear()
+    summary = pipeline.run(c, workdir, log=lines.append)
+    assert resumed() and summary["env_steps"] >= 6_000 and summary["grad_steps"] > 0
+    assert np.isfinite(summary["final_success_ode"])
 
 
 ROBOSUITE_PYTHON = os.environ.get("OGPO_ROBOSUITE_PYTHON", "")

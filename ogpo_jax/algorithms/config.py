@@ -19,6 +19,7 @@ import warnings
 from typing import Any, Mapping
 
 import jax.numpy as jnp
+import numpy as np
 
 from ogpo_jax.algorithms import base
 from ogpo_jax.algorithms.advantages import STRATEGIES as ADV_STRATEGIES
@@ -110,6 +111,7 @@ class AlgoConfig:
     act_with: str = "ema"                 # which actor collects data: 'ema' (paper code) or 'current'
 
     def __post_init__(self):
+        _check_types(self)
         _check(self, "name", self.name in base.names(), f"one of {list(base.names())}")
         owner = config_class(self.name)
         _check(self, "name", isinstance(self, owner),
@@ -415,6 +417,35 @@ def _baseline_only_defaults() -> dict:
 
 
 _MOVED = None
+
+
+def _check_types(cfg) -> None:
+    """Every field holds a value of its default's type (an int where a float is declared becomes a
+    float, a sequence of widths a tuple of ints; floats must be finite), or a ValueError names it:
+    a wrong type would otherwise fail later as a TypeError deep inside a network or schedule."""
+    for f in dataclasses.fields(cfg):
+        default = f.default if f.default is not dataclasses.MISSING else None
+        value = getattr(cfg, f.name)
+        is_bool = isinstance(value, (bool, np.bool_))
+        if isinstance(default, bool):
+            ok, value = is_bool, bool(value) if is_bool else value
+            requirement = "True or False"
+        elif isinstance(default, int):
+            ok = isinstance(value, (int, np.integer)) and not is_bool
+            value, requirement = int(value) if ok else value, "an integer"
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float, np.integer, np.floating)) and not is_bool and math.isfinite(value)
+            value, requirement = float(value) if ok else value, "a finite number"
+        elif isinstance(default, str):
+            ok, requirement = isinstance(value, str), "a string"
+        elif isinstance(default, tuple):
+            ok = (isinstance(value, (tuple, list)) and
+                  all(isinstance(w, (int, np.integer)) and not isinstance(w, (bool, np.bool_)) for w in value))
+            value, requirement = tuple(int(w) for w in value) if ok else value, "a sequence of integer widths"
+        else:
+            continue
+        _check(cfg, f.name, ok, requirement)
+        object.__setattr__(cfg, f.name, value)
 
 
 def check_field(cfg, name, ok, requirement):

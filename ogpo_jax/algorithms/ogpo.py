@@ -28,6 +28,7 @@ from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
@@ -116,7 +117,8 @@ def init_actor(key, obs_dim: int, chunk_shape, config=None):
     """Fresh velocity-field params (the inner 'params' of `actor_module(config, H * da)`) for
     observations of `obs_dim` and chunks of `chunk_shape` = (H, da): what `init(actor_params=...)`
     and `bc_step` take. Widths from `config.actor_hidden_dims` and `config.time_emb_dim`."""
-    horizon, act_dim = (int(c) for c in chunk_shape)
+    checks.check_key(key)
+    obs_dim, horizon, act_dim = checks.check_dims(obs_dim, chunk_shape)
     return init_actor_params(as_config(config), key, obs_dim, horizon * act_dim)
 
 
@@ -135,6 +137,8 @@ def check_actor_params(actor_params, obs_dim: int, chunk_shape, config=None):
     checks.check_params_like(actor_params, expected, "actor_params",
                              f"actor_hidden_dims={tuple(config.actor_hidden_dims)}, time_emb_dim={config.time_emb_dim}, "
                              f"obs_dim={obs_dim}, chunk_shape={tuple(chunk_shape)}")
+    for path, leaf in jax.tree_util.tree_flatten_with_path(actor_params)[0]:
+        checks.check_array(leaf, f"actor_params{jax.tree_util.keystr(path)}")
     return actor_params
 
 
@@ -144,9 +148,8 @@ def init(key, obs_dim: int, chunk_shape, config=None, actor_params=None) -> OGPO
     must match the config's actor network (checked here, naming the field that differs)."""
     config = as_config(config)
     check_config(config)
-    horizon, act_dim = (int(c) for c in chunk_shape)
-    if obs_dim < 1 or horizon < 1 or act_dim < 1:
-        raise ValueError(f"obs_dim and chunk_shape must be positive, got {obs_dim}, {chunk_shape}")
+    checks.check_key(key)
+    obs_dim, horizon, act_dim = checks.check_dims(obs_dim, chunk_shape)
     k_actor, k_critic, k_state = jax.random.split(key, 3)
     dim = horizon * act_dim
     obs = jnp.zeros((1, obs_dim))
@@ -196,6 +199,15 @@ def act(state: OGPOState, obs, key, mode: str | None = None, actor: str | None =
     config.act_with). A single obs (obs_dim,) gives (H, da). `jax.jit(act)` works as is; a mode or
     actor passed under `jit` must be static (`static_argnames=("mode", "actor")`).
     """
+    _check_state(state)
+    checks.check_key(key)
+    if np.ndim(obs) not in (1, 2):
+        raise ValueError(f"obs must have shape (B, obs_dim) or (obs_dim,), obs_dim = {state.obs_dim}; got shape "
+                         f"{np.shape(obs)}")
+    checks.check_array(obs, "obs", (None,) * (np.ndim(obs) - 1) + (state.obs_dim,))
+    obs = jnp.asarray(obs)
+    if not jnp.issubdtype(obs.dtype, jnp.floating):      # integer observations: the networks run in float
+        obs = obs.astype(jnp.float32)
     if obs.ndim == 1:
         return act(state, obs[None], key, mode, actor)[0]
     cfg = state.config
@@ -533,7 +545,13 @@ def critic_step(state: OGPOState, batch, key):
     return state.replace(critic=critic, critic_opt=critic_opt), metrics
 
 
-def _check_batches(state: OGPOState, batch, success_batch) -> None:
+def _check_state(state) -> None:
+    if not isinstance(state, OGPOState):
+        raise TypeError(f"state must be the OGPOState that ogpo.init returns, got {type(state).__name__}")
+
+
+def _check_batches(state: OGPOState, batch, success_batch):
+    _check_state(state)
     cfg = state.config
     k = cfg.critic_updates_per_update
     min_rows = cfg.ppo_batch_size if cfg.ppo_coeff != 0 else 1
@@ -543,6 +561,17 @@ def _check_batches(state: OGPOState, batch, success_batch) -> None:
     if success_batch is not None:
         checks.check_batch(success_batch, state.obs_dim, state.chunk_shape, "success_batch", checks.BC_SHAPES,
                            min_rows=k * cfg.success_batch_size if k > 1 and cfg.success_critic_td else 1)
+    # nested lists of numbers pass the checks: every leaf becomes an array here
+    def as_arrays(b):
+        if b is None:
+            return None
+        out = {k: jnp.asarray(v) for k, v in b.items()}
+        for k in ("obs", "next_obs", "actions", "rewards"):   # integer inputs: the networks run in float
+            if k in out and not jnp.issubdtype(out[k].dtype, jnp.floating):
+                out[k] = out[k].astype(jnp.float32)
+        return out
+
+    return as_arrays(batch), as_arrays(success_batch)
 
 
 def _rows(tree, start: int, count: int):
@@ -560,7 +589,7 @@ def update(state: OGPOState, batch, success_batch=None):
     """
     cfg = state.config
     k = cfg.critic_updates_per_update
-    _check_batches(state, batch, success_batch)
+    batch, success_batch = _check_batches(state, batch, success_batch)
     key, k_actor, k_critic, k_succ = jax.random.split(state.key, 4)
     state = state.replace(key=key)
     if k > 1:

@@ -88,12 +88,13 @@ def _playground(env_name: str = "ReacherHard", max_steps: int = 1000, impl: str 
 
 def _robosuite(task: str = "can", python=None, num_workers=None, max_steps=None, env_kwargs=None,
                env_args_from=None, obs_keys=None, success_bonus: float = 5.0, noise_min: float = 0.0,
-               noise_max: float = 0.3):
+               noise_max: float = 0.3, worker_timeout_s: float = 300.0):
     """robomimic's tasks on robosuite in host worker processes (`envs.host`; README, "robosuite").
 
     `python`: the interpreter of robosuite's own environment; `env_args_from`: a robomimic HDF5
     whose `env_args` (robosuite env name and kwargs, e.g. its controller) the workers use;
-    `max_steps`: the time limit (default: robomimic's rollout horizon of the task).
+    `max_steps`: the time limit (default: robomimic's rollout horizon of the task);
+    `worker_timeout_s`: how long one chunk step may take before its worker counts as hung.
     """
     from ogpo_jax.envs import host
     if task not in host.ROBOMIMIC_TASKS:
@@ -111,17 +112,21 @@ def _robosuite(task: str = "can", python=None, num_workers=None, max_steps=None,
     keys = tuple(obs_keys) if obs_keys else (host.TRANSPORT_OBS_KEYS if task == "transport" else host.ROBOMIMIC_OBS_KEYS)
     length = int(max_steps or horizon)
     env = host.HostEnv("robosuite", env_name, kwargs, keys, length, python=python, num_workers=num_workers,
-                       success_bonus=success_bonus)
+                       success_bonus=success_bonus, worker_timeout_s=worker_timeout_s)
     # what robomimic reads from a dataset to rebuild the env (type 1: robosuite)
     env.robomimic_env_args = {"env_name": env_name, "type": 1, "env_kwargs": kwargs}
     return env, host.HostExpert(env, noise_min, noise_max), length
 
 
-def _host_point(max_steps: int = 60, python=None, num_workers=None, noise_min: float = 0.0, noise_max: float = 0.5):
-    """A numpy point-reaching task in host worker processes: the robosuite path without robosuite."""
+def _host_point(max_steps: int = 60, python=None, num_workers=None, noise_min: float = 0.0, noise_max: float = 0.5,
+                step_sleep_s: float = 0.0, worker_timeout_s: float = 300.0):
+    """A numpy point-reaching task in host worker processes: the robosuite path without robosuite.
+    `step_sleep_s` makes each simulated step take that long (a slow simulator, for fault tests)."""
     from ogpo_jax.envs import host
-    env = host.HostEnv("debug_point", "debug_point", {}, ("state",), max_steps, python=python,
-                       num_workers=num_workers)
+    if step_sleep_s < 0:
+        raise ValueError(f"env.kwargs.step_sleep_s must be >= 0, got {step_sleep_s}")
+    env = host.HostEnv("debug_point", "debug_point", {"step_sleep_s": float(step_sleep_s)}, ("state",), max_steps,
+                       python=python, num_workers=num_workers, worker_timeout_s=worker_timeout_s)
     return env, host.HostExpert(env, noise_min, noise_max), int(max_steps)
 
 

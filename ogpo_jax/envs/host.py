@@ -29,8 +29,10 @@ import os
 import shutil
 import subprocess
 import sys
+import select
 import tempfile
 import threading
+import time
 
 import jax
 import jax.numpy as jnp
@@ -44,15 +46,38 @@ WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "host_worker.p
 
 
 class WorkerError(RuntimeError):
-    """A worker process failed (its error and traceback, or its exit code and stderr tail)."""
+    """A worker process failed: its error and traceback, its exit code and stderr tail (it died,
+    e.g. a simulator segfault or an OOM kill), or no answer within `worker_timeout_s` (it hung)."""
+
+
+# The newest worker failure: a WorkerError raised inside an `io_callback` reaches the caller of the
+# jitted program wrapped in an XLA runtime error; `take_failure` gives the named error back.
+_FAILURE: list = []
+
+
+def take_failure() -> WorkerError | None:
+    """The WorkerError of the newest failure inside a jitted env step or reset since the last call,
+    or None."""
+    return _FAILURE.pop() if _FAILURE else None
+
+
+def _in_callback(fn):
+    """Record the WorkerError of a host callback for `take_failure` (XLA re-raises it as its own)."""
+    def wrapped(*args):
+        try:
+            return fn(*args)
+        except WorkerError as e:
+            _FAILURE[:] = [e]
+            raise
+    return wrapped
 
 
 class _Worker:
-    def __init__(self, python: str, spec: dict, index: int):
+    def __init__(self, python: str, spec: dict, index: int, timeout_s: float | None = None):
         self.log = tempfile.NamedTemporaryFile(prefix=f"ogpo_host_worker{index}_", suffix=".log", delete=False)
         self.proc = subprocess.Popen([python, WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.log, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        self.index = index
+        self.index, self.timeout_s = index, timeout_s
         self.send({"cmd": "init", "spec": spec})
         self.info = self.recv()[0]
 
@@ -62,13 +87,20 @@ class _Worker:
         except (BrokenPipeError, OSError):
             self._died()
 
-    def recv(self):
+    def recv(self, timeout_s: float | None = -1.0):
+        """The worker's next reply; `timeout_s` (default: the pool's) bounds the wait, None waits
+        as long as the worker lives (a whole demo collection)."""
+        timeout_s = self.timeout_s if timeout_s == -1.0 else timeout_s
         try:
-            header, arrays = wire.recv(self.proc.stdout)
+            header, arrays = wire.recv(_Reader(self.proc.stdout.fileno(), timeout_s))
+        except TimeoutError:
+            self.proc.kill()
+            self._fail(f"host worker {self.index} did not answer within {timeout_s:g}s (a hung simulator?; "
+                       "env.kwargs.worker_timeout_s sets the limit); it was killed")
         except (EOFError, OSError):
             self._died()
         if not header.get("ok"):
-            raise WorkerError(f"host worker {self.index}: {header.get('error')}\n{header.get('traceback', '')}")
+            self._fail(f"host worker {self.index}: {header.get('error')}\n{header.get('traceback', '')}")
         return header, arrays
 
     def _died(self):
@@ -76,7 +108,11 @@ class _Worker:
         self.log.flush()
         with open(self.log.name, errors="replace") as f:
             tail = f.read()[-3000:]
-        raise WorkerError(f"host worker {self.index} exited with code {code}; its stderr ends with:\n{tail}")
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        self._fail(f"host worker {self.index} {how}" + (f"; its stderr ends with:\n{tail}" if tail.strip() else ""))
+
+    def _fail(self, message):
+        raise WorkerError(message)
 
     def close(self):
         if self.proc.poll() is None:
@@ -85,6 +121,7 @@ class _Worker:
                 self.proc.wait(timeout=10)
             except Exception:
                 self.proc.kill()
+                self.proc.wait()
         self.log.close()
         try:
             os.unlink(self.log.name)
@@ -92,16 +129,34 @@ class _Worker:
             pass
 
 
+class _Reader:
+    """`read(n)` on a pipe's file descriptor that gives up with TimeoutError once `timeout_s` has
+    passed since the reader was made (None: no limit), and returns b'' at end of file."""
+
+    def __init__(self, fd: int, timeout_s: float | None):
+        self.fd = fd
+        self.deadline = None if timeout_s is None else time.monotonic() + float(timeout_s)
+
+    def read(self, n: int) -> bytes:
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            ready, _, _ = select.select([self.fd], [], [], max(left, 0.0))
+            if not ready:
+                raise TimeoutError
+        return os.read(self.fd, n)
+
+
 class WorkerPool:
     """`num_envs` envs split over `num_workers` processes (contiguous blocks)."""
 
-    def __init__(self, spec: dict, num_envs: int, num_workers: int, python: str):
+    def __init__(self, spec: dict, num_envs: int, num_workers: int, python: str, timeout_s: float | None = None):
         num_workers = max(1, min(int(num_workers), int(num_envs)))
         sizes = [num_envs // num_workers + (i < num_envs % num_workers) for i in range(num_workers)]
         self.workers, self.blocks, start = [], [], 0
+        self.broken = False
         try:
             for i, n in enumerate(sizes):
-                self.workers.append(_Worker(python, dict(spec, num_envs=n, seed=i), i))
+                self.workers.append(_Worker(python, dict(spec, num_envs=n, seed=i), i, timeout_s))
                 self.blocks.append(slice(start, start + n))
                 start += n
         except BaseException:
@@ -110,11 +165,19 @@ class WorkerPool:
         self.info = self.workers[0].info
         self.lock = threading.Lock()
 
-    def _all(self, make_msg):
+    def _all(self, make_msg, timeout_s=-1.0):
         with self.lock:
-            for w, b in zip(self.workers, self.blocks):
-                w.send(*make_msg(w, b))
-            replies = [w.recv() for w in self.workers]
+            if self.broken:
+                raise WorkerError("this host worker pool lost a worker earlier; make a new one")
+            try:
+                for w, b in zip(self.workers, self.blocks):
+                    w.send(*make_msg(w, b))
+                replies = [w.recv(timeout_s) for w in self.workers]
+            except WorkerError:
+                # the others are mid-chunk or idle with episodes that cannot continue without it
+                self.broken = True
+                self.close()
+                raise
         # seconds each worker spent simulating the last step (benchmarks/host_env.py: the
         # process boundary's cost is the wall time beyond the slowest worker's)
         self.last_sim_s = [h.get("sim_s", 0.0) for h, _ in replies]
@@ -131,7 +194,7 @@ class WorkerPool:
 
     def demos(self, seed: int, noise_min: float, noise_max: float) -> dict:
         out = self._all(lambda w, b: ({"cmd": "demos", "seed": int(seed) * 1009 + w.index,
-                                       "noise_min": noise_min, "noise_max": noise_max},))
+                                       "noise_min": noise_min, "noise_max": noise_max},), timeout_s=None)
         return {k: np.concatenate([o[k] for o in out]) for k in out[0]}
 
     def close(self):
@@ -153,10 +216,10 @@ def _close_pools():
 atexit.register(_close_pools)
 
 
-def _pool(spec: dict, num_envs: int, num_workers: int, python: str) -> WorkerPool:
-    key = json.dumps([spec, num_envs, num_workers, python], sort_keys=True)
-    if key not in _POOLS:
-        _POOLS[key] = WorkerPool(spec, num_envs, num_workers, python)
+def _pool(spec: dict, num_envs: int, num_workers: int, python: str, timeout_s: float | None) -> WorkerPool:
+    key = json.dumps([spec, num_envs, num_workers, python, timeout_s], sort_keys=True)
+    if key not in _POOLS or _POOLS[key].broken:      # a pool that lost a worker starts anew
+        _POOLS[key] = WorkerPool(spec, num_envs, num_workers, python, timeout_s)
     return _POOLS[key]
 
 
@@ -172,18 +235,24 @@ class HostEnv:
       python: the interpreter the workers run (default: this one).
       num_workers: processes per batch of envs (default: the CPU count).
       success_bonus: reward of the successful step (every other step: -1).
+      worker_timeout_s: the longest a reset or chunk step may take before its worker counts as hung
+        (killed, `WorkerError`); a dead worker is noticed at once.
     """
 
     host_batched = True
 
     def __init__(self, kind: str, env_name: str, env_kwargs: dict, obs_keys, episode_length: int,
-                 python: str | None = None, num_workers: int | None = None, success_bonus: float = 5.0):
+                 python: str | None = None, num_workers: int | None = None, success_bonus: float = 5.0,
+                 worker_timeout_s: float = 300.0):
         self.python = shutil.which(python) or python if python else sys.executable
         if not os.path.exists(self.python):
             raise FileNotFoundError(f"env.kwargs.python={python!r} does not exist")
         self.num_workers = int(num_workers or os.cpu_count() or 1)
         if self.num_workers < 1:
             raise ValueError(f"env.kwargs.num_workers must be >= 1, got {num_workers}")
+        if not worker_timeout_s > 0:
+            raise ValueError(f"env.kwargs.worker_timeout_s must be > 0 seconds, got {worker_timeout_s}")
+        self.worker_timeout_s = float(worker_timeout_s)
         self.episode_length = int(episode_length)
         self.spec = {"kind": kind, "env_name": env_name, "env_kwargs": dict(env_kwargs or {}),
                      "obs_keys": list(obs_keys), "episode_length": self.episode_length,
@@ -206,7 +275,8 @@ class HostEnv:
         return HostBatch(self, int(num_envs), int(horizon), bool(auto_reset))
 
     def pool(self, num_envs: int, auto_reset: bool) -> WorkerPool:
-        return _pool(dict(self.spec, auto_reset=bool(auto_reset)), num_envs, self.num_workers, self.python)
+        return _pool(dict(self.spec, auto_reset=bool(auto_reset)), num_envs, self.num_workers, self.python,
+                     self.worker_timeout_s)
 
     def collect(self, num_demos: int, seed: int, noise_min: float, noise_max: float) -> dict:
         """Scripted-expert episodes run inside the workers (`training.collect.collect_demos` layout)."""
@@ -282,7 +352,7 @@ class HostBatch:
             out.update(obs=obs, final_obs=obs.copy())
             return out
 
-        out = io_callback(host_reset, self.shapes, seed, ordered=True)
+        out = io_callback(_in_callback(host_reset), self.shapes, seed, ordered=True)
         return self._state(jnp.zeros((), jnp.int32), out)
 
     def step(self, state: EnvState, chunks) -> EnvState:
@@ -295,7 +365,7 @@ class HostBatch:
             out = self._pool().step(chunks)
             return {k: out[k].astype(s.dtype) for k, s in self.shapes.items()}
 
-        out = io_callback(host_step, self.shapes, chunks, ordered=True)
+        out = io_callback(_in_callback(host_step), self.shapes, chunks, ordered=True)
         return self._state(state.sim + 1, out)
 
 

@@ -156,6 +156,7 @@ class PointTask:
 
     def __init__(self, env_name="debug_point", env_kwargs=None, obs_keys=("state",)):
         self.obs_keys = list(obs_keys)
+        self.sleep_s = float((env_kwargs or {}).get("step_sleep_s", 0.0))
         self.pos = np.zeros(2)
         self.goal = np.zeros(2)
 
@@ -175,6 +176,8 @@ class PointTask:
         return np.clip(action + noise * rng.standard_normal(2), -1, 1)
 
     def step(self, action):
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
         self.pos = np.clip(self.pos + 0.05 * np.clip(np.asarray(action, np.float64), -1, 1), -1.5, 1.5)
         return self._obs(), bool(np.linalg.norm(self.goal - self.pos) < 0.05)
 

@@ -19,8 +19,10 @@ import contextlib
 import gc
 import hashlib
 import json
+import logging
 import math
 import os
+import re
 import shutil
 import sys
 import threading
@@ -142,29 +144,39 @@ def move_aside(path: str, reason: str, into: str) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_failed_reads():
-    """While orbax reads a damaged checkpoint, its other in-flight reads fail too and print their
-    own tracebacks from callbacks, threads and garbage-collected coroutines (thousands of lines for
-    one damaged file). The first error is what `restore` raises; these echoes are dropped (shown
-    with OGPO_DEBUG=1)."""
+def _quiet_orbax_echoes():
+    """When one of orbax's reads or writes fails (a damaged file, a full disk), its other
+    in-flight ones fail too and print their own tracebacks from callbacks, threads, loggers and
+    garbage-collected coroutines (thousands of lines for one damaged file). The first error is
+    what `save` / `restore` raise; these echoes are dropped (shown with OGPO_DEBUG=1)."""
     if os.environ.get("OGPO_DEBUG", "") not in ("", "0", "false", "False"):
         yield
         return
     hooks = sys.excepthook, sys.unraisablehook, threading.excepthook
+    loggers = [logging.getLogger(n) for n in ("asyncio", "absl", "concurrent.futures")]
+    levels = [lg.level for lg in loggers]
     sys.excepthook = lambda *a: None
     sys.unraisablehook = lambda *a: None
     threading.excepthook = lambda *a: None
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
-        gc.collect()          # the failed coroutines report when they are collected
+        gc.collect()          # the failed coroutines and tasks report when they are collected
         sys.excepthook, sys.unraisablehook, threading.excepthook = hooks
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _short(e: BaseException) -> str:
-    """An exception's message without the TensorStore spec orbax appends (hundreds of lines)."""
+    """An exception's message without the TensorStore spec orbax appends (hundreds of lines),
+    led by the operating system's reason when TensorStore reports one (e.g. 'No space left on
+    device')."""
     text = str(e).split("See full TensorStore details")[0].strip()
-    return f"{type(e).__name__}: {text[:300]}"
+    code = re.search(r"os_error_code='?(\d+)", text)
+    reason = f"{os.strerror(int(code.group(1)))} (errno {code.group(1)}); " if code else ""
+    return f"{reason}{type(e).__name__}: {text[:300]}"
 
 
 def close_all() -> None:
@@ -221,13 +233,14 @@ class Checkpointer:
             tree = jax.tree_util.tree_map(np.asarray, tree)
         before = self.all_steps()
         try:
-            self.manager.save(int(step), args=ocp.args.StandardSave(tree))
-            self.manager.wait_until_finished()
+            with _quiet_orbax_echoes():
+                self.manager.save(int(step), args=ocp.args.StandardSave(tree))
+                self.manager.wait_until_finished()
             if self._writer():
                 write_manifest(self.step_dir(step))
         except Exception as e:
             raise CheckpointWriteError(
-                f"writing checkpoint {self.step_dir(step)} failed ({type(e).__name__}: {str(e)[:300]}); "
+                f"writing checkpoint {self.step_dir(step)} failed ({_short(e)}); "
                 + (f"the checkpoints before it ({', '.join(map(str, before))} env steps) are intact. "
                    if before else "") + "Free disk space (or fix the directory) and rerun the same command "
                 "to resume.") from e
@@ -300,7 +313,7 @@ class Checkpointer:
         else:
             abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _encode_abstract(like))
         try:
-            with _quiet_failed_reads():
+            with _quiet_orbax_echoes():
                 return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except ValueError as e:
             if "do not match" not in str(e) and "not compatible with the stored shape" not in str(e):

@@ -96,13 +96,29 @@ def main(fn):
             sys.exit(130)
         except Exception as e:
             _close()
+            from ogpo_jax.envs import host
+            failure = host.take_failure()        # a worker's error that XLA's runtime error wraps
+            if failure is not None and not isinstance(e, host.WorkerError) and not debug():
+                e = failure
             if debug() or not expected(e):
                 raise
             print(f"[{prog}] error: {message(e)}", file=sys.stderr)
             print(f"[{prog}] (--debug or OGPO_DEBUG=1 shows the traceback)", file=sys.stderr)
+            _drop_exit_echoes()
             sys.exit(exit_code(e))
 
     return wrapped
+
+
+def _drop_exit_echoes():
+    """The failure is reported: background tasks that failed with it (orbax's other writes of a
+    checkpoint on a full disk) would print their tracebacks again as they are collected at exit."""
+    import logging
+    import threading
+    for name in ("asyncio", "absl", "concurrent.futures"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    sys.unraisablehook = lambda *a: None
+    threading.excepthook = lambda *a: None
 
 
 def _close():

@@ -27,6 +27,7 @@ import numpy as np
 from ogpo_jax.algorithms import base as algorithms
 from ogpo_jax.algorithms.config import AlgoConfig, with_hyperparams
 from ogpo_jax.envs import core as env_core
+from ogpo_jax.envs import host as host_env
 from ogpo_jax.training import distributed, loop, memory, progress, rundir
 from ogpo_jax.training.checkpoint import Checkpointer
 from ogpo_jax.training.config import check_divisible
@@ -152,6 +153,7 @@ def run(spec: RunSpec, bc_params, workdir: str, log=print, *, evals: Evaluations
     summary dict per member.
     """
     eval_modes, on_eval = tuple(evals.modes), evals.on_eval
+    host_env.take_failure()           # forget a worker failure that an earlier run already reported
     r = _Run(spec, bc_params, workdir, log, evaluate, log_dirs, eval_modes)
     eval_modes = [m for m in eval_modes if m in r.policies]      # 'select' needs a chunked critic
     try:
@@ -189,13 +191,29 @@ def run(spec: RunSpec, bc_params, workdir: str, log=print, *, evals: Evaluations
                 log(f"[finetune] {r.stop.received}: checkpointed at {int(r.env_steps.min())} env steps in "
                     f"{r.ckpt.directory}; rerun with the same --workdir to resume")
                 raise KeyboardInterrupt(r.stop.received)
-    except BaseException:
+    except BaseException as e:
+        steps = r.ckpt.all_steps()
         r.close()
+        _raise_worker_failure(r.ckpt.directory, steps, int(r.env_steps.max()), e)
         raise
     r.checkpoint()
     r.close()
     final = list(r.policies) if evals.final_modes is None else [m for m in evals.final_modes if m in r.policies]
     return r.summaries(r.evaluate(final, final=True) if final else [{} for _ in r.seeds])
+
+
+def _raise_worker_failure(ckpt_dir: str, steps: list, env_step, error: BaseException) -> None:
+    """If a host worker failed inside the jitted env step that raised `error` (XLA wraps the
+    worker's error in its own), raise it as the named WorkerError with where the run stands."""
+    failure = host_env.take_failure()
+    if failure is None or isinstance(error, host_env.WorkerError):
+        return
+    # the interval's input state was donated: what survives is the newest checkpoint
+    raise host_env.WorkerError(
+        f"{failure} (near env step {env_step}). Training stopped; "
+        + (f"the newest checkpoint ({steps[-1]} env steps, in {ckpt_dir}) is intact: rerun the same command to "
+           "continue from it with fresh workers and episodes." if steps else
+           "no checkpoint was written yet: rerun the same command to start finetuning again.")) from None
 
 
 def _wandb_settings(config, workdir: str, seed: int) -> dict | None:
@@ -229,6 +247,7 @@ class _Run:
         log(f"[finetune] {mesh.size} device(s) ({jax.devices()[0].platform}), {jax.process_count()} process(es); "
             f"{len(self.seeds)} seed(s) {self.seeds}; state {memory.describe(est)}")
         self.ckpt = Checkpointer(os.path.join(workdir, "finetune", "checkpoints"), tcfg.max_checkpoints)
+        step = None
         try:
             had_checkpoints = self.ckpt.latest_step() is not None
             rundir.check_layout(workdir, mesh.size, len(self.seeds), had_checkpoints, self.seeds)
@@ -236,17 +255,20 @@ class _Run:
             ls = init_finetune_state(spec, bc_params, mesh if mesh.size > 1 else None)
             # the newest checkpoint that passes its manifest; damaged newer ones are moved aside
             restored, step = self.ckpt.restore_newest_good(ls, log) if had_checkpoints else (None, None)
-        except BaseException:
+            self.resumed = restored is not None
+            if self.resumed:
+                ls = _distinct_buffers(restored)
+                log(f"[finetune] resumed from checkpoint at {step} env steps")
+                ls, _ = loop.drop_nonfinite_rows(ls, log)
+                if not env_core.state_in_checkpoint(env):
+                    ls = loop.restart_host_episodes(ls, env, tcfg, episode_length)
+                    log("[finetune] host-simulated envs start fresh episodes (their simulator state is not "
+                        "checkpointed)")
+        except BaseException as e:
+            steps = self.ckpt.all_steps()
             self.ckpt.close()
+            _raise_worker_failure(self.ckpt.directory, steps, step or 0, e)
             raise
-        self.resumed = restored is not None
-        if self.resumed:
-            ls = _distinct_buffers(restored)
-            log(f"[finetune] resumed from checkpoint at {step} env steps")
-            ls, _ = loop.drop_nonfinite_rows(ls, log)
-            if not env_core.state_in_checkpoint(env):
-                ls = loop.restart_host_episodes(ls, env, tcfg, episode_length)
-                log("[finetune] host-simulated envs start fresh episodes (their simulator state is not checkpointed)")
         self.ls = ls
         self.eval_keys = [rundir.seed_stage_keys(s)[4] for s in self.seeds]
         if self.vmapped or evaluate is None:

@@ -289,8 +289,8 @@ class Checkpointer:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         problem = self.verify(step)
         if problem is not None:
-            raise CheckpointError(f"checkpoint {self.step_dir(step)} is damaged: {problem} (steps here: "
-                                  f"{self.all_steps()})")
+            raise CheckpointError(f"checkpoint {self.step_dir(step)} cannot be read (it is damaged: {problem}); "
+                                  f"steps here: {self.all_steps()}")
         return self._restore_verified(like, step)
 
     def _restore_verified(self, like, step):
@@ -338,7 +338,8 @@ class Checkpointer:
                                       is_leaf=is_node)
 
     def _unreadable(self, step, e) -> str:
-        return f"checkpoint {self.step_dir(step)} cannot be read ({_short(e)}); steps here: {self.all_steps()}"
+        return (f"checkpoint {self.step_dir(step)} cannot be read ({_short(e)}): it is damaged; steps here: "
+                f"{self.all_steps()}")
 
     def close(self):
         if not self.closed:

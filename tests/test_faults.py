@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from ogpo_jax.training import rundir
-from tests.test_resume import _final_state, _records, prepared  # noqa: F401 - the demos + BC fixture
+from test_resume import _final_state, _records
+from test_resume import prepared  # noqa: F401  (the demos + BC actor fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED = 20261207           # the fault schedule: kill moments, which checkpoint byte to flip
@@ -84,8 +85,9 @@ def _last_env_step(workdir) -> int:
 @pytest.mark.heavy
 def test_seeded_kills_and_corrupted_checkpoints_end_bit_identical(tmp_path):
     """SIGKILLs at seeded random moments of a toy run: one during demos / BC / compiles (a random
-    time), the others at random env steps of the training (a random fraction of a second after the
-    run logs past a random step, so inside an interval, an evaluation or a checkpoint write); before
+    time), one in the middle of a checkpoint write, the others at random env steps of the training
+    (a random fraction of a second after the run logs past a random step, so inside an interval, an
+    evaluation or a checkpoint write); before
     every second restart one byte of the newest checkpoint is flipped. The run that finally
     completes equals an uninterrupted one in its final state arrays and every logged metric."""
     rng = np.random.default_rng(SEED)
@@ -96,6 +98,7 @@ def test_seeded_kills_and_corrupted_checkpoints_end_bit_identical(tmp_path):
     summary = json.load(open(os.path.join(straight, "summary.json")))
     before_finetune = (time.time() - t0) - summary["finetune_seconds"]   # interpreter start, demos, BC
 
+    ckdir = os.path.join(faulted, "finetune", "checkpoints")
     kills, corrupted, recovered, moments = 0, [], 0, []
     for attempt in range(KILLS + 1):
         proc = subprocess.Popen(_cmd(faulted, TOTAL), cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
@@ -109,6 +112,10 @@ def test_seeded_kills_and_corrupted_checkpoints_end_bit_identical(tmp_path):
                 moments.append(f"{when:.1f}s")
                 t1 = time.time()
                 _wait(lambda: time.time() - t1 >= when, proc)
+            elif attempt == 2:
+                # in the middle of a checkpoint write (orbax's temporary directory exists)
+                moments.append("during a checkpoint write")
+                _wait(lambda: any("tmp" in d for d in os.listdir(ckdir)) if os.path.isdir(ckdir) else False, proc)
             else:
                 last = _steps(faulted)[-1] if _steps(faulted) else 0
                 target = int(rng.integers(last + 50, TOTAL - 100))
@@ -134,6 +141,7 @@ def test_seeded_kills_and_corrupted_checkpoints_end_bit_identical(tmp_path):
     damaged = os.path.join(faulted, "finetune", "checkpoints.damaged")
     moved = sorted(d for d in os.listdir(damaged) if not d.endswith(".why.txt"))
     assert len(moved) == recovered
+    assert not any("tmp" in d for d in os.listdir(ckdir))      # the half-written one was cleaned up
     for step, _ in corrupted:
         assert any(d.startswith(f"{step}.") for d in moved), (step, moved)
 
@@ -190,7 +198,7 @@ def test_damaged_demos_and_bc_actor_are_moved_aside_and_made_again(tmp_path, pre
     """A truncated demos.hdf5, a bit flip in it that HDF5 reads without complaint, and a damaged
     BC actor: each is moved aside (kept) with a warning and made again, identical to the original."""
     from ogpo_jax.training import pipeline
-    from tests.test_resume import _tiny, _workdir
+    from test_resume import _tiny, _workdir
     import jax
     ref = pipeline.prepare(_tiny(), prepared, log=lambda *a: None)
     for damage in ("truncate", "flip"):

@@ -235,3 +235,33 @@ def test_damaged_demos_and_bc_actor_are_moved_aside_and_made_again(tmp_path, pre
     for a, b in zip(jax.tree_util.tree_leaves(again.bc_params), jax.tree_util.tree_leaves(ref.bc_params)):
         np.testing.assert_array_equal(a, b)
     assert os.listdir(os.path.join(workdir, "bc", "actor.damaged"))
+
+
+def test_an_expected_failure_prints_one_line_and_debug_shows_the_traceback(tmp_path):
+    cmd = [sys.executable, os.path.join(ROOT, "experiments", "train.py"), "--config=configs/toy.py:quick",
+           f"--workdir={tmp_path / 'run'}", "--config.algo.group_size=1"]
+    quiet = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 1
+    lines = [x for x in quiet.stderr.splitlines() if x.strip()]
+    assert lines == ["[train.py] error: ValueError: algo.group_size must be >= 2 (the baseline is a group mean), "
+                     "got 1", "[train.py] (--debug or OGPO_DEBUG=1 shows the traceback)"], quiet.stderr[-2000:]
+    assert not os.path.exists(tmp_path / "run")          # nothing written before the config is checked
+    loud = subprocess.run(cmd + ["--debug"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert loud.returncode != 0 and "Traceback (most recent call last)" in loud.stderr
+    assert "algo.group_size must be >= 2" in loud.stderr
+
+
+def test_a_bug_is_not_mistaken_for_an_expected_failure():
+    from ogpo_jax.training import cli
+
+    def library_error():
+        return np.zeros(3).reshape(4)            # a ValueError raised inside numpy, not by our checks
+
+    for fn, expected in ((library_error, False), (lambda: cli.debug() or int("x"), False)):
+        with pytest.raises(Exception) as err:
+            fn()
+        assert cli.expected(err.value) is expected
+    try:
+        raise OSError(28, "No space left on device")
+    except OSError as e:
+        assert cli.expected(e) and "free space" in cli.message(e)

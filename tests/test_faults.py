@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ogpo_jax.training import rundir
-from test_resume import _final_state, _records
+from test_resume import _final_state, _records, _train_cmd
 from test_resume import prepared  # noqa: F401  (the demos + BC actor fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,22 +22,10 @@ TOTAL = 2400              # env steps of the toy run (8 checkpoints, 4 evaluatio
 KILLS = 5
 
 
-def _cmd(workdir, total, **extra):
-    flags = {
-        "config.log.progress": False, "config.log.tensorboard": False,
-        "config.algo.actor_hidden_dims": "(32,32)", "config.algo.critic_hidden_dims": "(32,32)",
-        "config.algo.num_critics": 2, "config.algo.flow_steps": 3, "config.algo.batch_size": 16,
-        "config.algo.ppo_batch_size": 16, "config.algo.success_batch_size": 16, "config.algo.group_size": 4,
-        "config.demos.num_demos": 16, "config.bc.max_steps": 60, "config.bc.eval_every": 30,
-        "config.bc.eval_episodes": 8, "config.train.num_envs": 8, "config.train.start_training": 200,
-        "config.train.log_every_iterations": 5, "config.train.updates_per_iteration": 2,
-        "config.train.replay_capacity": 4096, "config.train.success_capacity": 1024,
-        "config.train.eval_episodes": 8, "config.train.eval_every_env_steps": 600,
-        "config.train.checkpoint_every_env_steps": 300, "config.train.max_checkpoints": 2,
-        "config.train.total_env_steps": total, **extra,
-    }
-    return ([sys.executable, os.path.join(ROOT, "experiments", "train.py"), "--config=configs/toy.py:quick",
-             f"--workdir={workdir}"] + [f"--{k}={v}" for k, v in flags.items()])
+def _cmd(workdir, total):
+    # a small replay ring: checkpoints of ~0.3 MB, eight of them and four evaluations over the run
+    return _train_cmd(workdir, total, **{"config.log.tensorboard": False, "config.train.replay_capacity": 4096,
+                                         "config.train.eval_every_env_steps": 600})
 
 
 def _env():

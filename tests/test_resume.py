@@ -170,7 +170,8 @@ def test_num_seeds_equals_single_seed_runs(tmp_path, prepared):
 # ----------------------------------------------------------------------------- train.py command
 
 
-def _train_cmd(workdir, total):
+def _train_cmd(workdir, total, **overrides):
+    """train.py on a tiny toy config; `overrides`: {"config.section.field": value} on top."""
     flags = {
         "config.log.progress": False, "config.log.tensorboard": True,
         "config.algo.actor_hidden_dims": "(32,32)", "config.algo.critic_hidden_dims": "(32,32)",
@@ -183,7 +184,7 @@ def _train_cmd(workdir, total):
         "config.train.replay_capacity": 1_500_000, "config.train.success_capacity": 1024,
         "config.train.eval_episodes": 8, "config.train.eval_every_env_steps": 100_000,
         "config.train.checkpoint_every_env_steps": 300, "config.train.max_checkpoints": 2,
-        "config.train.total_env_steps": total,
+        "config.train.total_env_steps": total, **overrides,
     }
     return ([sys.executable, os.path.join(ROOT, "experiments", "train.py"), "--config=configs/toy.py:quick",
              f"--workdir={workdir}"] + [f"--{k}={v}" for k, v in flags.items()])

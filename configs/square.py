@@ -13,8 +13,10 @@ clearance per side; README, "Tasks") and one setting of the recipe: conservative
 (OGPO-CA, the paper's Square method) instead of Can's group-mean ones. From Square's weak BC (ODE
 0.19) the critic audit found no state whose chunks its Monte-Carlo returns could rank (RESULTS.md,
 "Does the critic rank Square's chunks?"), and conservative advantages keep the policy still
-where the critic heads disagree on the sign. Whether OGPO-CA with four critic steps lifts this BC
-at 300k env steps is the weak-BC Square table in RESULTS.md.
+where the critic heads disagree on the sign. It does not lift this BC within 300k env steps on the
+CPU: OGPO-CA with four critic steps ends at 0.227 policy alone (best-of-8 0.336) from 0.281, 2 seeds
+x 64 episodes (RESULTS.md, the weak-BC Square table), so no recipe here is known to work on Square
+at CPU scale; the paper's Square curve needs ~1.5M env steps.
 """
 from ml_collections import ConfigDict
 

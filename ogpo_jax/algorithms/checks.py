@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 # The chunk transition `update` reads: key -> shape as a function of (B, obs_dim, H, da).
@@ -102,6 +103,13 @@ def check_array(x, name: str, shape=None) -> None:
         bad = int(np.size(x) - np.isfinite(np.asarray(x)).sum())
         if bad:
             raise ValueError(f"{name} holds {bad} NaN or inf value(s)")
+
+
+def float_array(x) -> jax.Array:
+    """`x` (checked by `check_array`) as a JAX array; integer or boolean inputs become float32,
+    since the networks run in float."""
+    x = jnp.asarray(x)
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
 
 
 def check_batch(batch, obs_dim: int, chunk_shape, name: str = "batch", shapes=None, min_rows: int = 1) -> None:

@@ -205,11 +205,13 @@ def act(state: OGPOState, obs, key, mode: str | None = None, actor: str | None =
         raise ValueError(f"obs must have shape (B, obs_dim) or (obs_dim,), obs_dim = {state.obs_dim}; got shape "
                          f"{np.shape(obs)}")
     checks.check_array(obs, "obs", (None,) * (np.ndim(obs) - 1) + (state.obs_dim,))
-    obs = jnp.asarray(obs)
-    if not jnp.issubdtype(obs.dtype, jnp.floating):      # integer observations: the networks run in float
-        obs = obs.astype(jnp.float32)
+    obs = checks.float_array(obs)
     if obs.ndim == 1:
-        return act(state, obs[None], key, mode, actor)[0]
+        return _act(state, obs[None], key, mode, actor)[0]
+    return _act(state, obs, key, mode, actor)
+
+
+def _act(state: OGPOState, obs, key, mode, actor) -> jax.Array:
     cfg = state.config
     mode = cfg.rollout_mode if mode is None else mode
     params = _params_for(state, actor)
@@ -550,7 +552,9 @@ def _check_state(state) -> None:
         raise TypeError(f"state must be the OGPOState that ogpo.init returns, got {type(state).__name__}")
 
 
-def _check_batches(state: OGPOState, batch, success_batch):
+def _checked_batches(state: OGPOState, batch, success_batch):
+    """`batch` and `success_batch` checked (named errors) and as arrays, float where the networks
+    read them (nested lists and integer inputs pass the checks)."""
     _check_state(state)
     cfg = state.config
     k = cfg.critic_updates_per_update
@@ -561,15 +565,11 @@ def _check_batches(state: OGPOState, batch, success_batch):
     if success_batch is not None:
         checks.check_batch(success_batch, state.obs_dim, state.chunk_shape, "success_batch", checks.BC_SHAPES,
                            min_rows=k * cfg.success_batch_size if k > 1 and cfg.success_critic_td else 1)
-    # nested lists of numbers pass the checks: every leaf becomes an array here
     def as_arrays(b):
         if b is None:
             return None
-        out = {k: jnp.asarray(v) for k, v in b.items()}
-        for k in ("obs", "next_obs", "actions", "rewards"):   # integer inputs: the networks run in float
-            if k in out and not jnp.issubdtype(out[k].dtype, jnp.floating):
-                out[k] = out[k].astype(jnp.float32)
-        return out
+        return {k: checks.float_array(v) if k in ("obs", "next_obs", "actions", "rewards") else jnp.asarray(v)
+                for k, v in b.items()}
 
     return as_arrays(batch), as_arrays(success_batch)
 
@@ -589,7 +589,7 @@ def update(state: OGPOState, batch, success_batch=None):
     """
     cfg = state.config
     k = cfg.critic_updates_per_update
-    batch, success_batch = _check_batches(state, batch, success_batch)
+    batch, success_batch = _checked_batches(state, batch, success_batch)
     key, k_actor, k_critic, k_succ = jax.random.split(state.key, 4)
     state = state.replace(key=key)
     if k > 1:

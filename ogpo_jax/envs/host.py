@@ -95,12 +95,12 @@ class _Worker:
             header, arrays = wire.recv(_Reader(self.proc.stdout.fileno(), timeout_s))
         except TimeoutError:
             self.proc.kill()
-            self._fail(f"host worker {self.index} did not answer within {timeout_s:g}s (a hung simulator?; "
+            raise WorkerError(f"host worker {self.index} did not answer within {timeout_s:g}s (a hung simulator?; "
                        "env.kwargs.worker_timeout_s sets the limit); it was killed")
         except (EOFError, OSError):
             self._died()
         if not header.get("ok"):
-            self._fail(f"host worker {self.index}: {header.get('error')}\n{header.get('traceback', '')}")
+            raise WorkerError(f"host worker {self.index}: {header.get('error')}\n{header.get('traceback', '')}")
         return header, arrays
 
     def _died(self):
@@ -109,10 +109,7 @@ class _Worker:
         with open(self.log.name, errors="replace") as f:
             tail = f.read()[-3000:]
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        self._fail(f"host worker {self.index} {how}" + (f"; its stderr ends with:\n{tail}" if tail.strip() else ""))
-
-    def _fail(self, message):
-        raise WorkerError(message)
+        raise WorkerError(f"host worker {self.index} {how}" + (f"; its stderr ends with:\n{tail}" if tail.strip() else ""))
 
     def close(self):
         if self.proc.poll() is None:

@@ -143,17 +143,26 @@ def move_aside(path: str, reason: str, into: str) -> str:
     return dest
 
 
+# Loggers through which orbax's failed background reads and writes report again.
+ECHO_LOGGERS = ("asyncio", "absl", "concurrent.futures")
+
+
+def debug_requested() -> bool:
+    """OGPO_DEBUG is set (to anything but '', '0', 'false'): show every traceback, echoes included."""
+    return os.environ.get("OGPO_DEBUG", "") not in ("", "0", "false", "False")
+
+
 @contextlib.contextmanager
 def _quiet_orbax_echoes():
     """When one of orbax's reads or writes fails (a damaged file, a full disk), its other
     in-flight ones fail too and print their own tracebacks from callbacks, threads, loggers and
     garbage-collected coroutines (thousands of lines for one damaged file). The first error is
     what `save` / `restore` raise; these echoes are dropped (shown with OGPO_DEBUG=1)."""
-    if os.environ.get("OGPO_DEBUG", "") not in ("", "0", "false", "False"):
+    if debug_requested():
         yield
         return
     hooks = sys.excepthook, sys.unraisablehook, threading.excepthook
-    loggers = [logging.getLogger(n) for n in ("asyncio", "absl", "concurrent.futures")]
+    loggers = [logging.getLogger(n) for n in ECHO_LOGGERS]
     levels = [lg.level for lg in loggers]
     sys.excepthook = lambda *a: None
     sys.unraisablehook = lambda *a: None

@@ -41,8 +41,8 @@ def _named_errors() -> tuple:
 
 
 def debug() -> bool:
-    env = os.environ.get("OGPO_DEBUG", "")
-    return env not in ("", "0", "false", "False") or (flags.FLAGS.is_parsed() and _DEBUG.value)
+    from ogpo_jax.training.checkpoint import debug_requested
+    return debug_requested() or (flags.FLAGS.is_parsed() and _DEBUG.value)
 
 
 def raised_by_own_code(e: BaseException) -> bool:
@@ -115,7 +115,9 @@ def _drop_exit_echoes():
     checkpoint on a full disk) would print their tracebacks again as they are collected at exit."""
     import logging
     import threading
-    for name in ("asyncio", "absl", "concurrent.futures"):
+
+    from ogpo_jax.training.checkpoint import ECHO_LOGGERS
+    for name in ECHO_LOGGERS:
         logging.getLogger(name).setLevel(logging.CRITICAL + 1)
     sys.unraisablehook = lambda *a: None
     threading.excepthook = lambda *a: None

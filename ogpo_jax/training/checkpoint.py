@@ -152,6 +152,35 @@ def debug_requested() -> bool:
     return os.environ.get("OGPO_DEBUG", "") not in ("", "0", "false", "False")
 
 
+def _is_closed_loop_echo(unraisable) -> bool:
+    """The one echo that outlives a failed read or write: TensorStore completes the other writes
+    of the failed operation after orbax's event loop has closed, and reports each completion's
+    `RuntimeError('Event loop is closed')` from its own thread through sys.unraisablehook, with
+    no object and a traceback that starts in asyncio's `call_soon_threadsafe` (no Python caller)."""
+    exc, tb = unraisable.exc_value, unraisable.exc_traceback
+    if type(exc) is not RuntimeError or str(exc) != "Event loop is closed" or tb is None:
+        return False
+    code = tb.tb_frame.f_code
+    return (unraisable.object is None and code.co_name == "call_soon_threadsafe"
+            and code.co_filename.endswith(os.path.join("asyncio", "base_events.py")))
+
+
+def _filter_closed_loop_echoes() -> None:
+    """Make sys.unraisablehook drop `_is_closed_loop_echo` (and only it) for the rest of the
+    process: these arrive whenever TensorStore's writes finish, even after the program has
+    reported the failure. Idempotent; not installed under OGPO_DEBUG."""
+    hook = sys.unraisablehook
+    if debug_requested() or getattr(hook, "_ogpo_drops_closed_loop_echoes", False):
+        return
+
+    def unraisablehook(unraisable):
+        if not _is_closed_loop_echo(unraisable):
+            hook(unraisable)
+
+    unraisablehook._ogpo_drops_closed_loop_echoes = True
+    sys.unraisablehook = unraisablehook
+
+
 @contextlib.contextmanager
 def _quiet_orbax_echoes():
     """When one of orbax's reads or writes fails (a damaged file, a full disk), its other
@@ -169,13 +198,19 @@ def _quiet_orbax_echoes():
     threading.excepthook = lambda *a: None
     for lg in loggers:
         lg.setLevel(logging.CRITICAL)
+    failed = False
     try:
         yield
+    except BaseException:
+        failed = True
+        raise
     finally:
         gc.collect()          # the failed coroutines and tasks report when they are collected
         sys.excepthook, sys.unraisablehook, threading.excepthook = hooks
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+        if failed:
+            _filter_closed_loop_echoes()
 
 
 def _short(e: BaseException) -> str:

@@ -22,10 +22,14 @@ def test_unknown_backend_is_named():
 
 
 def test_backend_is_a_config_field_that_overrides():
+    pytest.importorskip("warp")
     c = can.get_config("quick")
     c.env.kwargs.impl = "warp"
-    with pytest.raises((ImportError, ValueError), match=r"env\.kwargs\.impl='warp'"):
-        envs.make(c.env.name, **c.env.kwargs.to_dict())
+    c.env.kwargs.warp_max_worlds = 8
+    env = envs.make(c.env.name, **c.env.kwargs.to_dict())[0].unwrapped
+    # Warp's buffers: the scene's 40 contact slots per world (Can's 16 pairs) for 8 worlds
+    assert env.params.impl == "warp" and env.max_vmap_batch is None
+    assert env.contacts_per_world == 40 and env.naconmax == 8 * 40 and env.njmax > 0
 
 
 def test_solver_budget_is_a_field_that_reaches_the_mjx_model():

@@ -25,7 +25,7 @@ from flax import struct
 
 # info keys that describe the transition just taken; everything else in info is episode state
 # that AutoResetWrapper resets together with the simulator.
-TRANSITION_KEYS = ("success", "terminal", "truncated", "nonfinite", "rewards", "valid", "step_obs")
+TRANSITION_KEYS = ("success", "terminal", "truncated", "nonfinite", "contact_overflow", "rewards", "valid", "step_obs")
 
 
 class EnvState(struct.PyTreeNode):
@@ -45,12 +45,27 @@ class Env(Protocol):
     def step(self, state: EnvState, action) -> EnvState: ...
 
 
+def _is_warp_data(x) -> bool:
+    """An MJX `Data` of MuJoCo Warp (checked by name: this module does not import MJX)."""
+    return type(x).__name__ == "Data" and str(getattr(x, "impl", "")).lower().endswith("warp")
+
+
 def _select(pred, on_true, on_false):
-    """Tree-wise where with a (batch-broadcast) scalar predicate."""
+    """Tree-wise where with a (batch-broadcast) scalar predicate.
+
+    A MuJoCo Warp `Data` merges through its own `where`: its contact buffer is one for all the
+    worlds of a call, not per world, and must stay so (a plain where would give it a batch axis,
+    which the Warp step refuses). That merge needs the per-world predicate, i.e. a scalar inside
+    `vmap`."""
     def sel(a, b):
+        if _is_warp_data(a):
+            if jnp.ndim(pred):
+                raise ValueError("merging MuJoCo Warp states needs a scalar predicate (one per world, inside vmap), "
+                                 f"got shape {jnp.shape(pred)}")
+            return b.where(pred, a)
         p = jnp.reshape(pred, jnp.shape(pred) + (1,) * (jnp.ndim(a) - jnp.ndim(pred)))
         return jnp.where(p, a, b)
-    return jax.tree_util.tree_map(sel, on_true, on_false)
+    return jax.tree_util.tree_map(sel, on_true, on_false, is_leaf=_is_warp_data)
 
 
 def nonfinite(*trees) -> jax.Array:

@@ -57,7 +57,8 @@ def check_impl(impl: str) -> None:
     """Fail early, naming the field, where the MJX backend `impl` cannot run here.
 
     'warp' runs MJX on MuJoCo Warp (mujoco-mjx's vendored `mujoco_warp`), which needs the
-    `warp-lang` package and an NVIDIA GPU; 'jax' runs everywhere JAX does.
+    `warp-lang` package and JAX on an NVIDIA GPU or the CPU (Warp's CPU device: slow, for
+    development and tests); 'jax' runs everywhere JAX does.
     """
     if impl not in IMPLS:
         raise ValueError(f"env.kwargs.impl={impl!r}: the MJX backend must be one of {IMPLS}")
@@ -65,11 +66,11 @@ def check_impl(impl: str) -> None:
         import importlib.util
         if importlib.util.find_spec("warp") is None:
             raise ImportError(
-                "env.kwargs.impl='warp' needs the warp-lang package (pip install warp-lang) and an NVIDIA GPU; "
-                "it is not installed. Use env.kwargs.impl='jax' (the default; CPU, GPU and TPU).")
-        if jax.default_backend() != "gpu":
-            raise ValueError(f"env.kwargs.impl='warp' runs on NVIDIA GPUs only; the JAX backend here is "
-                             f"{jax.default_backend()!r}. Use env.kwargs.impl='jax'.")
+                "env.kwargs.impl='warp' needs the warp-lang package (pip install warp-lang); it is not "
+                "installed. Use env.kwargs.impl='jax' (the default; CPU, GPU and TPU).")
+        if jax.default_backend() not in ("gpu", "cpu"):
+            raise ValueError(f"env.kwargs.impl='warp' runs on NVIDIA GPUs (and Warp's CPU device); the JAX "
+                             f"backend here is {jax.default_backend()!r}. Use env.kwargs.impl='jax'.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +96,13 @@ class ArmParams:
     success_bonus: float = 5.0       # reward of the successful step (every other step: -1)
     max_steps: int = 400             # time limit (robomimic's horizon; applied by EpisodeWrapper)
     impl: str = "jax"                # MJX backend: 'jax' (CPU, GPU, TPU) | 'warp' (MuJoCo Warp)
+    # impl='warp' only. MuJoCo Warp keeps one contact buffer for every world of a call (envs x
+    # seeds, or evaluation episodes x seeds) and one constraint buffer per world; it drops what
+    # does not fit and carries on with wrong physics. Each world gets the scene's contact slots and
+    # constraint rows as the JAX backend sizes them (they never bind), for up to `warp_max_worlds`
+    # worlds per call; a step that needed more ends every episode as a failure
+    # (info['nonfinite'], info['contact_overflow']).
+    warp_max_worlds: int = 4096
 
     def __post_init__(self):
         name = type(self).__name__
@@ -107,6 +115,8 @@ class ArmParams:
                              f"{self.ls_iterations} must be >= 1 and solver_tolerance={self.solver_tolerance} > 0")
         if self.max_steps < 1:
             raise ValueError(f"{name}: max_steps must be >= 1, got {self.max_steps}")
+        if self.warp_max_worlds < 1:
+            raise ValueError(f"env.kwargs.warp_max_worlds must be >= 1, got {self.warp_max_worlds}")
 
     @property
     def control_dt(self) -> float:
@@ -212,6 +222,13 @@ class ArmTask:
         model.opt.tolerance = params.solver_tolerance
         self.mj_model = model
         self.mjx_model = mjx.put_model(model, impl=params.impl)
+        if params.impl == "warp":
+            # the JAX backend's static sizes: every contact slot of the scene's pairs and every
+            # constraint row they can make, so the per-world share never binds
+            sizes = mjx.make_data(mjx.put_model(model))
+            self.contacts_per_world = int(sizes._impl.contact.dist.shape[0])
+            self.njmax = max(int(sizes._impl.efc_J.shape[0]), 1)
+            self.naconmax = self.contacts_per_world * params.warp_max_worlds
         self._site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "grip")
         self._hand = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "hand")
         if dict(self.obs_keys)["object"] != 14 * len(self.object_names):
@@ -242,8 +259,10 @@ class ArmTask:
 
     @property
     def max_vmap_batch(self):
-        """Largest batch to vmap `step` over in one program (None: any); see `compile_options`."""
-        return compile_options.max_vmap_batch()
+        """Largest batch to vmap `step` over in one program (None: any); see `compile_options`.
+        The cap is for XLA's code for the JAX backend; MuJoCo Warp's step is one foreign call
+        whose contact buffer is shared by all worlds, so it is never split."""
+        return None if self.params.impl == "warp" else compile_options.max_vmap_batch()
 
     # ------------------------------------------------------------------ observation
     def eef_pose(self, data):
@@ -279,10 +298,15 @@ class ArmTask:
         """The episode's first state: arm joints (7,), open fingers, the objects' free joints (7 each)."""
         fingers = jnp.full((2,), self.params.finger_open)
         qpos = jnp.concatenate([arm, fingers, object_qpos])
-        data = mjx.make_data(self.mjx_model, impl=self.params.impl)
+        if self.params.impl == "warp":     # MuJoCo Warp sizes its buffers from the MjModel itself
+            data = mjx.make_data(self.mj_model, impl="warp", naconmax=self.naconmax, njmax=self.njmax)
+        else:
+            data = mjx.make_data(self.mjx_model, impl=self.params.impl)
         data = data.replace(qpos=qpos, ctrl=jnp.concatenate([arm, fingers]))
         data = mjx.forward(self.mjx_model, data)
         info = {"success": jnp.zeros((), bool), "terminal": jnp.zeros((), bool), "nonfinite": jnp.zeros((), bool)}
+        if self.params.impl == "warp":
+            info["contact_overflow"] = jnp.zeros((), bool)
         return EnvState(sim=data, obs=self._obs(data), reward=jnp.zeros((), jnp.float32),
                         done=jnp.zeros((), bool), info=info)
 
@@ -310,6 +334,13 @@ class ArmTask:
         q = base + dq
         return jnp.clip(q, self._arm_range[:, 0], self._arm_range[:, 1])
 
+    def contact_overflow(self, data):
+        """Scalar bool: MuJoCo Warp needed more contacts (all worlds of the call together) or
+        constraint rows (this world) than it holds, so it dropped some (always False on 'jax')."""
+        if self.params.impl != "warp":
+            return jnp.zeros((), bool)
+        return (jnp.max(data._impl.nacon) > self.naconmax) | (jnp.max(data._impl.nefc) > self.njmax)
+
     def step(self, state: EnvState, action) -> EnvState:
         p = self.params
         action = jnp.clip(jnp.asarray(action, jnp.float32), -1.0, 1.0)
@@ -322,7 +353,11 @@ class ArmTask:
         # A blown-up physics state (NaN/inf) never recovers: end the episode as a failure (no
         # bootstrap, the reward of a failed step); the auto-reset starts a fresh one.
         broken = core.nonfinite(data.qpos, data.qvel, obs)
+        overflow = self.contact_overflow(data)
+        broken = broken | overflow
         success = self.is_success(data) & ~broken
         reward = jnp.where(success, p.success_bonus, -1.0).astype(jnp.float32)
         info = {"success": success, "terminal": success | broken, "nonfinite": broken}
+        if p.impl == "warp":
+            info["contact_overflow"] = overflow
         return EnvState(sim=data, obs=obs, reward=reward, done=success | broken, info=info)

@@ -4,12 +4,14 @@ MuJoCo and (Can, optionally) robosuite's PickPlaceCan measured in the same run.
     python benchmarks/env_throughput.py                         # Can, batches 1,16,64,256,1024,4096
     python benchmarks/env_throughput.py --task=square --batches=1,16,64,256 --tag=square_cpu
     python benchmarks/env_throughput.py --batches=64,256 --repeats=5 --robosuite_python=/tmp/rs/bin/python
+    python benchmarks/env_throughput.py --impls=jax,warp --batches=4,16,64 --tag=can_jax_vs_warp_cpu
 
 MJX: `jit(vmap(env.step))` on the default backend (compiled with `env.compiler_options`; batches
 above `env.max_vmap_batch` run as `lax.map` over vmapped sub-batches, as in training), from reset
 states with `benchmark_actions` (0.3 x standard normal, clipped: the arm moves, so the solver
 works as in a rollout; zero actions leave it at rest and flatter the simulator), timed after
-compilation and blocking on the result. C MuJoCo: the same MJCF stepped with `mujoco.mj_step` in
+compilation and blocking on the result; `--impls` picks the MJX backends, one row each per batch
+(`warp`: MuJoCo Warp, its contact buffer sized for the largest batch). C MuJoCo: the same MJCF stepped with `mujoco.mj_step` in
 one thread (`n_substeps` physics steps per control step, the differential-IK controller excluded,
 so it is an upper bound for a C-side env). robosuite: `benchmarks/robosuite_can.py` run by the
 interpreter `--robosuite_python` names (robosuite needs its own environment, see that script),
@@ -65,7 +67,7 @@ def bench_mjx(env: ArmTask, batch: int, repeats: int) -> dict:
     jax.block_until_ready(state.obs)
     dt = (time.perf_counter() - t0) / repeats
     n = env.params.n_substeps
-    return {"batch": batch, "vmap_batch": min(batch, env.max_vmap_batch or batch), "control_steps_per_s": batch / dt, "physics_steps_per_s": batch * n / dt,
+    return {"impl": env.params.impl, "batch": batch, "vmap_batch": min(batch, env.max_vmap_batch or batch), "control_steps_per_s": batch / dt, "physics_steps_per_s": batch * n / dt,
             "ms_per_batch_step": dt * 1e3, "compile_s": compile_s}
 
 
@@ -120,12 +122,13 @@ def to_markdown(result) -> str:
         lines.append(f"| robosuite {rs['robosuite']} PickPlaceCan (mujoco {rs['mujoco']}, {rs['substeps']} substeps), "
                      f"1 process | 1 | {rs['control_steps_per_s']:.0f} | {rs['physics_steps_per_s']:.0f} | - | - | 1.0 |")
     for r in result["mjx"]:
+        name = f"MJX ({r.get('impl', 'jax')})"
         if "error" in r:
-            lines.append(f"| MJX | {r['batch']} | {r['error']} | | | |" + tail)
+            lines.append(f"| {name} | {r['batch']} | {r['error']} | | | |" + tail)
         else:
             sub = f" ({r['vmap_batch']})" if r.get("vmap_batch", r["batch"]) != r["batch"] else ""
             ratio = f" {r['control_steps_per_s'] / rs['control_steps_per_s']:.1f} |" if rs else ""
-            lines.append(f"| MJX | {r['batch']}{sub} | {r['control_steps_per_s']:.0f} | {r['physics_steps_per_s']:.0f} | "
+            lines.append(f"| {name} | {r['batch']}{sub} | {r['control_steps_per_s']:.0f} | {r['physics_steps_per_s']:.0f} | "
                          f"{r['ms_per_batch_step']:.1f} | {r['compile_s']:.0f} |" + ratio)
     return "\n".join(lines) + "\n"
 
@@ -135,6 +138,7 @@ def main(argv=None):
     parser.add_argument("--task", default="can", choices=sorted(TASKS))
     parser.add_argument("--batches", default="1,16,64,256,1024,4096")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--impls", default="jax", help="MJX backends to time, comma-separated: jax, warp")
     parser.add_argument("--n_substeps", type=int, default=ArmParams.n_substeps)
     parser.add_argument("--timestep", type=float, default=ArmParams.timestep)
     parser.add_argument("--ls_iterations", type=int, default=ArmParams.ls_iterations)
@@ -148,8 +152,19 @@ def main(argv=None):
     if args.robosuite_python and args.task != "can":
         parser.error("--robosuite_python: the robosuite comparison exists for --task=can only")
     cls, params = TASKS[args.task]
-    env = cls(params(timestep=args.timestep, n_substeps=args.n_substeps, ls_iterations=args.ls_iterations,
-                        solver_tolerance=args.solver_tolerance))
+    batches = [int(x) for x in args.batches.split(",")]
+    impls = [x for x in args.impls.split(",") if x]
+    from ogpo_jax.envs.mjx.arm import IMPLS, check_impl
+    for impl in impls:
+        if impl not in IMPLS:
+            parser.error(f"--impls: {impl!r} is not one of {IMPLS}")
+        check_impl(impl)
+
+    def make(impl):
+        return cls(params(timestep=args.timestep, n_substeps=args.n_substeps, ls_iterations=args.ls_iterations,
+                          solver_tolerance=args.solver_tolerance, impl=impl, warp_max_worlds=max(batches)))
+
+    env = make("jax")
     result = {"benchmark": "env_throughput", "task": args.task, "machine": machine(), "date": time.strftime("%Y-%m-%d"),
               "mujoco": mujoco.__version__, "command": "python " + " ".join(sys.argv),
               "params": {"timestep": args.timestep, "n_substeps": args.n_substeps,
@@ -162,14 +177,16 @@ def main(argv=None):
         print(runs[0], flush=True)
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, "env_throughput" + (f"_{args.tag}" if args.tag else ""))
-    for b in [int(x) for x in args.batches.split(",")]:
-        try:
-            result["mjx"].append(bench_mjx(env, b, args.repeats))
-        except Exception as e:      # e.g. out of memory at large batch: record and go on
-            result["mjx"].append({"batch": b, "error": f"{type(e).__name__}: {str(e)[:80]}"})
-        print(result["mjx"][-1], flush=True)
-        # rewritten after every batch size: a run stopped at a large batch keeps its table
-        write_results(stem, result, to_markdown(result))
+    for impl in impls:
+        env = make(impl)
+        for b in batches:
+            try:
+                result["mjx"].append(bench_mjx(env, b, args.repeats))
+            except Exception as e:      # e.g. out of memory at large batch: record and go on
+                result["mjx"].append({"impl": impl, "batch": b, "error": f"{type(e).__name__}: {str(e)[:80]}"})
+            print(result["mjx"][-1], flush=True)
+            # rewritten after every batch size: a run stopped at a large batch keeps its table
+            write_results(stem, result, to_markdown(result))
     if args.robosuite_python:
         runs.append(bench_robosuite(args.robosuite_python, args.robosuite_steps))
         rates = [r["control_steps_per_s"] for r in runs]

@@ -45,3 +45,16 @@ def test_solver_budget_is_a_field_that_reaches_the_mjx_model():
 def test_bad_solver_budget_is_named(field, value):
     with pytest.raises(ValueError, match=rf"{field}={value}"):
         envs.make("can", **{field: value})
+
+
+def test_a_run_sizes_warps_contact_buffer_from_its_largest_call():
+    from ogpo_jax.training import spec
+    c = can.get_config("quick")
+    assert "warp_max_worlds" not in spec.env_kwargs(c)          # the JAX backend has no such buffer
+    c.env.kwargs.impl = "warp"
+    c.num_seeds = 2
+    c.demos.num_demos, c.bc.eval_episodes, c.train.num_envs, c.train.eval_episodes = 100, 64, 32, 64
+    # evaluation: 64 episodes x 2 vmapped seeds is the largest call
+    assert spec.env_kwargs(c)["warp_max_worlds"] == 128
+    c.env.kwargs.warp_max_worlds = 1000                          # an explicit value is kept
+    assert spec.env_kwargs(c)["warp_max_worlds"] == 1000

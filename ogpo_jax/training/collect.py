@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ogpo_jax.envs import core
 from ogpo_jax.envs.core import batched, compiler_options
 from ogpo_jax.training import progress
 
@@ -44,7 +45,7 @@ def collect_demos(env, expert, num_demos: int, max_steps: int, key, log=None, se
             nxt = env.step(s, action)
             out = dict(obs=s.obs, actions=action, rewards=nxt.reward, dones=nxt.done, valid=alive,
                        success=nxt.info["success"] & alive)
-            nxt = jax.tree_util.tree_map(lambda a, b: jnp.where(alive, a, b), nxt, s)
+            nxt = core._select(alive, nxt, s)        # MuJoCo Warp states merge through Data.where
             return (nxt, alive & ~nxt.done), out
 
         (state, alive), out = jax.lax.scan(step, (state, alive), step_keys)

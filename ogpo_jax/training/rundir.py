@@ -21,7 +21,7 @@ from ogpo_jax import envs
 from ogpo_jax.algorithms import base as algorithms
 from ogpo_jax.algorithms.actor import init_actor_params
 from ogpo_jax.training import bc as bc_lib
-from ogpo_jax.training import distributed, loop
+from ogpo_jax.training import distributed, loop, spec
 from ogpo_jax.training.checkpoint import Checkpointer
 from ogpo_jax.training.config import validate
 from ogpo_jax.training.evaluation import agent_policy
@@ -206,7 +206,7 @@ def restore_policy(config, workdir: str, source: str = "latest"):
     """
     algo_cfg = validate(config)
     algo = algorithms.get(algo_cfg.name)
-    env, _, episode_length = envs.make(config.env.name, **config.env.kwargs.to_dict())
+    env, _, episode_length = envs.make(config.env.name, **spec.env_kwargs(config))
     chunk_shape = (config.env.chunk_horizon, env.action_size)
     _, _, k_agent, k_loop, _ = stage_keys(config)
     ckpt_dir = os.path.join(workdir, "finetune", "checkpoints")

@@ -229,6 +229,12 @@ class ArmTask:
             self.contacts_per_world = int(sizes._impl.contact.dist.shape[0])
             self.njmax = max(int(sizes._impl.efc_J.shape[0]), 1)
             self.naconmax = self.contacts_per_world * params.warp_max_worlds
+            # the solver budget is capped on purpose (`solver_iterations`, `ls_iterations`): Warp
+            # would print a warning for every step that uses it all; its buffer-overflow warnings stay
+            from mujoco.mjx.third_party.mujoco_warp._src.types import OverflowType
+            budget = int(OverflowType.ITERATIONS) | int(OverflowType.LS_ITERATIONS)
+            warn = int(self.mjx_model.opt._impl.warn_overflow) & ~budget
+            self.mjx_model = self.mjx_model.tree_replace({"opt._impl.warn_overflow": warn})
         self._site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "grip")
         self._hand = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "hand")
         if dict(self.obs_keys)["object"] != 14 * len(self.object_names):

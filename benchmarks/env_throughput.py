@@ -154,11 +154,12 @@ def main(argv=None):
     cls, params = TASKS[args.task]
     batches = [int(x) for x in args.batches.split(",")]
     impls = [x for x in args.impls.split(",") if x]
-    from ogpo_jax.envs.mjx.arm import IMPLS, check_impl
+    from ogpo_jax.envs.mjx.arm import check_impl
     for impl in impls:
-        if impl not in IMPLS:
-            parser.error(f"--impls: {impl!r} is not one of {IMPLS}")
-        check_impl(impl)
+        try:
+            check_impl(impl)
+        except (ValueError, ImportError) as e:
+            parser.error(f"--impls: {e}")
 
     def make(impl):
         return cls(params(timestep=args.timestep, n_substeps=args.n_substeps, ls_iterations=args.ls_iterations,

@@ -19,7 +19,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from ogpo_jax.training import cli  # noqa: E402
 from ogpo_jax import envs  # noqa: E402
-from ogpo_jax.training import compile_cache, pipeline, rundir  # noqa: E402
+from ogpo_jax.training import compile_cache, pipeline, rundir, spec  # noqa: E402
 from ogpo_jax.training.config import validate  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/can.py", "Task config (env, demos.num_demos, seed).")
@@ -34,7 +34,7 @@ def main(argv):
     validate(config)
     if os.path.exists(_OUT.value) and not _OVERWRITE.value:
         raise SystemExit(f"--out={_OUT.value!r} exists; pass --overwrite to replace it")
-    env, expert, episode_length = envs.make(config.env.name, **config.env.kwargs.to_dict())
+    env, expert, episode_length = envs.make(config.env.name, **spec.env_kwargs(config))
     k_demo = rundir.stage_keys(config)[0]
     print(f"[demos] {config.demos.num_demos} episodes of {config.env.name!r} (<= {episode_length} steps each); "
           "the first call compiles the rollout")

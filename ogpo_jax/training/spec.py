@@ -48,8 +48,8 @@ def env_kwargs(config) -> dict:
     """`config.env.kwargs` as the env takes them. On MuJoCo Warp (`impl='warp'`) without an explicit
     `warp_max_worlds`, that is set to the most worlds one call of this run steps (demos, BC and
     finetune evaluations, training envs, times the seeds vmapped together): Warp's contact buffer
-    is shared by the worlds of a call and its kernels run over all of it, so room for 4,096
-    worlds made a 16-env Can step 30x slower on the CPU than room for 16 (4.1 s against 0.14 s)."""
+    is shared by the worlds of a call and its kernels run over all of it: room for 4,096 worlds
+    makes a 16-env Can step ~30x slower on the CPU than room for 16 (docs/tasks.md)."""
     kwargs = config.env.kwargs.to_dict()
     if kwargs.get("impl") == "warp" and "warp_max_worlds" not in kwargs:
         seeds = max(int(config.get("num_seeds", 1)), 1)

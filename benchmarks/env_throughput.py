@@ -5,13 +5,15 @@ MuJoCo and (Can, optionally) robosuite's PickPlaceCan measured in the same run.
     python benchmarks/env_throughput.py --task=square --batches=1,16,64,256 --tag=square_cpu
     python benchmarks/env_throughput.py --batches=64,256 --repeats=5 --robosuite_python=/tmp/rs/bin/python
     python benchmarks/env_throughput.py --impls=jax,warp --batches=4,16,64 --tag=can_jax_vs_warp_cpu
+    python benchmarks/env_throughput.py --caps=none,8 --batches=16,64,256 --tag=can_contact_cap_cpu
 
 MJX: `jit(vmap(env.step))` on the default backend (compiled with `env.compiler_options`; batches
 above `env.max_vmap_batch` run as `lax.map` over vmapped sub-batches, as in training), from reset
 states with `benchmark_actions` (0.3 x standard normal, clipped: the arm moves, so the solver
 works as in a rollout; zero actions leave it at rest and flatter the simulator), timed after
 compilation and blocking on the result; `--impls` picks the MJX backends, one row each per batch
-(`warp`: MuJoCo Warp, its contact buffer sized for the largest batch). C MuJoCo: the same MJCF stepped with `mujoco.mj_step` in
+(`warp`: MuJoCo Warp, its contact buffer sized for the largest batch); `--caps` times the JAX
+backend at each `max_contact_points` (contact slots kept per condim group). C MuJoCo: the same MJCF stepped with `mujoco.mj_step` in
 one thread (`n_substeps` physics steps per control step, the differential-IK controller excluded,
 so it is an upper bound for a C-side env). robosuite: `benchmarks/robosuite_can.py` run by the
 interpreter `--robosuite_python` names (robosuite needs its own environment, see that script),
@@ -67,7 +69,7 @@ def bench_mjx(env: ArmTask, batch: int, repeats: int) -> dict:
     jax.block_until_ready(state.obs)
     dt = (time.perf_counter() - t0) / repeats
     n = env.params.n_substeps
-    return {"impl": env.params.impl, "batch": batch, "vmap_batch": min(batch, env.max_vmap_batch or batch), "control_steps_per_s": batch / dt, "physics_steps_per_s": batch * n / dt,
+    return {"impl": env.params.impl, "max_contact_points": env.params.max_contact_points, "batch": batch, "vmap_batch": min(batch, env.max_vmap_batch or batch), "control_steps_per_s": batch / dt, "physics_steps_per_s": batch * n / dt,
             "ms_per_batch_step": dt * 1e3, "compile_s": compile_s}
 
 
@@ -122,7 +124,9 @@ def to_markdown(result) -> str:
         lines.append(f"| robosuite {rs['robosuite']} PickPlaceCan (mujoco {rs['mujoco']}, {rs['substeps']} substeps), "
                      f"1 process | 1 | {rs['control_steps_per_s']:.0f} | {rs['physics_steps_per_s']:.0f} | - | - | 1.0 |")
     for r in result["mjx"]:
-        name = f"MJX ({r.get('impl', 'jax')})"
+        cap = r.get("max_contact_points", -1)
+        name = f"MJX ({r.get('impl', 'jax')}" + ("" if r.get("impl", "jax") != "jax" else
+                                                   f", max_contact_points {cap}" if cap != -1 else ", no contact cap") + ")"
         if "error" in r:
             lines.append(f"| {name} | {r['batch']} | {r['error']} | | | |" + tail)
         else:
@@ -139,6 +143,8 @@ def main(argv=None):
     parser.add_argument("--batches", default="1,16,64,256,1024,4096")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--impls", default="jax", help="MJX backends to time, comma-separated: jax, warp")
+    parser.add_argument("--caps", default="default", help="max_contact_points values to time on the JAX backend, "
+                        "comma-separated: 'default' (the task's), 'none' (no cap) or an integer >= 1")
     parser.add_argument("--n_substeps", type=int, default=ArmParams.n_substeps)
     parser.add_argument("--timestep", type=float, default=ArmParams.timestep)
     parser.add_argument("--ls_iterations", type=int, default=ArmParams.ls_iterations)
@@ -161,9 +167,14 @@ def main(argv=None):
         except (ValueError, ImportError) as e:
             parser.error(f"--impls: {e}")
 
-    def make(impl):
+    caps = [x.strip() for x in args.caps.split(",") if x.strip()]
+    if not caps or any(c not in ("default", "none") and not (c.isdigit() and int(c) >= 1) for c in caps):
+        parser.error(f"--caps={args.caps!r}: each must be 'default', 'none' or an integer >= 1")
+
+    def make(impl, cap="default"):
+        extra = {} if cap == "default" else {"max_contact_points": -1 if cap == "none" else int(cap)}
         return cls(params(timestep=args.timestep, n_substeps=args.n_substeps, ls_iterations=args.ls_iterations,
-                          solver_tolerance=args.solver_tolerance, impl=impl, warp_max_worlds=max(batches)))
+                          solver_tolerance=args.solver_tolerance, impl=impl, warp_max_worlds=max(batches), **extra))
 
     env = make("jax")
     result = {"benchmark": "env_throughput", "task": args.task, "machine": machine(), "date": time.strftime("%Y-%m-%d"),
@@ -178,8 +189,8 @@ def main(argv=None):
         print(runs[0], flush=True)
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, "env_throughput" + (f"_{args.tag}" if args.tag else ""))
-    for impl in impls:
-        env = make(impl)
+    for impl, cap in [(i, c) for i in impls for c in (caps if i == "jax" else ["default"])]:
+        env = make(impl, cap)
         for b in batches:
             try:
                 result["mjx"].append(bench_mjx(env, b, args.repeats))

@@ -60,3 +60,36 @@ def test_more_worlds_than_the_contact_buffer_holds_end_as_failures():
 def test_warp_fields_are_checked():
     with pytest.raises(ValueError, match="warp_max_worlds"):
         envs.make("can", impl="warp", warp_max_worlds=0)
+    with pytest.raises(ValueError, match="record_contacts=True counts MJX's JAX-backend contact slots"):
+        envs.make("can", impl="warp", record_contacts=True)
+
+
+def test_the_recorded_can_blow_up_steps_finitely_on_warp():
+    """`tests/data/can_blowup_state.npz` turned MJX-JAX's unpatched Newton solver NaN (a contact at
+    the elliptic cone's apex, test_can_blowup.py); MuJoCo Warp, with the solver settings it was
+    recorded with, steps the same state and chunk finitely and leaves the can on the table."""
+    import os
+
+    from mujoco import mjx
+
+    rec = np.load(os.path.join(os.path.dirname(__file__), "data", "can_blowup_state.npz"))
+    env = envs.make("can", impl="warp", warp_max_worlds=1, solver_iterations=4, ls_iterations=8,
+                    solver_tolerance=1e-8)[0].unwrapped
+    data = mjx.make_data(env.mj_model, impl="warp", naconmax=env.naconmax, njmax=env.njmax)
+    data = data.replace(**{k: jnp.asarray(rec[k]) for k in ("qpos", "qvel", "ctrl", "qacc_warmstart", "time")})
+    data = jax.jit(mjx.forward)(env.mjx_model, data)
+    info = {k: jnp.zeros((), bool) for k in ("success", "terminal", "nonfinite", "contact_overflow")}
+    state = core.EnvState(sim=data, obs=env._obs(data), reward=jnp.zeros(()), done=jnp.zeros((), bool), info=info)
+    np.testing.assert_allclose(np.asarray(state.obs), rec["obs"], atol=1e-3)
+
+    def chunk(state, actions):
+        def body(s, a):
+            s = env.step(s, a)
+            return s, s.info["nonfinite"]
+        return jax.lax.scan(body, state, actions)
+
+    final, broken = jax.device_get(jax.jit(chunk)(state, jnp.asarray(rec["chunk"])))
+    assert not broken.any()
+    assert np.isfinite(final.sim.qpos).all() and np.isfinite(final.sim.qvel).all()
+    assert np.abs(final.sim.qvel).max() < 5.0
+    np.testing.assert_allclose(final.sim.qpos[11], 0.033, atol=2e-3)     # the can still lies on the table

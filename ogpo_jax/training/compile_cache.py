@@ -38,6 +38,27 @@ def enable(log=None) -> str | None:
     return path
 
 
+# jax.monitoring events of the persistent cache (jax/_src/compiler.py, compilation_cache.py): a
+# lookup for every program eligible for the cache, a hit when it loaded, a miss when it was
+# compiled and written
+CACHE_EVENTS = {"/jax/compilation_cache/compile_requests_use_cache": "lookups",
+                "/jax/compilation_cache/cache_hits": "hits",
+                "/jax/compilation_cache/cache_misses": "written"}
+
+
+def count_events() -> dict:
+    """A dict of the persistent cache's lookups, hits and writes in this process from now on,
+    kept up to date by a `jax.monitoring` listener."""
+    counts = dict.fromkeys(CACHE_EVENTS.values(), 0)
+
+    def listener(event, **_):
+        key = CACHE_EVENTS.get(event)
+        if key:
+            counts[key] += 1
+    jax.monitoring.register_event_listener(listener)
+    return counts
+
+
 def signature(tree) -> tuple:
     """What decides whether `jax.jit` reuses a compiled program for the argument `tree`: its
     structure and every leaf's shape, dtype, sharding and committed-ness. Counting the distinct

@@ -103,6 +103,17 @@ class ArmParams:
     # worlds per call; a step that needed more ends every episode as a failure
     # (info['nonfinite'], info['contact_overflow']).
     warp_max_worlds: int = 4096
+    # impl='jax' only (Warp sizes its own buffers). MJX's collision step emits a fixed number of
+    # contact slots per pair type (Can: 40, Square: 72) and the solver carries constraint rows for
+    # every one, touching or not. A cap keeps, per condim group, the `max_contact_points` slots of
+    # least distance (MJX's `max_contact_points` numeric; -1: no cap). It changes nothing while no
+    # group ever has more touching slots than the cap; `experiments/contact_census.py` measures
+    # the peaks, and each task's default sits just above them (docs/tasks.md, "Contact slots").
+    max_contact_points: int = -1
+    # impl='jax' only: record, per control step, the peak number of touching contact slots over
+    # its physics steps, per condim group (info['contact_groups']) and per geom pair
+    # (info['contact_pairs'], `ArmTask.contact_pairs` names them); for the contact census
+    record_contacts: bool = False
 
     def __post_init__(self):
         name = type(self).__name__
@@ -117,6 +128,11 @@ class ArmParams:
             raise ValueError(f"{name}: max_steps must be >= 1, got {self.max_steps}")
         if self.warp_max_worlds < 1:
             raise ValueError(f"env.kwargs.warp_max_worlds must be >= 1, got {self.warp_max_worlds}")
+        if self.max_contact_points != -1 and self.max_contact_points < 1:
+            raise ValueError(f"env.kwargs.max_contact_points must be -1 (no cap) or >= 1, got {self.max_contact_points}")
+        if self.impl == "warp" and self.record_contacts:
+            raise ValueError("env.kwargs.record_contacts=True counts MJX's JAX-backend contact slots; "
+                             "use it with impl='jax'")
 
     @property
     def control_dt(self) -> float:
@@ -215,7 +231,12 @@ class ArmTask:
         check_impl(params.impl)
         solver_patch.apply()
         self.params = params
-        model = mujoco.MjModel.from_xml_path(self.asset_path)
+        if params.max_contact_points != -1 and params.impl == "jax":
+            spec = mujoco.MjSpec.from_file(self.asset_path)
+            spec.add_numeric(name="max_contact_points", data=[float(params.max_contact_points)])
+            model = spec.compile()
+        else:
+            model = mujoco.MjModel.from_xml_path(self.asset_path)
         model.opt.timestep = params.timestep
         model.opt.iterations = params.solver_iterations
         model.opt.ls_iterations = params.ls_iterations
@@ -235,6 +256,8 @@ class ArmTask:
             budget = int(OverflowType.ITERATIONS) | int(OverflowType.LS_ITERATIONS)
             warn = int(self.mjx_model.opt._impl.warn_overflow) & ~budget
             self.mjx_model = self.mjx_model.tree_replace({"opt._impl.warn_overflow": warn})
+        if params.record_contacts:
+            self._init_contact_census(model)
         self._site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "grip")
         self._hand = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "hand")
         if dict(self.obs_keys)["object"] != 14 * len(self.object_names):
@@ -256,6 +279,61 @@ class ArmTask:
         self.home_hand_quat = np.array(data.xquat[self._hand], np.float32)
         self.home_grip_pos = np.array(data.site_xpos[self._site], np.float32)
         self.home_hand_xmat = np.array(data.xmat[self._hand], np.float32).reshape(3, 3)
+
+    def _init_contact_census(self, model):
+        # every contact slot belongs to one geom pair (named `geom1/geom2`) and one condim group;
+        # the cap acts per condim group, so both are counted
+        # (the slots' geoms are filled in by the collision step, so they come from MJX's grouping
+        # of the scene's pairs, the table its collision step reads, not from a fresh Data)
+        from mujoco.mjx._src import collision_driver
+        groups = collision_driver._contact_groups(self.mjx_model, mjx.make_data(self.mjx_model))
+        slots = {}                     # (geom1, geom2) -> [condim, slots] before any cap
+        for key, group in groups.items():
+            ncon = collision_driver._COLLISION_FUNC[key.types].ncon
+            for a, b in np.asarray(group.geom):
+                slots.setdefault((int(a), int(b)), [int(key.condim), 0])[1] += int(ncon)
+        name = lambda g: mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, g) or f"geom{g}"  # noqa: E731
+        pairs = sorted(slots)
+        table = np.zeros((model.ngeom, model.ngeom), np.int32)
+        for i, (a, b) in enumerate(pairs):
+            table[a, b] = table[b, a] = i
+        self.contact_pairs = tuple(f"{name(a)}/{name(b)}" for a, b in pairs)
+        self.contact_slots_per_pair = tuple(slots[p][1] for p in pairs)
+        self.contact_condim_per_pair = tuple(slots[p][0] for p in pairs)
+        dims = np.asarray(mjx.make_data(self.mjx_model)._impl.contact.dim)
+        self.contact_condims = tuple(sorted({int(c) for c in dims}))
+        self.contact_slots_per_condim = tuple(int((dims == c).sum()) for c in self.contact_condims)
+        self._pair_table = jnp.asarray(table)
+
+    def _touching(self, data):
+        """(touching slots per condim group, per geom pair) of one physics state."""
+        c = data._impl.contact
+        touch = (c.dist < c.includemargin).astype(jnp.int32)
+        groups = jnp.stack([jnp.sum(touch * (c.dim == d)) for d in self.contact_condims])
+        pair = self._pair_table[c.geom[:, 0], c.geom[:, 1]]
+        pairs = jax.ops.segment_sum(touch, pair, num_segments=len(self.contact_pairs))
+        return groups, pairs
+
+    def _census_info(self, peaks=None) -> dict:
+        if peaks is None:
+            peaks = (jnp.zeros((len(self.contact_condims),), jnp.int32), jnp.zeros((len(self.contact_pairs),), jnp.int32))
+        return {"contact_groups": peaks[0], "contact_pairs": peaks[1]}
+
+    def simulate(self, data):
+        """`n_substeps` physics steps; with `record_contacts`, also the peak touching slots over
+        them (per condim group, per geom pair)."""
+        n, model = self.params.n_substeps, self.mjx_model
+        if not self.params.record_contacts:
+            return jax.lax.fori_loop(0, n, lambda _, d: mjx.step(model, d), data), None
+
+        def body(_, carry):
+            d, (g, p) = carry
+            d = mjx.step(model, d)
+            g1, p1 = self._touching(d)
+            return d, (jnp.maximum(g, g1), jnp.maximum(p, p1))
+
+        zeros = self._census_info()
+        return jax.lax.fori_loop(0, n, body, (data, (zeros["contact_groups"], zeros["contact_pairs"])))
 
     @property
     def compiler_options(self):
@@ -313,6 +391,8 @@ class ArmTask:
         info = {"success": jnp.zeros((), bool), "terminal": jnp.zeros((), bool), "nonfinite": jnp.zeros((), bool)}
         if self.params.impl == "warp":
             info["contact_overflow"] = jnp.zeros((), bool)
+        if self.params.record_contacts:
+            info.update(self._census_info())
         return EnvState(sim=data, obs=self._obs(data), reward=jnp.zeros((), jnp.float32),
                         done=jnp.zeros((), bool), info=info)
 
@@ -354,7 +434,7 @@ class ArmTask:
         finger = p.finger_open * 0.5 * (1.0 - action[6])
         ctrl = jnp.concatenate([self.joint_targets(data, action), jnp.stack([finger, finger])])
         data = data.replace(ctrl=ctrl)
-        data = jax.lax.fori_loop(0, p.n_substeps, lambda _, d: mjx.step(self.mjx_model, d), data)
+        data, peaks = self.simulate(data)
         obs = self._obs(data)
         # A blown-up physics state (NaN/inf) never recovers: end the episode as a failure (no
         # bootstrap, the reward of a failed step); the auto-reset starts a fresh one.
@@ -366,4 +446,6 @@ class ArmTask:
         info = {"success": success, "terminal": success | broken, "nonfinite": broken}
         if p.impl == "warp":
             info["contact_overflow"] = overflow
+        if p.record_contacts:
+            info.update(self._census_info(peaks))
         return EnvState(sim=data, obs=obs, reward=reward, done=success | broken, info=info)

@@ -37,7 +37,21 @@ updates per iteration, so 0.25 grad steps per env step: 75k updates), 3x512 acto
 critics, 256-transition critic batches, 64 states x 16 chains per actor step, evaluation of both
 samplers over 128 episodes every 50k env steps (the BC early stop uses the same 128 episodes, so
 BC and finetuning share one evaluator program). It is derived from CPU-scale runs; its GPU wall
-time and success are measured by `benchmarks/device_suite.py` (README, "Benchmarks").
+time and success are measured by `benchmarks/device_suite.py` (README, "On a GPU").
+
+Its wall-clock arithmetic on one H200, from the one GPU table (benchmarks/results/
+device_suite_h200.md, before the contact cap) and what it has not measured yet:
+  demos 80 s + BC 99 s (measured)
+  + updates: 75,000 x 3.75-8.2 ms = 281-615 s (fused update 3.75 ms with one critic step; this
+    recipe's four cost up to 2.18 ms actor + 4 x 1.50 ms critic = 8.2 ms; not measured)
+  + stepping: 300k env steps / 5,756 control steps/s (Can, 256 envs, 44.5 ms per control step:
+    launch-bound) = 52 s
+  + evaluations: 7 points x 2 samplers x at most 400 control steps x ~44.5 ms = up to 249 s
+  + compiles: reset and step 26-28 s each, the finetune interval over 120 s (cut short there)
+  = about 14-21 minutes, over the 10-minute target. The levers, in order of size: fewer env steps
+  (the quick preset reached 0.969 at 100k), fewer evaluation points, the compilation cache on a
+  rerun, more envs per step while it stays launch-bound. The next GPU call measures the missing
+  terms (README, "On a GPU") before the preset changes.
 
 `quick`: the same recipe at 2-core CPU scale: 32 envs, 32 updates per iteration (128 env steps),
 2x256 networks, 32 states x 8 chains, 150k env steps, 64 evaluation episodes every 25k.

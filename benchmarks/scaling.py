@@ -48,7 +48,7 @@ from update_step import machine, write_results  # noqa: E402
 
 from ogpo_jax import envs  # noqa: E402
 from ogpo_jax.algorithms import ogpo  # noqa: E402
-from ogpo_jax.training import distributed, loop  # noqa: E402
+from ogpo_jax.training import distributed, loop, spec  # noqa: E402
 from ogpo_jax.training.config import check_divisible, validate  # noqa: E402
 
 
@@ -66,7 +66,7 @@ def task_config(task: str):
 
 
 def measure(c, n: int, intervals: int, iterations: int) -> dict:
-    env, _, ep_len = envs.make(c.env.name, **c.env.kwargs.to_dict())
+    env, _, ep_len = envs.make(c.env.name, **spec.env_kwargs(c))
     algo = validate(c)
     check_divisible(c.train, algo, n)
     chunk_shape = (c.env.chunk_horizon, env.action_size)

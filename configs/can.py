@@ -82,7 +82,7 @@ def _recipe(c: ConfigDict) -> None:
 def get_config(preset: str = "") -> ConfigDict:
     c = base.get_config()
     c.env.name = "can"
-    c.env.kwargs = ConfigDict({"max_steps": 400, "impl": "jax"})
+    c.env.kwargs = base.mjx_arm_kwargs(max_steps=400)
     c.env.chunk_horizon = 4
     c.demos.num_demos = 200
     _recipe(c)

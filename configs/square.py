@@ -20,7 +20,7 @@ at CPU scale; the paper's Square curve needs ~1.5M env steps.
 """
 from ml_collections import ConfigDict
 
-from configs import can
+from configs import base, can
 
 
 def get_config(preset: str = "") -> ConfigDict:
@@ -28,7 +28,7 @@ def get_config(preset: str = "") -> ConfigDict:
         raise ValueError(f"unknown preset {preset!r} for configs/square.py; known: '' (one GPU), 'quick' (2-core CPU)")
     c = can.get_config(preset)
     c.env.name = "square"
-    c.env.kwargs = ConfigDict({"max_steps": 400, "impl": "jax"})
+    c.env.kwargs = base.mjx_arm_kwargs(max_steps=400)
     c.env.chunk_horizon = 4
     c.algo.discount = 0.99
     c.algo.adv_strategy = "conservative"

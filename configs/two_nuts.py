@@ -17,7 +17,7 @@ iteration, 300k env steps = 75k updates), 64 per iteration of 32 envs (`quick`, 
 """
 from ml_collections import ConfigDict
 
-from configs import can
+from configs import base, can
 
 
 def get_config(preset: str = "") -> ConfigDict:
@@ -25,7 +25,7 @@ def get_config(preset: str = "") -> ConfigDict:
         raise ValueError(f"unknown preset {preset!r} for configs/two_nuts.py; known: '' (one GPU), 'quick' (2-core CPU)")
     c = can.get_config(preset)
     c.env.name = "two_nuts"
-    c.env.kwargs = ConfigDict({"max_steps": 700, "impl": "jax"})
+    c.env.kwargs = base.mjx_arm_kwargs(max_steps=700)
     c.env.chunk_horizon = 8
     c.algo.discount = 0.999
     c.demos.num_demos = 200

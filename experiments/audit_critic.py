@@ -53,7 +53,7 @@ from absl import app, flags, logging  # noqa: E402
 
 from ogpo_jax.training import cli  # noqa: E402
 from ogpo_jax import envs  # noqa: E402
-from ogpo_jax.training import compile_cache, critic_audit, rundir  # noqa: E402
+from ogpo_jax.training import compile_cache, critic_audit, rundir, spec  # noqa: E402
 from ogpo_jax.training.config import validate  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by train.py.", required=True)
@@ -153,9 +153,10 @@ def main(argv):
         actor, critics = agent, {}           # BC actor params: the MC figures alone
     else:
         raise SystemExit(f"{what}: algorithm {algo_cfg.name!r} has no OGPO critic ensemble to audit")
-    env, _, episode_length = envs.make(config.env.name, **config.env.kwargs.to_dict())
-    horizon = config.env.chunk_horizon
     n, g, m = _STATES.value, _GROUP.value, _ROLLOUTS.value
+    # MuJoCo Warp's buffers: room for the largest call (all N x G x M rollouts at most)
+    env, _, episode_length = envs.make(config.env.name, **spec.env_kwargs(config, worlds=max(n * g * m, _RECORD.value)))
+    horizon = config.env.chunk_horizon
     print(f"[audit] {what}; critics: {', '.join(critics) or 'none (MC figures only)'}")
     if _MC_FROM.value:
         result, n, g, m = _reuse_mc(_MC_FROM.value, config, algo_cfg, actor, critics, horizon, env)

@@ -36,7 +36,7 @@ from ml_collections import config_flags  # noqa: E402
 from ogpo_jax import envs  # noqa: E402
 from ogpo_jax.envs import core  # noqa: E402
 from ogpo_jax.envs.core import batched, compiler_options  # noqa: E402
-from ogpo_jax.training import cli, compile_cache, progress, rundir  # noqa: E402
+from ogpo_jax.training import cli, compile_cache, progress, rundir, spec  # noqa: E402
 
 MJX_TASKS = ("can", "square", "two_nuts")
 
@@ -140,7 +140,7 @@ def main(argv):
         params, policies, what = rundir.restore_policy(config, source, _CHECKPOINT.value)
         if _MODE.value not in policies:
             raise SystemExit(f"--mode={_MODE.value!r} is not available for {what}; choose from {sorted(policies)}")
-        kwargs = {**config.env.kwargs.to_dict(), **kwargs}
+        kwargs = {**spec.env_kwargs(config, worlds=_EPISODES.value), **kwargs}
         horizon = int(config.env.chunk_horizon)
     env, expert, episode_length = envs.make(_TASK.value, **kwargs)
     max_steps = _MAX_STEPS.value or episode_length

@@ -22,7 +22,7 @@ from configs import toy  # noqa: E402
 from ogpo_jax import envs  # noqa: E402
 from ogpo_jax.algorithms import ogpo  # noqa: E402
 from ogpo_jax.data import rings  # noqa: E402
-from ogpo_jax.training import distributed, loop  # noqa: E402
+from ogpo_jax.training import distributed, loop, spec  # noqa: E402
 from ogpo_jax.training.config import validate  # noqa: E402
 
 
@@ -47,7 +47,7 @@ def run_keys(seed: int = 0):
 
 
 def setup(c, seed: int = 0):
-    env, _, episode_length = envs.make(c.env.name, **c.env.kwargs.to_dict())
+    env, _, episode_length = envs.make(c.env.name, **spec.env_kwargs(c))
     chunk_shape = (c.env.chunk_horizon, env.action_size)
     algo = validate(c)
     bc = ogpo.init(run_keys(seed)[0], env.observation_size, chunk_shape, algo).actor

@@ -6,6 +6,7 @@ import pytest
 
 from configs import can
 from ogpo_jax import envs
+from ogpo_jax.training import spec
 
 
 def test_warp_without_warp_lang_is_a_named_error(monkeypatch):
@@ -26,7 +27,7 @@ def test_backend_is_a_config_field_that_overrides():
     c = can.get_config("quick")
     c.env.kwargs.impl = "warp"
     c.env.kwargs.warp_max_worlds = 8
-    env = envs.make(c.env.name, **c.env.kwargs.to_dict())[0].unwrapped
+    env = envs.make(c.env.name, **spec.env_kwargs(c))[0].unwrapped
     # Warp's buffers: the scene's 40 contact slots per world (Can's 16 pairs) for 8 worlds
     assert env.params.impl == "warp" and env.max_vmap_batch is None
     assert env.contacts_per_world == 40 and env.naconmax == 8 * 40 and env.njmax > 0
@@ -48,7 +49,6 @@ def test_bad_solver_budget_is_named(field, value):
 
 
 def test_a_run_sizes_warps_contact_buffer_from_its_largest_call():
-    from ogpo_jax.training import spec
     c = can.get_config("quick")
     assert "warp_max_worlds" not in spec.env_kwargs(c)          # the JAX backend has no such buffer
     c.env.kwargs.impl = "warp"
@@ -58,3 +58,24 @@ def test_a_run_sizes_warps_contact_buffer_from_its_largest_call():
     assert spec.env_kwargs(c)["warp_max_worlds"] == 128
     c.env.kwargs.warp_max_worlds = 1000                          # an explicit value is kept
     assert spec.env_kwargs(c)["warp_max_worlds"] == 1000
+    assert spec.env_kwargs(c, worlds=16)["warp_max_worlds"] == 1000   # ... over a script's own size
+    c.env.kwargs.warp_max_worlds = 0                             # 0: sized again
+    assert spec.env_kwargs(c, worlds=16)["warp_max_worlds"] == 16  # a script's own largest call
+
+
+def test_the_contact_cap_is_a_config_field_the_command_line_can_set():
+    c = can.get_config("quick")
+    # 0: the task's default cap (Can: 12); -1: none, as the runs before the cap stepped
+    assert c.env.kwargs.max_contact_points == 0 and "max_contact_points" not in spec.env_kwargs(c)
+    assert envs.make(c.env.name, **spec.env_kwargs(c))[0].unwrapped.params.max_contact_points == 12
+    c.env.kwargs.max_contact_points = -1
+    assert envs.make(c.env.name, **spec.env_kwargs(c))[0].unwrapped.params.max_contact_points == -1
+
+
+def test_vmapped_seeds_on_warp_are_a_named_error():
+    from ogpo_jax.training.config import validate
+    c = can.get_config("quick")
+    c.env.kwargs.impl = "warp"
+    c.num_seeds = 2
+    with pytest.raises(ValueError, match=r"num_seeds must be 1 with env.kwargs.impl='warp'.*got 2"):
+        validate(c)

@@ -146,6 +146,11 @@ def validate(config) -> AlgoConfig:
     if algorithms.get(algo.name).on_policy:     # its rollout is one time-ordered block, not sharded rings
         _require(dist.num_devices == 1 or (dist.num_devices == 0 and not dist.enabled), "distributed.num_devices",
                  dist.num_devices, f"1 for the on-policy algo.name={algo.name!r} (it runs on one device)")
+    if e.get("kwargs") is not None and e.kwargs.get("impl") == "warp":
+        # MuJoCo Warp's contact buffer is one for the worlds of a call; vmapping seeds over it (and
+        # the interval's per-seed halt guard, a select over the whole state) is untested
+        _require(config.num_seeds == 1, "num_seeds", config.num_seeds,
+                 "1 with env.kwargs.impl='warp' (run seeds as separate commands)")
     if e.name in HOST_ENVS:     # simulators in worker processes, stepped through io_callback (envs/host.py)
         _require(config.num_seeds == 1, "num_seeds", config.num_seeds,
                  f"1 for env.name={e.name!r} (host-simulated: one seed per run)")

@@ -44,18 +44,24 @@ class Task:
         return getattr(self.env, "obs_keys", None)
 
 
-def env_kwargs(config) -> dict:
-    """`config.env.kwargs` as the env takes them. On MuJoCo Warp (`impl='warp'`) without an explicit
-    `warp_max_worlds`, that is set to the most worlds one call of this run steps (demos, BC and
-    finetune evaluations, training envs, times the seeds vmapped together): Warp's contact buffer
-    is shared by the worlds of a call and its kernels run over all of it: room for 4,096 worlds
-    makes a 16-env Can step ~30x slower on the CPU than room for 16 (docs/tasks.md)."""
+def env_kwargs(config, worlds: int | None = None) -> dict:
+    """`config.env.kwargs` as the env takes them. A 0 in the MJX presets' sizing fields means "not
+    given" (`configs/base.mjx_arm_kwargs`): `max_contact_points` then is the task's default cap.
+    On MuJoCo Warp (`impl='warp'`) without a `warp_max_worlds`, that is set to `worlds` (a
+    script's own largest call) or else to the most worlds one call of this run steps (demos, BC
+    and finetune evaluations, training envs, times the seeds vmapped together): Warp's contact
+    buffer is shared by the worlds of a call and its kernels run over all of it: room for 4,096
+    worlds makes a 16-env Can step ~30x slower on the CPU than room for 16 (docs/tasks.md)."""
     kwargs = config.env.kwargs.to_dict()
+    for key in ("max_contact_points", "warp_max_worlds"):
+        if key in kwargs and kwargs[key] == 0:
+            del kwargs[key]
     if kwargs.get("impl") == "warp" and "warp_max_worlds" not in kwargs:
-        seeds = max(int(config.get("num_seeds", 1)), 1)
-        worlds = [int(config.demos.num_demos), int(config.bc.eval_episodes),
-                  seeds * int(config.train.num_envs), seeds * int(config.train.eval_episodes)]
-        kwargs["warp_max_worlds"] = max(worlds)
+        if worlds is None:
+            seeds = max(int(config.get("num_seeds", 1)), 1)
+            worlds = max(int(config.demos.num_demos), int(config.bc.eval_episodes),
+                         seeds * int(config.train.num_envs), seeds * int(config.train.eval_episodes))
+        kwargs["warp_max_worlds"] = int(worlds)
     return kwargs
 
 

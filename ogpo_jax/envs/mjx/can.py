@@ -41,7 +41,7 @@ class CanParams(ArmParams):
     success_max_z: float = 0.1       # can centre below this height (bin rim 0.08 + margin)
     # 12 of the condim-3 group's 36 contact slots (the pads' 4 condim-4 slots stay): at most 6
     # touched at once over 128 expert episodes and 10 over 128 of the BC-10 actor's; capped, the
-    # expert still succeeds in 128 / 128 and a batched step is ~1.5x faster on the CPU
+    # expert still succeeds in 128 / 128 and a batched step is 1.5-2x faster on the CPU
     # (docs/tasks.md, "Contact slots")
     max_contact_points: int = 12
 

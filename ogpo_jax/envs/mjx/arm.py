@@ -106,9 +106,10 @@ class ArmParams:
     # impl='jax' only (Warp sizes its own buffers). MJX's collision step emits a fixed number of
     # contact slots per pair type (Can: 40, Square: 72) and the solver carries constraint rows for
     # every one, touching or not. A cap keeps, per condim group, the `max_contact_points` slots of
-    # least distance (MJX's `max_contact_points` numeric; -1: no cap). It changes nothing while no
-    # group ever has more touching slots than the cap; `experiments/contact_census.py` measures
-    # the peaks, and each task's default sits just above them (docs/tasks.md, "Contact slots").
+    # least distance (MJX's `max_contact_points` numeric; -1: no cap). Above the most slots that
+    # ever touch at once it drops no contact, but it reorders the rows the few-iteration solver
+    # works through, so a default is kept only where the expert's success holds
+    # (`experiments/contact_census.py`; docs/tasks.md, "Contact slots").
     max_contact_points: int = -1
     # impl='jax' only: record, per control step, the peak number of touching contact slots over
     # its physics steps, per condim group (info['contact_groups']) and per geom pair

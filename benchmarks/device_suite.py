@@ -270,9 +270,8 @@ def active_contacts(data, impl: str, batch: int):
         # MuJoCo Warp keeps one contact buffer for all the worlds of a call: only its total is known
         n = jnp.max(data._impl.nacon).astype(jnp.float32) / batch
         return n, n
-    c = data._impl.contact
-    # constraint.py turns a contact slot into constraint rows only where dist - includemargin < 0
-    n = jnp.sum(c.dist < c.includemargin, axis=-1)
+    from ogpo_jax.envs.mjx.arm import touching
+    n = jnp.sum(touching(data._impl.contact), axis=-1)
     return jnp.max(n).astype(jnp.float32), jnp.mean(n.astype(jnp.float32))
 
 

@@ -167,14 +167,18 @@ def main(argv=None):
         except (ValueError, ImportError) as e:
             parser.error(f"--impls: {e}")
 
-    caps = [x.strip() for x in args.caps.split(",") if x.strip()]
-    if not caps or any(c not in ("default", "none") and not (c.isdigit() and int(c) >= 1) for c in caps):
-        parser.error(f"--caps={args.caps!r}: each must be 'default', 'none' or an integer >= 1")
+    from ogpo_jax.envs.mjx.arm import contact_cap_kwargs
+    try:
+        caps = [contact_cap_kwargs(x, "--caps") for x in args.caps.split(",") if x.strip()]
+    except ValueError as e:
+        parser.error(str(e))
+    if not caps:
+        parser.error(f"--caps={args.caps!r}: name at least one cap")
 
-    def make(impl, cap="default"):
-        extra = {} if cap == "default" else {"max_contact_points": -1 if cap == "none" else int(cap)}
+    def make(impl, cap=None):
         return cls(params(timestep=args.timestep, n_substeps=args.n_substeps, ls_iterations=args.ls_iterations,
-                          solver_tolerance=args.solver_tolerance, impl=impl, warp_max_worlds=max(batches), **extra))
+                          solver_tolerance=args.solver_tolerance, impl=impl, warp_max_worlds=max(batches),
+                          **(cap or {})))
 
     env = make("jax")
     result = {"benchmark": "env_throughput", "task": args.task, "machine": machine(), "date": time.strftime("%Y-%m-%d"),
@@ -189,7 +193,7 @@ def main(argv=None):
         print(runs[0], flush=True)
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, "env_throughput" + (f"_{args.tag}" if args.tag else ""))
-    for impl, cap in [(i, c) for i in impls for c in (caps if i == "jax" else ["default"])]:
+    for impl, cap in [(i, c) for i in impls for c in (caps if i == "jax" else [{}])]:
         env = make(impl, cap)
         for b in batches:
             try:

@@ -36,6 +36,7 @@ from ml_collections import config_flags  # noqa: E402
 from ogpo_jax import envs  # noqa: E402
 from ogpo_jax.envs import core  # noqa: E402
 from ogpo_jax.envs.core import batched, compiler_options  # noqa: E402
+from ogpo_jax.envs.mjx.arm import contact_cap_kwargs  # noqa: E402
 from ogpo_jax.training import cli, compile_cache, progress, rundir, spec  # noqa: E402
 
 MJX_TASKS = ("can", "square", "two_nuts")
@@ -117,16 +118,15 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     if _EPISODES.value < 1 or _SEGMENT.value < 1 or _MAX_STEPS.value < 0:
         raise SystemExit("--episodes and --segment_steps must be >= 1 and --max_steps >= 0")
-    cap = _CAP.value.strip()
-    if cap not in ("default", "none") and not (cap.isdigit() and int(cap) >= 1):
-        raise SystemExit(f"--max_contact_points={cap!r}: must be 'default', 'none' or an integer >= 1")
+    try:
+        cap_kwargs = contact_cap_kwargs(_CAP.value, "--max_contact_points")
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     census = _IMPL.value == "jax"
-    kwargs = {"impl": _IMPL.value}
-    if cap != "default":
-        kwargs["max_contact_points"] = -1 if cap == "none" else int(cap)
+    kwargs = {"impl": _IMPL.value, **cap_kwargs}
     if census:
         kwargs["record_contacts"] = True
-    elif cap != "default":
+    elif cap_kwargs:
         raise SystemExit("--max_contact_points acts on MJX's JAX backend; use it with --impl=jax")
     else:
         kwargs["warp_max_worlds"] = _EPISODES.value

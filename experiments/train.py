@@ -40,6 +40,7 @@ _TIME_BUDGET = flags.DEFINE_float(
     "time_budget_s", 0.0, "Wall-clock seconds from the command's start (0: no budget): finetuning stops at the "
     "first log interval past it, then checkpoints and evaluates as at the end; demos and BC are not cut.")
 
+
 def main(argv):
     del argv
     budget = _TIME_BUDGET.value

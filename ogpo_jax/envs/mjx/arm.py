@@ -53,6 +53,25 @@ def obs_layout(num_objects: int) -> tuple:
     return OBS_KEYS[:3] + (("object", 14 * num_objects),)
 
 
+def touching(contact):
+    """Bool per contact slot of an MJX (JAX backend) `Data._impl.contact`: the slot touches, i.e.
+    its distance is below the contact margin, where `mjx/_src/constraint.py` makes its rows active."""
+    return contact.dist < contact.includemargin
+
+
+def contact_cap_kwargs(text: str, flag: str) -> dict:
+    """A command-line contact cap -> env kwargs: 'default' (the task's own) -> {}, 'none' ->
+    max_contact_points -1, an integer >= 1 -> that cap; anything else a ValueError naming `flag`."""
+    text = text.strip()
+    if text == "default":
+        return {}
+    if text == "none":
+        return {"max_contact_points": -1}
+    if text.isdigit() and int(text) >= 1:
+        return {"max_contact_points": int(text)}
+    raise ValueError(f"{flag}={text!r}: must be 'default', 'none' or an integer >= 1")
+
+
 def check_impl(impl: str) -> None:
     """Fail early, naming the field, where the MJX backend `impl` cannot run here.
 
@@ -287,7 +306,8 @@ class ArmTask:
         # (the slots' geoms are filled in by the collision step, so they come from MJX's grouping
         # of the scene's pairs, the table its collision step reads, not from a fresh Data)
         from mujoco.mjx._src import collision_driver
-        groups = collision_driver._contact_groups(self.mjx_model, mjx.make_data(self.mjx_model))
+        data = mjx.make_data(self.mjx_model)
+        groups = collision_driver._contact_groups(self.mjx_model, data)
         slots = {}                     # (geom1, geom2) -> [condim, slots] before any cap
         for key, group in groups.items():
             ncon = collision_driver._COLLISION_FUNC[key.types].ncon
@@ -301,7 +321,7 @@ class ArmTask:
         self.contact_pairs = tuple(f"{name(a)}/{name(b)}" for a, b in pairs)
         self.contact_slots_per_pair = tuple(slots[p][1] for p in pairs)
         self.contact_condim_per_pair = tuple(slots[p][0] for p in pairs)
-        dims = np.asarray(mjx.make_data(self.mjx_model)._impl.contact.dim)
+        dims = np.asarray(data._impl.contact.dim)
         self.contact_condims = tuple(sorted({int(c) for c in dims}))
         self.contact_slots_per_condim = tuple(int((dims == c).sum()) for c in self.contact_condims)
         self._pair_table = jnp.asarray(table)
@@ -309,7 +329,7 @@ class ArmTask:
     def _touching(self, data):
         """(touching slots per condim group, per geom pair) of one physics state."""
         c = data._impl.contact
-        touch = (c.dist < c.includemargin).astype(jnp.int32)
+        touch = touching(c).astype(jnp.int32)
         groups = jnp.stack([jnp.sum(touch * (c.dim == d)) for d in self.contact_condims])
         pair = self._pair_table[c.geom[:, 0], c.geom[:, 1]]
         pairs = jax.ops.segment_sum(touch, pair, num_segments=len(self.contact_pairs))

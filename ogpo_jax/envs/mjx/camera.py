@@ -98,8 +98,9 @@ def depth_renderer(mj_model: mujoco.MjModel, mjx_model, cam: DepthCamera):
     from mujoco import mjx
     index = camera_id(mj_model, cam)
     rays = camera_rays(mj_model, cam)
-    norms = jnp.asarray(np.linalg.norm(rays, axis=-1))
-    units = jnp.asarray(rays / np.linalg.norm(rays, axis=-1, keepdims=True))
+    norms = np.linalg.norm(rays, axis=-1)
+    units = jnp.asarray(rays / norms[:, None])
+    norms = jnp.asarray(norms)
     view = ray_model(mj_model, mjx_model)
 
     def render(data):

@@ -52,8 +52,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from ogpo_jax.training import cli  # noqa: E402
-from ogpo_jax import envs  # noqa: E402
-from ogpo_jax.training import compile_cache, critic_audit, rundir, spec  # noqa: E402
+from ogpo_jax.training import compile_cache, critic_audit, rundir  # noqa: E402
 from ogpo_jax.training.config import validate  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by train.py.", required=True)
@@ -155,7 +154,7 @@ def main(argv):
         raise SystemExit(f"{what}: algorithm {algo_cfg.name!r} has no OGPO critic ensemble to audit")
     n, g, m = _STATES.value, _GROUP.value, _ROLLOUTS.value
     # MuJoCo Warp's buffers: room for the largest call (all N x G x M rollouts at most)
-    env, _, episode_length = envs.make(config.env.name, **spec.env_kwargs(config, worlds=max(n * g * m, _RECORD.value)))
+    env, episode_length = rundir.run_env(config, workdir, worlds=max(n * g * m, _RECORD.value))
     horizon = config.env.chunk_horizon
     print(f"[audit] {what}; critics: {', '.join(critics) or 'none (MC figures only)'}")
     if _MC_FROM.value:

@@ -28,8 +28,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from ogpo_jax.training import cli  # noqa: E402
-from ogpo_jax import envs  # noqa: E402
-from ogpo_jax.training import compile_cache, rundir, spec  # noqa: E402
+from ogpo_jax.training import compile_cache, rundir  # noqa: E402
 from ogpo_jax.training.evaluation import evaluate_policies, make_evaluator  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by train.py.", required=True)
@@ -52,7 +51,7 @@ def main(argv):
     unknown = [m for m in _MODES.value if m not in policies]
     if unknown:
         raise SystemExit(f"--modes: {unknown} not available for {what}; choose from {sorted(policies)}")
-    env, _, episode_length = envs.make(config.env.name, **spec.env_kwargs(config, worlds=_EPISODES.value))
+    env, episode_length = rundir.run_env(config, _WORKDIR.value, worlds=_EPISODES.value)
     horizon = config.env.chunk_horizon
     evaluate = make_evaluator(env, horizon, episode_length, _EPISODES.value, log=print)
     print(f"[eval] {what}: {_EPISODES.value} episodes per sampler")

@@ -32,10 +32,9 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from ogpo_jax.training import cli  # noqa: E402
-from ogpo_jax import envs  # noqa: E402
 from ogpo_jax.data import replay as rb  # noqa: E402
 from ogpo_jax.envs import core as env_core  # noqa: E402
-from ogpo_jax.training import compile_cache, rundir, spec  # noqa: E402
+from ogpo_jax.training import compile_cache, rundir  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config (default: the run's config.json).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory with the policy.", required=True)
@@ -99,7 +98,7 @@ def main(argv):
         raise SystemExit(f"--mode={mode!r} is not available for {what}; choose from {sorted(policies)}")
     if _ENV_STEPS.value < 1 or _NUM_ENVS.value < 1 or _CHUNKS.value < 1:
         raise SystemExit("--env_steps, --num_envs and --chunks_per_call must be >= 1")
-    env, _, _ = envs.make(config.env.name, **spec.env_kwargs(config, worlds=_NUM_ENVS.value))
+    env, _ = rundir.run_env(config, _WORKDIR.value, worlds=_NUM_ENVS.value)
     horizon = config.env.chunk_horizon
     rollout, init = make_rollout(env, policies[mode], horizon, _NUM_ENVS.value, _CHUNKS.value,
                                  max(_CAPTURES.value, 1))

@@ -78,3 +78,30 @@ def test_camera_fields_are_checked(can):
         camera.DepthCamera(width=0)
     with pytest.raises(ValueError, match=r"camera='wrist'.*\['front'\]"):
         camera.depth_renderer(env.mj_model, env.mjx_model, camera.DepthCamera("wrist"))
+
+
+def test_can_camera_observation_from_a_world_fixed_camera(can):
+    """`env.kwargs.obs='pixels+proprio'` on Can: the depth image of a camera placed by position and
+    look-at point, divided by `camera_far`, then the end effector and fingers of the state."""
+    from ogpo_jax.envs.core import EnvState
+    pos, lookat = (0.4, 0.0, 1.0), (0.12, 0.0, 0.0)
+    env = envs.make("can", obs="pixels+proprio", image_width=9, image_height=7, camera_pos=pos, camera_lookat=lookat,
+                    camera_fovy=50.0, camera_far=1.5)[0]
+    assert env.observation_size == 9 * 7 + 9 and env.proprio_size == 9 and env.state_observation_size == 23
+    assert [k for k, _ in env.obs_keys] == ["pixels", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"]
+    assert envs.make("can", obs="pixels", image_width=9, image_height=7)[0].observation_size == 63
+    task, (_, sim) = env.unwrapped, can
+    state = EnvState(sim=sim, obs=task._obs(sim), reward=0.0, done=False, info={})
+    obs = np.asarray(jax.jit(env.observe)(state))
+    depth = np.asarray(jax.jit(camera.depth_renderer(task.mj_model, task.mjx_model, env.camera))(sim))
+    np.testing.assert_allclose(obs[:63], depth.reshape(-1) / 1.5, atol=1e-6)
+    np.testing.assert_array_equal(obs[63:], np.asarray(state.obs[:9]))
+    # the centre pixel's ray is the optical axis: it meets the table at the look-at point
+    np.testing.assert_allclose(depth[3, 4], np.linalg.norm(np.subtract(pos, lookat)), rtol=1e-4)
+    rot = camera.fixed_pose(env.camera)[1]
+    np.testing.assert_allclose(rot.T @ rot, np.eye(3), atol=1e-6)
+    assert 0.3 < obs[:63].min() and obs[:63].max() <= 1.0
+    with pytest.raises(ValueError, match="no such camera"):
+        envs.make("can", obs="pixels", camera="side")
+    with pytest.raises(ValueError, match="pos=.* and lookat=.* must differ"):
+        envs.make("can", obs="pixels", camera_pos=(0.1, 0.0, 0.0), camera_lookat=(0.1, 0.0, 0.0))

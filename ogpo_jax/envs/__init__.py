@@ -141,15 +141,21 @@ REGISTRY = {"point_gaps": _point_gaps, "countdown": _countdown, "chunk_bandit": 
 
 
 def make(name: str, **kwargs):
+    """`kwargs` are the task's, plus the observation fields of `envs.pixels` (`obs`, the camera)."""
     if name not in REGISTRY:
         raise ValueError(f"env.name must be one of {sorted(REGISTRY)}, got {name!r}")
+    from ogpo_jax.envs import pixels
+    observation = pixels.pop_kwargs(kwargs)
     try:
         env, expert, episode_length = REGISTRY[name](**kwargs)
     except TypeError as e:
         raise ValueError(f"bad env.kwargs for {name!r}: {e}") from None
     if getattr(env, "host_batched", False):      # host workers keep the time limit and flag non-finite steps
+        if observation.get("obs", "state") != "state":
+            raise ValueError(f"env.kwargs.obs={observation['obs']!r} needs an MJX arm task, not {name!r}")
         return env, expert, episode_length
-    return EpisodeWrapper(NonFiniteWrapper(env), episode_length), expert, episode_length
+    env = EpisodeWrapper(NonFiniteWrapper(env), episode_length)
+    return pixels.wrap(env, name, observation), expert, episode_length
 
 
 __all__ = ["make", "REGISTRY", "EnvState", "EpisodeWrapper", "ChunkWrapper", "AutoResetWrapper",

@@ -12,6 +12,8 @@ Wrapper order used by the training loop:
 
     task -> NonFiniteWrapper -> EpisodeWrapper(T) -> ChunkWrapper(H) -> AutoResetWrapper -> VmapWrapper(N)
 
+(a task with a camera observation, `envs.pixels`, adds `ObserveChunks` after `ChunkWrapper`)
+
 so one `step` executes an action chunk open-loop and episodes end on chunk boundaries (steps of a
 chunk after the episode ended are frozen and marked invalid).
 """
@@ -188,6 +190,23 @@ class ChunkWrapper(Wrapper):
         return self._with_chunk_info(final, rewards, valid, out[2] if self.record_obs else None)
 
 
+class ObserveChunks(Wrapper):
+    """A chunked env whose observation is `env.observe(state)` (a camera image: `envs.pixels`),
+    made once per chunk boundary: after reset and after each chunk. The task's own observation,
+    which its steps read (the scripted expert, the non-finite guard), travels in
+    `info['state_obs']` and goes back into `obs` for the inner steps."""
+
+    def reset(self, key):
+        state = self.env.reset(key)
+        return state.replace(obs=self.env.observe(state), info=dict(state.info, state_obs=state.obs))
+
+    def step(self, state, chunk):
+        info = dict(state.info)
+        inner = state.replace(obs=info.pop("state_obs"), info=info)
+        nxt = self.env.step(inner, chunk)
+        return nxt.replace(obs=self.env.observe(nxt), info=dict(nxt.info, state_obs=nxt.obs))
+
+
 class AutoResetWrapper(Wrapper):
     """Resets finished episodes inside `step`; keeps the true final observation.
 
@@ -226,6 +245,11 @@ def batch_env(env, num_envs: int, horizon: int, auto_reset: bool = True, record_
     if getattr(env, "host_batched", False):
         return env.batched(num_envs, horizon, auto_reset=auto_reset)
     chunked = ChunkWrapper(env, horizon, record_obs=record_obs)
+    if hasattr(env, "observe"):           # a camera observation: one image per chunk boundary
+        if record_obs:
+            raise ValueError("per-step observations (train.replay_windows='step') are not recorded for a camera "
+                             "observation (env.kwargs.obs): the image is made once per chunk")
+        chunked = ObserveChunks(chunked)
     return VmapWrapper(AutoResetWrapper(chunked) if auto_reset else chunked, num_envs)
 
 

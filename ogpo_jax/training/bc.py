@@ -19,8 +19,13 @@ from ogpo_jax import gcp
 from ogpo_jax.training import progress
 
 
-def make_bc_block(config: AlgoConfig, chunk_shape, dataset: dict, batch_size: int, lr: float, steps: int):
-    """-> jitted `block(params, opt_state, key) -> (params, opt_state, mean_loss)` of `steps` steps."""
+def make_bc_block(config: AlgoConfig, chunk_shape, dataset: dict, batch_size: int, lr: float, steps: int,
+                  encoder=None, augment_shift: int = 0):
+    """-> jitted `block(params, opt_state, key) -> (params, opt_state, mean_loss)` of `steps` steps.
+
+    With an `encoder` (`ogpo_jax.encoders.PixelEncoder`, camera observations) the params are
+    {'encoder', 'actor'}, trained together: each batch's images are shifted by up to
+    `augment_shift` pixels, encoded, and the actor's flow-matching loss reaches the encoder."""
     apply_fn = actor_apply(config, chunk_shape[0] * chunk_shape[1])
     tx = optax.adam(lr)
     data = jax.tree_util.tree_map(jnp.asarray, dataset)
@@ -29,7 +34,12 @@ def make_bc_block(config: AlgoConfig, chunk_shape, dataset: dict, batch_size: in
     def loss_fn(params, key):
         k_idx, k_loss = jax.random.split(key)
         idx = jax.random.randint(k_idx, (batch_size,), 0, n)
-        return gcp.bc_loss(apply_fn, params, data["obs"][idx], data["actions"][idx], data["valid"][idx], k_loss,
+        obs, actor_params = data["obs"][idx], params
+        if encoder is not None:
+            k_aug = jax.random.fold_in(k_idx, 1)
+            obs = encoder.encode(params["encoder"], encoder.augment(obs, k_aug, augment_shift))
+            actor_params = params["actor"]
+        return gcp.bc_loss(apply_fn, actor_params, obs, data["actions"][idx], data["valid"][idx], k_loss,
                            config.gcp_spec)
 
     @jax.jit
@@ -55,15 +65,36 @@ def _actor_policy(config, chunk_shape, mode, params, obs, key):
     return sample_actions(config, chunk_shape, params, obs, key, mode)
 
 
-def train_bc(config, chunk_shape, obs_dim, dataset, evaluate, bc_cfg, key, log_fn=print):
-    """Run clipped BC. Returns (actor_params, history list of dicts).
+def encoded_policy(config, chunk_shape, encoder, mode):
+    """Policy function of BC's {'encoder', 'actor'} params on camera observations: the images are
+    encoded once per state, then the actor samples (static, hashable)."""
+    return functools.partial(_encoded_policy, config, tuple(chunk_shape), encoder, mode)
+
+
+def _encoded_policy(config, chunk_shape, encoder, mode, params, obs, key):
+    feats = encoder.encode(params["encoder"], obs)
+    return sample_actions(config, chunk_shape, params["actor"], feats, key, mode)
+
+
+def train_bc(config, chunk_shape, obs_dim, dataset, evaluate, bc_cfg, key, log_fn=print, encoder=None):
+    """Run clipped BC. Returns (actor_params, history list of dicts); with an `encoder` (camera
+    observations) the params are {'encoder', 'actor'}, the actor reading `encoder.feature_size`.
 
     `evaluate(params, key) -> {'success': ...}` scores the `bc_cfg.eval_mode` sampler after every
     block of `bc_cfg.eval_every` steps (the early stop looks at it)."""
     k_init, key = jax.random.split(key)
     dim = chunk_shape[0] * chunk_shape[1]
-    params = init_actor_params(config, k_init, obs_dim, dim)
-    block, tx = make_bc_block(config, chunk_shape, dataset, bc_cfg.batch_size, bc_cfg.lr, bc_cfg.eval_every)
+    if encoder is None:
+        params = init_actor_params(config, k_init, obs_dim, dim)
+    else:
+        params = {"encoder": encoder.init(jax.random.fold_in(k_init, 1)),
+                  "actor": init_actor_params(config, k_init, encoder.feature_size, dim)}
+        log_fn(f"[bc] {encoder.kind} encoder on {encoder.image_shape} images: "
+               f"{sum(x.size for x in jax.tree_util.tree_leaves(params['encoder'])):,} params, "
+               f"{encoder.features} features + {encoder.proprio_size} proprio dims; random shift "
+               f"{bc_cfg.augment_shift} px")
+    block, tx = make_bc_block(config, chunk_shape, dataset, bc_cfg.batch_size, bc_cfg.lr, bc_cfg.eval_every,
+                              encoder=encoder, augment_shift=bc_cfg.augment_shift)
     opt_state = tx.init(params)
     stop_mode = bc_cfg.eval_mode
     n_data = int(jax.tree_util.tree_leaves(dataset)[0].shape[0])

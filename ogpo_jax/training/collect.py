@@ -18,7 +18,8 @@ def collect_demos(env, expert, num_demos: int, max_steps: int, key, log=None, se
     """Roll out `num_demos` expert episodes in parallel (env must not auto-reset); an expert with
     its own `collect` (host simulators) collects them itself, in the same layout.
 
-    Returns a dict of arrays: obs (N, T, obs_dim), actions (N, T, da), rewards (N, T), dones (N, T),
+    Returns a dict of arrays: obs (N, T, obs_dim) (the policy's observation: for a camera
+    observation, every step's image, while the expert acts on the simulator state), actions (N, T, da), rewards (N, T), dones (N, T),
     valid (N, T) (steps taken before the episode ended), success (N,), length (N,); T = max_steps.
 
     The episodes advance `segment_steps` steps per call of one compiled program, so `log` (if
@@ -29,6 +30,8 @@ def collect_demos(env, expert, num_demos: int, max_steps: int, key, log=None, se
     if hasattr(expert, "collect"):      # an expert that runs its own simulators (host workers, envs/host.py)
         return expert.collect(num_demos, max_steps, key, log=log)
     seg = max(1, min(int(segment_steps), int(max_steps)))
+    # the policy's observation (a camera image: `envs.pixels`) is recorded; the expert reads the state
+    observe = env.observe if hasattr(env, "observe") else (lambda s: s.obs)
     num_seg = -(-max_steps // seg)
 
     def start(k):
@@ -43,7 +46,7 @@ def collect_demos(env, expert, num_demos: int, max_steps: int, key, log=None, se
             s, alive = carry
             action = expert.act(latent, s.obs, k_step)
             nxt = env.step(s, action)
-            out = dict(obs=s.obs, actions=action, rewards=nxt.reward, dones=nxt.done, valid=alive,
+            out = dict(obs=observe(s), actions=action, rewards=nxt.reward, dones=nxt.done, valid=alive,
                        success=nxt.info["success"] & alive)
             nxt = core._select(alive, nxt, s)        # MuJoCo Warp states merge through Data.where
             return (nxt, alive & ~nxt.done), out

@@ -99,6 +99,9 @@ def validate(config) -> AlgoConfig:
     _require(b.eval_mode in ("ode", "sde"), "bc.eval_mode", b.eval_mode, "'ode' or 'sde'")
     _require(0.0 <= b.stop_success <= 1.0, "bc.stop_success", b.stop_success, "in [0, 1]")
     _require(b.eval_episodes >= 1, "bc.eval_episodes", b.eval_episodes, ">= 1")
+    _require(b.encoder in ("conv", "vit"), "bc.encoder", b.encoder, "'conv' or 'vit'")
+    _require(b.encoder_features >= 1, "bc.encoder_features", b.encoder_features, ">= 1")
+    _require(b.augment_shift >= 0, "bc.augment_shift", b.augment_shift, ">= 0")
     for name in ("num_envs", "total_env_steps", "log_every_iterations", "replay_capacity",
                  "success_capacity", "eval_every_env_steps", "eval_episodes",
                  "checkpoint_every_env_steps", "max_checkpoints"):
@@ -117,6 +120,8 @@ def validate(config) -> AlgoConfig:
     if t.replay_windows == "step":
         _require(e.name not in HOST_ENVS, "train.replay_windows", t.replay_windows,
                  f"'chunk' for env.name={e.name!r} (its worker processes execute whole chunks)")
+        _require(e.kwargs.get("obs", "state") == "state", "train.replay_windows", t.replay_windows,
+                 f"'chunk' with env.kwargs.obs={e.kwargs.get('obs')!r} (the camera image is made once per chunk)")
         per_env = t.replay_capacity * e.chunk_horizon // t.num_envs
         _require(per_env >= 2 * e.chunk_horizon, "train.replay_capacity", t.replay_capacity,
                  f"large enough for >= 2 x H steps per env ring with replay_windows='step' (it gives {per_env} "

@@ -34,6 +34,10 @@ def get_config(preset: str = "") -> ConfigDict:
     c.bc.clipped = True                  # "clipped" init: stop once eval success >= stop_success
     c.bc.stop_success = 0.45
     c.bc.eval_episodes = 64
+    # camera observations only (env.kwargs.obs='pixels...'): the image encoder BC trains, then freezes
+    c.bc.encoder = "conv"                # 'conv' | 'vit' (ogpo_jax.encoders)
+    c.bc.encoder_features = 64           # image features the actor and critics read beside proprio
+    c.bc.augment_shift = 2               # random-shift augmentation of BC's images, in pixels (0: none)
 
     # every algorithm's fields; `algo.name` picks the algorithm and so the fields that apply
     c.algo = ConfigDict(all_defaults())

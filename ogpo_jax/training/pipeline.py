@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from ogpo_jax import encoders
 from ogpo_jax.data import demos as demo_io
 from ogpo_jax.training import bc as bc_lib
 from ogpo_jax.training import distributed, progress, rundir
@@ -113,7 +114,7 @@ def _restore_bc(ckpt, bc_json, template, policy, log):
 
 class Prepared(NamedTuple):
     """What the demo and BC stages leave for finetuning."""
-    spec: RunSpec
+    spec: RunSpec            # for a camera observation: the task seen through the frozen encoder
     bc_params: Any
     bc_info: dict
     final_eval: Any          # the evaluator of train.eval_episodes episodes (shared with finetuning)
@@ -150,6 +151,18 @@ def prepare(spec, workdir: str, log=print) -> Prepared:
             f"({len(episodes) - len(kept)} failed ones left out)")
         episodes = kept
 
+    encoder = encoders.for_env(config.bc, env)
+    bc_dir = os.path.join(workdir, "bc")
+    bc_json = os.path.join(bc_dir, "bc.json")
+    bc_ckpt = Checkpointer(os.path.join(bc_dir, "actor"), max_to_keep=1, process_local=True)
+    if encoder is not None:          # camera observations: BC trains the image encoder too
+        enc_ckpt = Checkpointer(os.path.join(bc_dir, "encoder"), max_to_keep=1, process_local=True)
+        try:
+            return _pixel_bc_stage(spec, encoder, episodes, bc_ckpt, enc_ckpt, bc_json, (k_bc, k_agent, k_eval), log)
+        finally:
+            bc_ckpt.close()
+            enc_ckpt.close()
+
     # One evaluator program per episode count: the BC early stop and the BC / finetune
     # evaluations share it when bc.eval_episodes == train.eval_episodes.
     final_eval = make_evaluator(env, horizon, episode_length, config.train.eval_episodes, log=log)
@@ -157,9 +170,6 @@ def prepare(spec, workdir: str, log=print) -> Prepared:
                make_evaluator(env, horizon, episode_length, config.bc.eval_episodes, log=log))
 
     # ---------------------------------------------------------------- stage 2: clipped BC
-    bc_dir = os.path.join(workdir, "bc")
-    bc_json = os.path.join(bc_dir, "bc.json")
-    bc_ckpt = Checkpointer(os.path.join(bc_dir, "actor"), max_to_keep=1, process_local=True)
     try:
         bc_params, bc_info = _bc_stage(config, algo_cfg, chunk_shape, obs_dim, episodes, horizon, bc_ckpt, bc_json,
                                        bc_eval, final_eval, (k_bc, k_agent, k_eval), log)
@@ -172,13 +182,22 @@ def _bc_stage(config, algo_cfg, chunk_shape, obs_dim, episodes, horizon, bc_ckpt
               keys, log):
     """Restore the BC actor of a finished BC stage, or train it (clipped BC) and save it."""
     k_bc, k_agent, k_eval = keys
-    bc_policies = {m: bc_lib.actor_policy(algo_cfg, chunk_shape, m) for m in ("ode", "sde")}
     bc_params, bc_info = _restore_bc(bc_ckpt, bc_json, actor_template(algo_cfg, k_agent, obs_dim, chunk_shape),
                                      algo_cfg.policy, log)
     if bc_params is not None:
         log(f"[bc] restored from {os.path.dirname(bc_json)}: ODE {bc_info['bc_success_ode']:.3f}, "
             f"SDE {bc_info['bc_success_sde']:.3f}")
         return bc_params, bc_info
+    bc_policies = {m: bc_lib.actor_policy(algo_cfg, chunk_shape, m) for m in ("ode", "sde")}
+    bc_params, bc_info = _train_bc(config, algo_cfg, chunk_shape, obs_dim, episodes, horizon, bc_eval, bc_policies,
+                                   k_bc, log)
+    _finish_bc(config, bc_params, bc_info, final_eval, bc_policies, bc_ckpt, bc_json, k_eval, log)
+    return bc_params, bc_info
+
+
+def _train_bc(config, algo_cfg, chunk_shape, obs_dim, episodes, horizon, bc_eval, bc_policies, k_bc, log,
+              encoder=None):
+    """Clipped BC on the demonstrations' chunk windows -> (params, bc_info without its final evaluation)."""
     t0 = time.time()
     dataset = demo_io.chunk_windows(episodes, horizon)
     stop_mode = config.bc.eval_mode
@@ -186,19 +205,68 @@ def _bc_stage(config, algo_cfg, chunk_shape, obs_dim, episodes, horizon, bc_ckpt
     def bc_evaluate(params, key):
         return evaluate_policies(bc_eval, bc_policies, params, key, [stop_mode])[stop_mode]
 
-    bc_params, history = bc_lib.train_bc(algo_cfg, chunk_shape, obs_dim, dataset, bc_evaluate, config.bc, k_bc, log)
-    bc_info = {"history": history, "bc_seconds": time.time() - t0, "bc_steps": history[-1]["bc_step"],
-               "policy": algo_cfg.policy}
+    bc_params, history = bc_lib.train_bc(algo_cfg, chunk_shape, obs_dim, dataset, bc_evaluate, config.bc, k_bc, log,
+                                         encoder=encoder)
+    return bc_params, {"history": history, "bc_seconds": time.time() - t0, "bc_steps": history[-1]["bc_step"],
+                       "policy": algo_cfg.policy}
+
+
+def _finish_bc(config, actor_params, bc_info, final_eval, policies, bc_ckpt, bc_json, k_eval, log):
+    """Score the BC actor with both samplers over train.eval_episodes, save it, then bc.json
+    (written last: its presence marks a finished BC stage)."""
     t1 = time.time()
-    res = evaluate_policies(final_eval, bc_policies, bc_params, k_eval)
+    res = evaluate_policies(final_eval, policies, actor_params, k_eval)
     for mode in ("ode", "sde"):
         bc_info[f"bc_success_{mode}"] = float(res[mode]["success"])
     bc_info["bc_final_eval_seconds"] = time.time() - t1
-    bc_ckpt.save(bc_info["bc_steps"], bc_params)
+    bc_ckpt.save(bc_info["bc_steps"], actor_params)
     write_json(bc_json, bc_info)
     log(f"[bc] done in {bc_info['bc_seconds']:.1f}s: ODE {bc_info['bc_success_ode']:.3f}, "
         f"SDE {bc_info['bc_success_sde']:.3f} over {config.train.eval_episodes} episodes")
-    return bc_params, bc_info
+
+
+def _pixel_bc_stage(spec, encoder, episodes, bc_ckpt, enc_ckpt, bc_json, keys, log) -> Prepared:
+    """BC on camera observations: the image encoder and the actor train together (the early stop
+    evaluates them on the images), then the encoder is frozen and saved in bc/encoder, the actor
+    (on the encoder's features) in bc/actor. Finetuning gets the spec whose env encodes with the
+    frozen encoder, and an evaluator of it; the BC actor's final scores come from that evaluator.
+    A finished stage is restored (the encoder first: the actor's input size depends on it)."""
+    config, algo_cfg, task = spec.config, spec.algo, spec.task
+    k_bc, k_agent, k_eval = keys
+    horizon, chunk_shape = task.horizon, task.chunk_shape
+
+    def finetune_side(enc_params):
+        fspec = spec_lib.encoded(spec, encoder, enc_params)
+        return fspec, make_evaluator(fspec.task.env, horizon, task.episode_length, config.train.eval_episodes,
+                                     log=log, what="evaluator (encoded images)")
+
+    template = actor_template(algo_cfg, k_agent, encoder.feature_size, chunk_shape)
+    if enc_ckpt.latest_step() is not None and bc_ckpt.latest_step() is not None:
+        try:
+            enc_params = enc_ckpt.restore(jax.eval_shape(lambda: encoder.init(k_agent)))
+        except CheckpointError as e:
+            dest = enc_ckpt.move_aside(enc_ckpt.latest_step(), str(e))
+            log(f"[bc] warning: the image encoder is damaged ({str(e)[:300]}); moved to {dest}; training BC again")
+        else:
+            actor_params, bc_info = _restore_bc(bc_ckpt, bc_json, template, algo_cfg.policy, log)
+            if actor_params is not None:
+                log(f"[bc] restored the encoder and actor from {os.path.dirname(bc_json)}: ODE "
+                    f"{bc_info['bc_success_ode']:.3f}, SDE {bc_info['bc_success_sde']:.3f}")
+                fspec, final_eval = finetune_side(enc_params)
+                return Prepared(spec=fspec, bc_params=actor_params, bc_info=bc_info, final_eval=final_eval)
+    bc_eval = make_evaluator(task.env, horizon, task.episode_length, config.bc.eval_episodes, log=log,
+                             what="evaluator (images)")
+    joint = {m: bc_lib.encoded_policy(algo_cfg, chunk_shape, encoder, m) for m in ("ode", "sde")}
+    params, bc_info = _train_bc(config, algo_cfg, chunk_shape, task.obs_dim, episodes, horizon, bc_eval, joint, k_bc,
+                                log, encoder=encoder)
+    bc_info["encoder"] = {"kind": encoder.kind, "image_shape": list(encoder.image_shape),
+                          "features": encoder.features, "proprio_size": encoder.proprio_size,
+                          "feature_size": encoder.feature_size}
+    enc_ckpt.save(bc_info["bc_steps"], params["encoder"])
+    fspec, final_eval = finetune_side(params["encoder"])
+    policies = {m: bc_lib.actor_policy(algo_cfg, chunk_shape, m) for m in ("ode", "sde")}
+    _finish_bc(config, params["actor"], bc_info, final_eval, policies, bc_ckpt, bc_json, k_eval, log)
+    return Prepared(spec=fspec, bc_params=params["actor"], bc_info=bc_info, final_eval=final_eval)
 
 
 def run(config, workdir: str, log=print, stop_at: float | None = None) -> dict:
@@ -247,7 +315,8 @@ def _run(spec, workdir, log, stop_at):
     # ---------------------------------------------------------------- stage 3: OGPO finetune
     # resumes from the newest checkpoint in workdir/finetune/checkpoints; each seed takes its keys
     # from rundir.seed_stage_keys (seed 0's are the stage keys)
-    finetune = finetune_lib.run(spec, p.bc_params, workdir, log, evaluate=p.final_eval, stop_at=stop_at)
+    # p.spec: for a camera observation, the task seen through BC's frozen image encoder
+    finetune = finetune_lib.run(p.spec, p.bc_params, workdir, log, evaluate=p.final_eval, stop_at=stop_at)
     demos_json = os.path.join(workdir, "demos.json")
     demo_stats = read_json(demos_json) if os.path.exists(demos_json) else {}
     head = {

@@ -2,12 +2,13 @@
 
     workdir/config.json            full resolved config (`load_run_config`)
     workdir/demos.hdf5, demos.json scripted-expert demonstrations and their statistics
-    workdir/bc/                    BC actor checkpoint + bc.json
+    workdir/bc/                    BC actor checkpoint + bc.json (+ bc/encoder: a camera run's frozen image encoder)
     workdir/finetune/checkpoints/  whole loop state; finetune/layout.json: devices and seeds
     workdir/metrics.jsonl, tb/     logs (`seed_<s>/` per seed of a num_seeds run)
     workdir/summary.json           the run summary
 
-`restore_policy` turns a run directory back into a policy for `experiments/evaluate.py`.
+`restore_policy` turns a run directory back into a policy for `experiments/evaluate.py`, `run_env`
+into the env that policy acts in.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import os
 
 import jax
 
-from ogpo_jax import envs
+from ogpo_jax import encoders, envs
 from ogpo_jax.algorithms import base as algorithms
 from ogpo_jax.algorithms.actor import init_actor_params
 from ogpo_jax.training import bc as bc_lib
@@ -196,6 +197,26 @@ def actor_template(algo_cfg, key, obs_dim: int, chunk_shape):
     return jax.eval_shape(lambda: init_actor_params(algo_cfg, key, obs_dim, dim))
 
 
+def run_env(config, workdir: str, worlds: int | None = None):
+    """-> (env, episode_length): the env a run's policies act in. For a camera observation
+    (`env.kwargs.obs`) that is the task seen through the frozen image encoder BC saved in
+    `workdir/bc/encoder`. `worlds`: the most envs one call steps (MuJoCo Warp's buffer size)."""
+    env, _, episode_length = envs.make(config.env.name, **spec.env_kwargs(config, worlds=worlds))
+    encoder = encoders.for_env(config.bc, env)
+    if encoder is not None:
+        from ogpo_jax.envs.pixels import EncodedObservation
+        path = os.path.join(workdir, "bc", "encoder")
+        ckpt = Checkpointer(path, max_to_keep=1)
+        try:
+            if ckpt.latest_step() is None:
+                raise FileNotFoundError(f"no image encoder in {path}: this camera-observation run has not finished BC")
+            params = ckpt.restore(jax.eval_shape(lambda: encoder.init(jax.random.PRNGKey(0))))
+        finally:
+            ckpt.close()
+        env = EncodedObservation(env, encoder, params)
+    return env, episode_length
+
+
 def restore_policy(config, workdir: str, source: str = "latest"):
     """Restore a trained policy from a run directory.
 
@@ -206,7 +227,7 @@ def restore_policy(config, workdir: str, source: str = "latest"):
     """
     algo_cfg = validate(config)
     algo = algorithms.get(algo_cfg.name)
-    env, _, episode_length = envs.make(config.env.name, **spec.env_kwargs(config))
+    env, episode_length = run_env(config, workdir)
     chunk_shape = (config.env.chunk_horizon, env.action_size)
     _, _, k_agent, k_loop, _ = stage_keys(config)
     ckpt_dir = os.path.join(workdir, "finetune", "checkpoints")

@@ -18,7 +18,7 @@ from typing import Any
 
 import ml_collections
 
-from ogpo_jax import envs
+from ogpo_jax import encoders, envs
 from ogpo_jax.algorithms.config import SWEEPABLE, AlgoConfig
 from ogpo_jax.training import memory
 from ogpo_jax.training.config import validate
@@ -131,9 +131,20 @@ def make(config, seeds=None, task: Task | None = None, hparams=None, check_memor
         raise ValueError(f"task {task.name!r} (chunk {task.chunk_shape}) was built for another env section than "
                          f"env.name={config.env.name!r}, env.chunk_horizon={config.env.chunk_horizon}")
     if check_memory:
-        memory.check_fits(config, task.obs_dim, task.chunk_shape[1], task.episode_length)
+        # a camera observation is stored encoded: the replay holds the encoder's features
+        encoder = encoders.for_env(config.bc, task.env)
+        obs_dim = task.obs_dim if encoder is None else encoder.feature_size
+        memory.check_fits(config, obs_dim, task.chunk_shape[1], task.episode_length)
     return RunSpec(config=ml_collections.FrozenConfigDict(config), algo=algo, task=task, seeds=seeds,
                    hparams=hparams)
 
 
-__all__ = ["Task", "RunSpec", "make", "make_task"]
+def encoded(spec: RunSpec, encoder, params) -> RunSpec:
+    """`spec` with its camera task seen through the frozen image encoder (`encoder`, `params`):
+    the observation finetuning, its replay and its critics see (`envs.pixels.EncodedObservation`)."""
+    from ogpo_jax.envs import pixels
+    env = pixels.EncodedObservation(spec.task.env, encoder, params)
+    return dataclasses.replace(spec, task=dataclasses.replace(spec.task, env=env, obs_dim=int(encoder.feature_size)))
+
+
+__all__ = ["Task", "RunSpec", "make", "make_task", "encoded"]

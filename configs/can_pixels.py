@@ -15,7 +15,7 @@ The camera is fixed above the table, in front of the arm, looking down at both b
 jitted step (`ogpo_jax.envs.mjx.camera`) once per action chunk (docs/pixels.md).
 
 Both presets are `configs/can.py`'s (its learning recipe and scale) with the camera; the quick
-one finetunes for 100k env steps instead of 150k. RESULTS.md ("Can from pixels") has what they
+one finetunes for 100k env steps instead of 150k and gives BC at most 40k steps. RESULTS.md ("Can from pixels") has what they
 reached.
 """
 from configs import can
@@ -43,4 +43,5 @@ def get_config(preset: str = ""):
     c.bc.augment_shift = 2
     if preset == "quick":
         c.train.total_env_steps = 100_000
+        c.bc.max_steps = 40_000          # the state actor stopped at 10k; this bounds BC's CPU time
     return c

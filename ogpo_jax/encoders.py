@@ -25,42 +25,73 @@ import numpy as np
 KINDS = ("conv", "vit")
 
 
+def conv3x3_stride2(x, kernel, bias, patches: bool = False):
+    """A 3x3, stride-2, 'SAME' convolution: (..., H, W, Cin), kernel (3, 3, Cin, Cout) -> (..., H', W', Cout).
+
+    `patches=True` computes it as nine strided slices and one matmul (im2col). Both ways give the
+    same numbers. XLA's CPU backend is ~25x slower at a convolution's gradient inside a
+    `lax.scan` than outside one; BC's scanned block takes the gradient, so it uses patches there,
+    while acting (forward passes only) uses the convolution."""
+    lead = x.shape[:-3]
+    x = x.reshape((-1,) + x.shape[-3:])
+    if patches:
+        h, w = x.shape[1], x.shape[2]
+        oh, ow = -(-h // 2), -(-w // 2)
+        # XLA's 'SAME' for stride 2, kernel 3: (2 * out + 1 - in) padding, the odd one at the end
+        ph, pw = max(2 * oh + 1 - h, 0), max(2 * ow + 1 - w, 0)
+        xp = jnp.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+        cols = [xp[:, i:i + 2 * oh - 1:2, j:j + 2 * ow - 1:2, :] for i in range(3) for j in range(3)]
+        y = jnp.concatenate(cols, -1) @ kernel.reshape(-1, kernel.shape[-1])
+    else:
+        y = jax.lax.conv_general_dilated(x, kernel, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = y + bias
+    return y.reshape(lead + y.shape[1:])
+
+
 class ConvEncoder(nn.Module):
     """Conv(3x3, stride 2) x len(channels) with ReLU, then Dense -> LayerNorm -> tanh:
-    (..., H, W, C) -> (..., features)."""
+    (..., H, W, C) -> (..., features). `patches`: see `conv3x3_stride2` (same params, same output)."""
 
     features: int = 64
     channels: Sequence[int] = (32, 32, 32)
+    patches: bool = False
 
     @nn.compact
     def __call__(self, images):
         x = images
-        for c in self.channels:
-            x = nn.relu(nn.Conv(c, (3, 3), strides=(2, 2), padding="SAME")(x))
+        for i, c in enumerate(self.channels):
+            kernel = self.param(f"conv{i}_kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], c))
+            bias = self.param(f"conv{i}_bias", nn.initializers.zeros, (c,))
+            x = nn.relu(conv3x3_stride2(x, kernel, bias, self.patches))
         x = x.reshape(x.shape[:-3] + (-1,))
         return jnp.tanh(nn.LayerNorm()(nn.Dense(self.features)(x)))
 
 
 class ViTEncoder(nn.Module):
-    """A minimal ViT: non-overlapping `patch` x `patch` patches embedded to `dim`, a learned
-    position embedding, `depth` pre-LayerNorm blocks (self-attention with `heads` heads, a 2x MLP),
-    mean-pooled, then Dense -> LayerNorm -> tanh: (..., H, W, C) -> (..., features)."""
+    """A minimal ViT: non-overlapping `patch` x `patch` patches embedded to `dim` (a reshape and a
+    Dense: no convolution, whose gradient is slow inside `lax.scan` on XLA's CPU backend), a
+    learned position embedding, `depth` pre-LayerNorm blocks (self-attention with `heads` heads,
+    a 2x MLP), mean-pooled, then Dense -> LayerNorm -> tanh: (..., H, W, C) -> (..., features)."""
 
     features: int = 64
     patch: int = 4
     dim: int = 64
     depth: int = 2
     heads: int = 4
+    patches: bool = False            # unused: the same interface as ConvEncoder
 
     @nn.compact
     def __call__(self, images):
-        x = nn.Conv(self.dim, (self.patch, self.patch), strides=(self.patch, self.patch), padding="VALID")(images)
-        x = x.reshape(x.shape[:-3] + (-1, self.dim))                   # (..., tokens, dim)
+        *lead, h, w, c = images.shape
+        p = self.patch
+        x = images.reshape(tuple(lead) + (h // p, p, w // p, p, c))
+        x = jnp.swapaxes(x, -4, -3).reshape(tuple(lead) + ((h // p) * (w // p), p * p * c))
+        x = nn.Dense(self.dim)(x)                                       # (..., tokens, dim)
         x = x + self.param("pos", nn.initializers.normal(0.02), x.shape[-2:])
         for _ in range(self.depth):
             x = x + nn.MultiHeadDotProductAttention(num_heads=self.heads)(nn.LayerNorm()(x))
-            h = nn.gelu(nn.Dense(2 * self.dim)(nn.LayerNorm()(x)))
-            x = x + nn.Dense(self.dim)(h)
+            hid = nn.gelu(nn.Dense(2 * self.dim)(nn.LayerNorm()(x)))
+            x = x + nn.Dense(self.dim)(hid)
         x = nn.LayerNorm()(x).mean(-2)
         return jnp.tanh(nn.LayerNorm()(nn.Dense(self.features)(x)))
 
@@ -96,8 +127,10 @@ class PixelEncoder:
         """The size of `encode`'s output: image features then proprioception."""
         return self.features + self.proprio_size
 
-    def module(self) -> nn.Module:
-        return ConvEncoder(self.features) if self.kind == "conv" else ViTEncoder(self.features)
+    def module(self, patches: bool = False) -> nn.Module:
+        """`patches`: convolutions as im2col matmuls (for gradients inside `lax.scan`: BC)."""
+        cls = ConvEncoder if self.kind == "conv" else ViTEncoder
+        return cls(self.features, patches=patches)
 
     def init(self, key):
         return self.module().init(key, jnp.zeros((1,) + self.image_shape))["params"]
@@ -109,10 +142,10 @@ class PixelEncoder:
                              f"{self.proprio_size} proprio values")
         return obs[..., :self.image_size].reshape(obs.shape[:-1] + self.image_shape), obs[..., self.image_size:]
 
-    def encode(self, params, obs):
-        """(..., image_size + proprio_size) -> (..., feature_size)."""
+    def encode(self, params, obs, patches: bool = False):
+        """(..., image_size + proprio_size) -> (..., feature_size). `patches`: see `module`."""
         images, proprio = self.split(obs)
-        feats = self.module().apply({"params": params}, images)
+        feats = self.module(patches).apply({"params": params}, images)
         return jnp.concatenate([feats, proprio.astype(feats.dtype)], -1)
 
     def augment(self, obs, key, shift: int):

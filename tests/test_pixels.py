@@ -44,6 +44,20 @@ def test_encode_keeps_proprio_and_bounds_the_features(kind):
         enc.encode(params, obs[..., :10])
 
 
+@pytest.mark.parametrize("shape", [(8, 8), (7, 5)])
+def test_the_im2col_convolution_equals_xla_s(shape):
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 3) + shape + (4,))
+    kernel = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 4, 5))
+    bias = jnp.arange(5.0)
+    a = encoders.conv3x3_stride2(x, kernel, bias, patches=False)
+    b = encoders.conv3x3_stride2(x, kernel, bias, patches=True)
+    assert a.shape == b.shape == (2, 3, -(-shape[0] // 2), -(-shape[1] // 2), 5)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    enc = encoders.PixelEncoder("conv", shape + (1,), 0, features=6)
+    params, obs = enc.init(jax.random.PRNGKey(2)), jax.random.uniform(jax.random.PRNGKey(3), (4, shape[0] * shape[1]))
+    np.testing.assert_allclose(enc.encode(params, obs), enc.encode(params, obs, patches=True), atol=1e-5)
+
+
 def test_encoder_fields_are_checked():
     with pytest.raises(ValueError, match="bc.encoder='mlp'"):
         encoders.PixelEncoder("mlp", (8, 8, 1), 0)
@@ -220,3 +234,26 @@ def test_pixel_run_resumes_bit_for_bit_with_the_encoder_frozen(tmp_path):
     shutil.rmtree(os.path.join(runs["split"], "bc", "encoder"))
     with pytest.raises(FileNotFoundError, match="no image encoder"):
         rundir.run_env(config, runs["split"])
+
+
+def test_recorded_episodes_act_on_the_image_and_keep_it_for_the_gif():
+    from ogpo_jax.envs.mjx import render
+    env = _point("pixels+proprio")
+    seen = []
+
+    def policy(params, obs, key):
+        seen.append(obs.shape)
+        return jnp.broadcast_to(jnp.asarray([0.0, 1.0]), (obs.shape[0], 3, 2))
+
+    rec = render.record_episodes(env, policy, None, jax.random.PRNGKey(0), 2, 3, 7)
+    assert seen and all(s == (2, 121) for s in seen)               # the policy gets the image + proprio
+    assert rec["view"].shape == (8, 2, 10, 12, 1) and rec["obs"].shape == (8, 2, 3)
+    # the image the policy saw at each chunk boundary, held until the next one
+    for t in (0, 3, 6):
+        for i in range(2):
+            pos = rec["obs"][t, i, :2]
+            row, col = np.unravel_index(rec["view"][t, i, ..., 0].argmax(), (10, 12))
+            assert abs((col + 0.5) / 12 * 2 - 1 - pos[0]) <= 1 / 12 + 1e-6
+        np.testing.assert_array_equal(rec["view"][t + 1], rec["view"][t]) if t < 6 else None
+    panel = render.camera_panel(rec["view"][0, 0], 240)
+    assert panel.shape == (240, 12 * 24, 3) and panel.dtype == np.uint8

@@ -21,6 +21,7 @@ from ogpo_jax.training.config import validate
 from ogpo_jax.training.evaluation import evaluate_policies, make_evaluator
 
 from tests.test_resume import _final_state, _records
+from tests.test_resume import _tiny as _tiny_state
 
 
 def _quiet(*_):
@@ -155,23 +156,11 @@ def test_observation_fields_are_checked():
 
 # ------------------------------------------------------------------------------------ the pixel pipeline
 def _tiny(**train):
-    c = toy.get_config("quick")
+    """test_resume's tiny toy run, seeing point_gaps from above (12x12) with the time beside it."""
+    c = _tiny_state(**train)
     c.env.kwargs.obs = "pixels+proprio"
     c.env.kwargs.image_width = c.env.kwargs.image_height = 12
-    c.log.progress = False
-    c.log.tensorboard = False
-    a = c.algo
-    a.actor_hidden_dims, a.critic_hidden_dims, a.num_critics, a.flow_steps = (32, 32), (32, 32), 2, 3
-    a.batch_size = a.ppo_batch_size = a.success_batch_size = 16
-    a.group_size = 4
-    c.demos.num_demos, c.bc.max_steps, c.bc.eval_every, c.bc.eval_episodes = 16, 60, 30, 8
     c.bc.batch_size, c.bc.encoder_features = 32, 16
-    t = c.train
-    t.num_envs, t.start_training, t.log_every_iterations, t.updates_per_iteration = 8, 200, 5, 2
-    t.replay_capacity, t.success_capacity, t.eval_episodes = 4096, 1024, 8
-    t.eval_every_env_steps, t.checkpoint_every_env_steps = 600, 100_000
-    for k, v in train.items():
-        t[k] = v
     return c
 
 
@@ -257,3 +246,26 @@ def test_recorded_episodes_act_on_the_image_and_keep_it_for_the_gif():
         np.testing.assert_array_equal(rec["view"][t + 1], rec["view"][t]) if t < 6 else None
     panel = render.camera_panel(rec["view"][0, 0], 240)
     assert panel.shape == (240, 12 * 24, 3) and panel.dtype == np.uint8
+
+
+@pytest.mark.slow
+def test_can_pixel_pipeline_runs_end_to_end(tmp_path):
+    """configs/can_pixels.py at a tiny scale (16x16 depth, 16 demos, 40-step episodes): demos with
+    images, BC with the encoder, finetuning on its features, the summary and the saved encoder."""
+    from configs import can_pixels
+    c = can_pixels.get_config("quick")
+    c.log.progress = c.log.tensorboard = False
+    c.env.kwargs.image_width = c.env.kwargs.image_height = 16
+    c.env.kwargs.max_steps = 40
+    c.demos.num_demos = 16
+    c.bc.max_steps, c.bc.eval_every, c.bc.eval_episodes, c.bc.batch_size = 200, 100, 8, 32
+    a, t = c.algo, c.train
+    a.actor_hidden_dims = a.critic_hidden_dims = (32, 32)
+    a.batch_size, a.ppo_batch_size, a.group_size, a.success_batch_size, a.critic_warmup_updates = 16, 4, 4, 16, 0
+    t.num_envs, t.eval_episodes, t.total_env_steps, t.start_training = 8, 8, 192, 32
+    t.log_every_iterations, t.updates_per_iteration, t.eval_every_env_steps, t.checkpoint_every_env_steps = 2, 2, 96, 96
+    summary = pipeline.run(c, str(tmp_path), log=_quiet)
+    assert summary["env_steps"] == 192 and np.isfinite(summary["final_success_ode"])
+    assert os.path.isdir(os.path.join(tmp_path, "bc", "encoder"))
+    env, _ = rundir.run_env(rundir.load_run_config(str(tmp_path)), str(tmp_path))
+    assert isinstance(env, pixels.EncodedObservation) and env.observation_size == 64 + 9

@@ -13,6 +13,7 @@ last checkpoint (OUTDIR/methods/<name>.run: its finetune run directory, checkpoi
 evaluation; the per-seed metrics.jsonl stay when it finishes). Methods: configs/methods.py.
 `--config.*` overrides apply to every method (e.g. --config.train.total_env_steps=60000).
 """
+import dataclasses
 import json
 import os
 import shutil
@@ -99,6 +100,8 @@ def main(argv):
                 raise ValueError(f"--bc_workdir {base}: its config.{section} differs from --config's; "
                                  "the BC actor would not match the task")
     prep = pipeline.prepare(base_spec, base)
+    if prep.spec.task is not base_spec.task:   # a camera run: every method finetunes on the frozen encoder's features
+        specs = {n: dataclasses.replace(s, task=prep.spec.task) for n, s in specs.items()}
     bc = {k: prep.bc_info[k] for k in ("bc_success_ode", "bc_success_sde", "bc_steps")}
     rundir.write_json(bc_info_path, bc)
     print(f"[compare] {config.env.name}: {len(names)} method(s) x {len(seeds)} seeds {seeds}; BC ODE "

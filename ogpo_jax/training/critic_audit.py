@@ -39,7 +39,7 @@ from ogpo_jax.algorithms import advantages as adv_lib
 from ogpo_jax.algorithms import critic as critic_lib
 from ogpo_jax.algorithms.actor import sample_actions
 from ogpo_jax.envs import core as env_core
-from ogpo_jax.envs.core import ChunkWrapper, VmapWrapper
+from ogpo_jax.envs.core import batch_env
 
 PHASES_ARM = ("reach", "carry", "place")
 PHASES_TIME = ("early", "middle", "late")
@@ -52,7 +52,7 @@ def record_states(env, horizon: int, episode_length: int, policy, params, key, n
     auto-reset) and keep the state before every chunk. -> dict of arrays with leading (C, E) axes:
     `states` (EnvState pytree), `obs`, `alive` (the episode is still running at that boundary),
     `chunk` (chunk index since the reset). C = ceil(episode_length / horizon)."""
-    chunked = VmapWrapper(ChunkWrapper(env, horizon), num_envs)
+    chunked = batch_env(env, num_envs, horizon, auto_reset=False)     # a camera task observes per chunk
     num_chunks = -(-episode_length // horizon)
     k_reset, k_act = jax.random.split(key)
 
@@ -154,7 +154,7 @@ def mc_returns(env, horizon: int, episode_length: int, states, chunks, policy, p
     `steps` (steps until the end), `success`, `nonfinite`."""
     n, g = chunks.shape[:2]
     batch = n * g * rollouts
-    chunked = VmapWrapper(ChunkWrapper(env, horizon), batch)
+    chunked = batch_env(env, batch, horizon, auto_reset=False)
     num_chunks = -(-episode_length // horizon)
 
     def run(params, states, chunks, key):

@@ -68,7 +68,11 @@ def record_states(env, horizon: int, episode_length: int, policy, params, key, n
 
     states, alive = jax.jit(run, compiler_options=env_core.compiler_options(env))(params, k_reset, k_act)
     chunk = np.broadcast_to(np.arange(num_chunks)[:, None], alive.shape)
-    return {"states": states, "obs": np.asarray(states.obs), "alive": np.asarray(alive), "chunk": chunk}
+    # task_obs: the task's state observation (the phases read the object's pose); for a camera
+    # task `obs` is what the policy sees
+    task_obs = states.info.get("state_obs", states.obs)
+    return {"states": states, "obs": np.asarray(states.obs), "task_obs": np.asarray(task_obs), "alive": np.asarray(alive),
+            "chunk": chunk}
 
 
 def arm_goal_xy(env):
@@ -319,7 +323,7 @@ def run_audit(env, horizon: int, episode_length: int, algo_config, actor_params,
     t0 = time.time()
     log(f"[audit] recording {record_envs} episodes of the policy (up to {episode_length} steps) for decision states")
     rec = record_states(env, horizon, episode_length, policy, actor_params, k_rec, record_envs)
-    phase_all, names = phases(env, rec["obs"], rec["alive"], rec["chunk"], episode_length, horizon)
+    phase_all, names = phases(env, rec["task_obs"], rec["alive"], rec["chunk"], episode_length, horizon)
     c, e = pick_states(rec["alive"], phase_all, num_states, seed=int(jax.random.randint(k_rec, (), 0, 2**30)))
     phase = phase_all[c, e]
     counts = ", ".join(f"{n} {int((phase == i).sum())}" for i, n in enumerate(names))

@@ -224,6 +224,14 @@ def test_pixel_run_resumes_bit_for_bit_with_the_encoder_frozen(tmp_path):
     with pytest.raises(FileNotFoundError, match="no image encoder"):
         rundir.run_env(config, runs["split"])
 
+    # an encoder whose actor never got saved (BC stopped between the two): BC trains both again
+    shutil.rmtree(os.path.join(prepared, "bc", "actor"))
+    os.remove(os.path.join(prepared, "bc", "bc.json"))
+    lines = []
+    again = pipeline.prepare(_tiny(), prepared, log=lines.append)
+    assert any("found an image encoder without a finished BC actor" in m for m in lines)
+    assert again.bc_info["bc_success_ode"] == prep.bc_info["bc_success_ode"]      # the same BC, trained again
+
 
 def test_recorded_episodes_act_on_the_image_and_keep_it_for_the_gif():
     from ogpo_jax.envs.mjx import render

@@ -254,6 +254,11 @@ def _pixel_bc_stage(spec, encoder, episodes, bc_ckpt, enc_ckpt, bc_json, keys, l
                     f"{bc_info['bc_success_ode']:.3f}, SDE {bc_info['bc_success_sde']:.3f}")
                 fspec, final_eval = finetune_side(enc_params)
                 return Prepared(spec=fspec, bc_params=actor_params, bc_info=bc_info, final_eval=final_eval)
+    if enc_ckpt.latest_step() is not None:
+        # an encoder without its finished actor (BC stopped after saving it, or the actor was
+        # damaged): the pair trains again, and the new encoder's step must not meet the old one
+        dest = enc_ckpt.move_aside(enc_ckpt.latest_step(), "its BC actor is missing or damaged: BC trains both again")
+        log(f"[bc] found an image encoder without a finished BC actor; moved to {dest}; training BC again")
     bc_eval = make_evaluator(task.env, horizon, task.episode_length, config.bc.eval_episodes, log=log,
                              what="evaluator (images)")
     joint = {m: bc_lib.encoded_policy(algo_cfg, chunk_shape, encoder, m) for m in ("ode", "sde")}
